@@ -1,0 +1,107 @@
+"""Default settings per (algorithm, dataset), each following its paper.
+
+``get_config(algorithm, dataset)`` returns a fresh dict; the training binary's
+flags override single keys. Keys in ``FIXED_KEYS`` define the model and the task:
+resuming a workdir with a different value is refused.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+DATASETS = ("omniglot", "sinusoid", "folder")
+CONFIGS = {
+    ("maml", "omniglot"): "maml_omniglot",
+    ("fomaml", "omniglot"): "maml_omniglot",
+    ("reptile", "omniglot"): "reptile_omniglot",
+    ("maml", "folder"): "maml_omniglot",
+    ("fomaml", "folder"): "maml_omniglot",
+    ("reptile", "folder"): "reptile_omniglot",
+    ("maml", "sinusoid"): "maml_sinusoid",
+    ("fomaml", "sinusoid"): "maml_sinusoid",
+    ("reptile", "sinusoid"): "reptile_sinusoid",
+}
+
+FIXED_KEYS = (
+    "algorithm",
+    "dataset",
+    "n_way",
+    "train_k_shot",
+    "image_size",
+    "channels",
+    "filters",
+    "depth",
+    "pooling",
+    "hidden",
+    "adapt_variables",
+    "transductive",
+    "rotations",
+    "split_protocol",
+    "split_seed",
+    "data_source",
+)
+
+# Settings common to every config (each config overrides what its paper says).
+BASE: dict[str, Any] = {
+    "seed": 0,
+    "split_seed": 0,
+    "split_protocol": "auto",
+    "rotations": "train",
+    "data_dir": "",
+    "data_source": "",
+    "image_size": 28,
+    "channels": 1,
+    "n_way": 5,
+    "k_shot": 1,
+    "train_k_shot": None,
+    "q_query": 1,
+    "eval_q_query": 15,
+    "meta_batch_size": 32,
+    "inner_lr": 0.4,
+    "inner_steps": 1,
+    "eval_inner_steps": 3,
+    "report_inner_steps": [],
+    "inner_optimizer": "sgd",
+    "inner_beta1": 0.0,
+    "inner_batch_size": None,
+    "eval_inner_batch_size": None,
+    "outer_optimizer": "adam",
+    "outer_lr": 1e-3,
+    "final_outer_lr": 0.0,
+    "gradient_clip_norm": None,
+    "num_steps": 60000,
+    "adapt_variables": "all",
+    "transductive": True,
+    "task_weighting": "uniform",
+    "jit_compile": False,
+    "filters": 64,
+    "depth": 4,
+    "pooling": "stride",
+    "hidden": [40, 40],
+    "val_tasks": 200,
+    "test_tasks": 600,
+    "test_seed": 1234,
+    "eval_batch_size": 20,
+    "log_every": 50,
+    "eval_every": 500,
+    "checkpoint_every": 500,
+}
+
+
+def get_config(algorithm: str, dataset: str) -> dict[str, Any]:
+    """The default config of ``algorithm`` on ``dataset`` (a fresh dict)."""
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}"
+        )
+    key = (algorithm, dataset)
+    if key not in CONFIGS:
+        known = sorted({a for a, _ in CONFIGS})
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {known}")
+    module = importlib.import_module(f"experiments.configs.{CONFIGS[key]}")
+    config = dict(BASE)
+    config.update(module.get_config())
+    config["algorithm"] = algorithm
+    config["dataset"] = dataset
+    return config

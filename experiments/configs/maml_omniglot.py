@@ -1,0 +1,26 @@
+"""MAML / FOMAML on Omniglot, as in Finn et al. 2017 (section 5.2, appendix A.1).
+
+5-way: alpha = 0.4, 1 inner step in training, 3 at test, meta-batch 32, Adam
+beta = 1e-3, 60000 meta-iterations, strided 4-block conv net (64 filters),
+rotations by multiples of 90 degrees as new classes. The paper's 20-way
+setting is alpha = 0.1, 5 inner steps, meta-batch 16: pass those as flags.
+The MAML code samples as many query examples per class as support examples;
+we train with ``q_query`` = 1 per class and evaluate on 15 per class.
+
+  python -m experiments.train --algorithm=maml --dataset=omniglot \
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/maml_omniglot
+"""
+
+
+def get_config() -> dict:
+    return {
+        "inner_lr": 0.4,
+        "inner_steps": 1,
+        "eval_inner_steps": 3,
+        "meta_batch_size": 32,
+        "outer_optimizer": "adam",
+        "outer_lr": 1e-3,
+        "num_steps": 60000,
+        "pooling": "stride",
+        "q_query": 1,
+    }

@@ -1,0 +1,29 @@
+"""Reptile on Omniglot, as in Nichol et al. 2018 (openai/supervised-reptile's
+``run_omniglot.sh``, transductive): 10 training shots per class, inner Adam
+(lr 0.001, beta1 = 0) for 5 iterations on mini-batches of 10, meta-batch 5,
+outer step epsilon 1.0 annealed linearly to 0 over 100000 iterations, and 50
+inner iterations on mini-batches of 5 at evaluation.
+
+  python -m experiments.train --algorithm=reptile --dataset=omniglot \
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/reptile_omniglot
+"""
+
+
+def get_config() -> dict:
+    return {
+        "train_k_shot": 10,
+        "q_query": 1,
+        "inner_optimizer": "adam",
+        "inner_lr": 0.001,
+        "inner_beta1": 0.0,
+        "inner_steps": 5,
+        "inner_batch_size": 10,
+        "eval_inner_steps": 50,
+        "eval_inner_batch_size": 5,
+        "meta_batch_size": 5,
+        "outer_optimizer": "annealed_sgd",
+        "outer_lr": 1.0,
+        "final_outer_lr": 0.0,
+        "num_steps": 100000,
+        "pooling": "stride",
+    }

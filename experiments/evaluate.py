@@ -1,0 +1,90 @@
+"""Evaluates a training workdir on its fixed meta-test tasks.
+
+  python -m experiments.evaluate --workdir=/tmp/tfmeta/maml [--checkpoint=best|latest]
+
+Reads the run's stored config, restores the best checkpoint by
+meta-validation (or the latest), and prints the mean query accuracy (MSE for
+sinusoid) with its 95% interval at the evaluation inner-step count and at any
+``report_inner_steps``; writes them to ``<workdir>/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import app, flags
+
+from experiments import common
+from experiments.flags import FLAGS
+from tfmeta.training import Trainer, evaluate, format_result, read_config, write_json
+
+flags.DEFINE_string("checkpoint", "best", "best (by meta-validation) | latest")
+
+
+def evaluate_workdir(
+    workdir: str,
+    *,
+    trainer: Trainer | None = None,
+    data: common.TaskData | None = None,
+    config: dict[str, Any] | None = None,
+    which: str = "best",
+) -> dict[str, Any]:
+    config = config or read_config(workdir)
+    data = data or common.build_data(config)
+    if trainer is None:
+        learner = common.build_learner(
+            config, common.build_model(config, data.input_shape)
+        )
+        trainer = Trainer(learner, workdir, data.train)
+    path = trainer.restore(which) or trainer.restore("latest")
+    if not path:
+        raise FileNotFoundError(
+            f"no checkpoint in {workdir}/checkpoints or {workdir}/best"
+        )
+    learner = trainer.learner
+    steps = [config["eval_inner_steps"]] + [
+        s for s in config["report_inner_steps"] if s != config["eval_inner_steps"]
+    ]
+    evaluations = []
+    for inner_steps in steps:
+        start = time.perf_counter()
+        result = evaluate(learner, data.test(), inner_steps=inner_steps)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        evaluations.append(result)
+        print(
+            f"meta-test ({inner_steps} inner steps): {format_result(result)}",
+            flush=True,
+        )
+    history_path = os.path.join(workdir, "validation.json")
+    timing = {}
+    if os.path.exists(trainer.timing_path):
+        with open(trainer.timing_path) as f:
+            timing = json.load(f)
+    results = {
+        "algorithm": config["algorithm"],
+        "dataset": config["dataset"],
+        "protocol": data.description,
+        "transductive": config["transductive"],
+        "checkpoint": path,
+        "checkpoint_step": int(path.rsplit("-", 1)[-1]),
+        "trained_steps": timing.get("step"),
+        "train_seconds": timing.get("train_seconds"),
+        "evaluations": evaluations,
+        "validation_history": history_path if os.path.exists(history_path) else None,
+    }
+    write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def main(argv):
+    del argv
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    evaluate_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
+
+
+if __name__ == "__main__":
+    app.run(main)

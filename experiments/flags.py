@@ -1,0 +1,93 @@
+"""Flags shared by the binaries: every config key can be overridden."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import flags
+
+from experiments.configs import get_config
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("algorithm", "maml", "maml | fomaml | reptile")
+flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder")
+flags.DEFINE_string(
+    "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
+)
+
+_INTS = {
+    "n_way": "classes per task (N)",
+    "k_shot": "support examples per class at test (K); sinusoid: support points",
+    "train_k_shot": "support examples per class in meta-training (default k_shot; Reptile: 10)",
+    "q_query": "query examples per class in meta-training",
+    "eval_q_query": "query examples per class in meta-validation/test tasks",
+    "meta_batch_size": "tasks per meta-step",
+    "inner_steps": "inner steps in meta-training",
+    "eval_inner_steps": "inner steps at meta-validation/test",
+    "inner_batch_size": "Reptile: examples per inner step in training",
+    "eval_inner_batch_size": "Reptile: examples per inner step at evaluation",
+    "num_steps": "meta-training steps",
+    "seed": "seed of the model init and the training task stream",
+    "split_seed": "seed of the class split (kept fixed to compare runs on the same classes)",
+    "test_seed": "seed of the fixed meta-test tasks (validation uses test_seed + 1)",
+    "val_tasks": "meta-validation tasks per validation (0: none)",
+    "test_tasks": "meta-test tasks in the final evaluation",
+    "eval_batch_size": "tasks per evaluation batch",
+    "image_size": "image side after resizing",
+    "channels": "image channels (folder dataset)",
+    "filters": "conv filters per block",
+    "depth": "conv blocks",
+    "log_every": "steps between log lines and summaries",
+    "eval_every": "steps between meta-validations",
+    "checkpoint_every": "steps between checkpoints",
+}
+_FLOATS = {
+    "inner_lr": "alpha, the inner learning rate",
+    "outer_lr": "beta (MAML) or initial epsilon (Reptile), the outer learning rate",
+    "final_outer_lr": "annealed_sgd: learning rate at num_steps",
+    "inner_beta1": "inner Adam beta1",
+    "gradient_clip_norm": "clip the meta-gradient by global norm",
+}
+_STRINGS = {
+    "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; "
+    "default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets",
+    "split_protocol": "Omniglot class split: auto | lake | maml | random",
+    "rotations": "rotation classes on: train | all | none",
+    "inner_optimizer": "sgd | adam",
+    "outer_optimizer": "adam | sgd | annealed_sgd",
+    "pooling": "stride | max",
+    "adapt_variables": "all | head (ANIL)",
+    "task_weighting": "uniform",
+}
+_BOOLS = {
+    "transductive": "normalize queries with their own batch statistics (else with the support set's)",
+    "jit_compile": "compile the meta-steps with XLA",
+}
+_LISTS = {
+    "hidden": "MLP hidden sizes (sinusoid)",
+    "report_inner_steps": "extra inner-step counts to report at meta-test",
+}
+for name, help_text in _INTS.items():
+    flags.DEFINE_integer(name, None, help_text)
+for name, help_text in _FLOATS.items():
+    flags.DEFINE_float(name, None, help_text)
+for name, help_text in _STRINGS.items():
+    flags.DEFINE_string(name, None, help_text)
+for name, help_text in _BOOLS.items():
+    flags.DEFINE_bool(name, None, help_text)
+for name, help_text in _LISTS.items():
+    flags.DEFINE_list(name, None, help_text)
+
+
+def resolved_config() -> dict[str, Any]:
+    """The algorithm/dataset defaults with every flag given on the command line applied."""
+    config = get_config(FLAGS.algorithm, FLAGS.dataset)
+    for name in [*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS]:
+        value = getattr(FLAGS, name)
+        if value is None:
+            continue
+        if name == "hidden" or name == "report_inner_steps":
+            value = [int(v) for v in value]
+        config[name] = value
+    return config

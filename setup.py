@@ -1,0 +1,29 @@
+"""tfmeta: gradient-based meta-learning for TensorFlow 2 and Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tfmeta",
+    version="0.1.0",
+    description="Gradient-based meta-learning (MAML, FOMAML, Reptile) for TensorFlow 2 / Keras 3",
+    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(
+        include=["tfmeta", "tfmeta.*", "experiments", "experiments.*"]
+    ),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16,<2.22",  # 2.16 is the first release with Keras 3
+        "keras>=3.0",
+        "tensorflow-datasets>=4.9",
+        "tensorboard",  # tf.summary needs it; tensorflow 2.21 does not install it
+        "absl-py>=1.0",
+        "numpy>=1.23",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "serving": ["tensorflow-serving-api>=2.16"],
+    },
+)

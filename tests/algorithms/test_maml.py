@@ -1,0 +1,159 @@
+"""MAML's meta-gradient against finite differences; FOMAML against its definition."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import (
+    classification_task,
+    floatx,
+    regression_task,
+    seed_tensor,
+    tiny_conv,
+    tiny_mlp,
+)
+from tfmeta.algorithms import FOMAML, MAML
+
+
+def maml_objective(learner, params, task, steps):
+    """L(theta'; D^val) with theta' from plain SGD on the support set (independent of the learner's tapes)."""
+    support_x, support_y, query_x, query_y = task
+    fast = list(params)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            loss = learner.loss(learner.forward(fast, support_x), support_y)
+        grads = tape.gradient(loss, fast)
+        fast = [w - learner.inner_lr * g for w, g in zip(fast, grads)]
+    return learner.loss(learner.forward(fast, query_x), query_y), fast
+
+
+def relative_error(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_second_order_gradient_matches_finite_differences_mlp(steps):
+    with floatx("float64"):
+        model = tiny_mlp(seed=3)
+        learner = MAML(
+            model,
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.05,
+            inner_steps=steps,
+            problem="regression",
+        )
+        task = regression_task(np.random.default_rng(0))
+        result = learner._task_fn(*task, seed_tensor())
+        analytic = np.concatenate([g.numpy().ravel() for g in result.meta_gradient])
+        params = learner.parameters()
+        sizes = [int(np.prod(p.shape)) for p in params]
+        flat = np.concatenate([p.numpy().ravel() for p in params])
+
+        def objective(vector):
+            parts = np.split(vector, np.cumsum(sizes)[:-1])
+            values = [
+                tf.constant(part.reshape(p.shape)) for part, p in zip(parts, params)
+            ]
+            return float(maml_objective(learner, values, task, steps)[0])
+
+        eps = 1e-6
+        numeric = np.array(
+            [
+                (
+                    objective(flat + eps * np.eye(flat.size)[i])
+                    - objective(flat - eps * np.eye(flat.size)[i])
+                )
+                / (2 * eps)
+                for i in range(flat.size)
+            ]
+        )
+        assert relative_error(analytic, numeric) < 1e-5
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_second_order_gradient_matches_finite_differences_conv_batch_norm(steps):
+    """Exact through MetaBatchNorm: directional derivatives along random directions."""
+    with floatx("float64"):
+        model = tiny_conv(seed=1)
+        learner = MAML(
+            model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=steps
+        )
+        rng = np.random.default_rng(1)
+        task = classification_task(rng)
+        result = learner._task_fn(*task, seed_tensor())
+        params = learner.parameters()
+        eps = 1e-5
+        for _ in range(4):
+            direction = [tf.constant(rng.normal(size=p.shape)) for p in params]
+            plus = maml_objective(
+                learner, [p + eps * d for p, d in zip(params, direction)], task, steps
+            )[0]
+            minus = maml_objective(
+                learner, [p - eps * d for p, d in zip(params, direction)], task, steps
+            )[0]
+            numeric = float((plus - minus) / (2 * eps))
+            analytic = float(
+                sum(
+                    tf.reduce_sum(g * d)
+                    for g, d in zip(result.meta_gradient, direction)
+                )
+            )
+            assert abs(analytic - numeric) / abs(numeric) < 1e-5
+
+
+def test_first_order_equals_query_gradient_at_adapted_weights():
+    with floatx("float64"):
+        model = tiny_conv(seed=2)
+        learner = FOMAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=2)
+        task = classification_task(np.random.default_rng(2))
+        result = learner._task_fn(*task, seed_tensor())
+        _, fast = maml_objective(learner, learner.parameters(), task, 2)
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            loss = learner.loss(learner.forward(fast, task[2]), task[3])
+        expected = tape.gradient(loss, fast)
+        for got, want in zip(result.meta_gradient, expected):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
+        # theta - theta' is the sum of the inner steps' moves
+        for update, p, f in zip(result.update, learner.parameters(), fast):
+            np.testing.assert_allclose(
+                update.numpy(), (p - f).numpy(), rtol=1e-9, atol=1e-12
+            )
+
+
+def test_first_and_second_order_differ_on_nonlinear_model():
+    with floatx("float64"):
+        model = tiny_conv(seed=4)
+        task = classification_task(np.random.default_rng(4))
+        second = MAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5)._task_fn(
+            *task, seed_tensor()
+        )
+        first = FOMAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5)._task_fn(
+            *task, seed_tensor()
+        )
+        a = np.concatenate([g.numpy().ravel() for g in second.meta_gradient])
+        b = np.concatenate([g.numpy().ravel() for g in first.meta_gradient])
+        assert relative_error(b, a) > 1e-2
+
+
+def test_zero_inner_steps_is_plain_gradient():
+    """With no inner step theta' = theta: MAML's meta-gradient is the query-loss gradient at theta."""
+    with floatx("float64"):
+        model = tiny_mlp(seed=5)
+        learner = MAML(
+            model,
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.1,
+            inner_steps=0,
+            problem="regression",
+        )
+        task = regression_task(np.random.default_rng(5))
+        result = learner._task_fn(*task, seed_tensor())
+        params = learner.parameters()
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = learner.loss(learner.forward(params, task[2]), task[3])
+        for got, want in zip(result.meta_gradient, tape.gradient(loss, params)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)

@@ -1,0 +1,89 @@
+"""Small models and tasks shared by the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmeta.models import conv4, mlp
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def omniglot_dir() -> pathlib.Path:
+    """The real Omniglot archives: $TFMETA_OMNIGLOT_DIR or ../shared/data/omniglot; skips when absent."""
+    path = pathlib.Path(
+        os.environ.get("TFMETA_OMNIGLOT_DIR")
+        or REPO.parent / "shared" / "data" / "omniglot"
+    )
+    if not any(path.glob("images_*")):
+        pytest.skip(
+            f"real Omniglot archives not found in {path} (set TFMETA_OMNIGLOT_DIR to run this test)"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def floatx(dtype: str):
+    # Keras caches its global dtype policy once a layer is built: set both.
+    previous, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def tiny_mlp(
+    seed: int = 0, hidden=(6,), output_dim: int = 1, input_dim: int = 1
+) -> keras.Model:
+    return mlp(output_dim=output_dim, input_dim=input_dim, hidden=hidden, seed=seed)
+
+
+def tiny_conv(n_way: int = 3, seed: int = 1, pooling: str = "stride") -> keras.Model:
+    return conv4(
+        n_way, input_shape=(8, 8, 1), filters=4, depth=2, pooling=pooling, seed=seed
+    )
+
+
+def classification_task(
+    rng: np.random.Generator,
+    n_way=3,
+    k_shot=2,
+    q_query=2,
+    shape=(8, 8, 1),
+    dtype="float64",
+):
+    support_x = tf.constant(rng.normal(size=(n_way * k_shot, *shape)), dtype)
+    support_y = tf.constant(np.repeat(np.arange(n_way), k_shot), tf.int32)
+    query_x = tf.constant(rng.normal(size=(n_way * q_query, *shape)), dtype)
+    query_y = tf.constant(np.repeat(np.arange(n_way), q_query), tf.int32)
+    return support_x, support_y, query_x, query_y
+
+
+def regression_task(rng: np.random.Generator, k=5, dtype="float64"):
+    x = rng.uniform(-5, 5, size=(2 * k, 1))
+    y = 2.0 * np.sin(x - 0.5)
+    return (
+        tf.constant(x[:k], dtype),
+        tf.constant(y[:k], dtype),
+        tf.constant(x[k:], dtype),
+        tf.constant(y[k:], dtype),
+    )
+
+
+def batch(*tasks):
+    """Stacks single tasks into a meta-batch episode."""
+    return tuple(tf.stack(parts) for parts in zip(*tasks))
+
+
+def seed_tensor(index: int = 0) -> tf.Tensor:
+    return tf.constant([0, index], tf.int64)

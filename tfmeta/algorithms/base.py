@@ -1,0 +1,395 @@
+"""The learner interface shared by every gradient-based meta-learner.
+
+Notation (Finn et al. 2017): theta are the meta-parameters (the model's
+trainable variables), theta'_i the fast weights after adapting to task i with
+inner learning rate alpha, beta the outer (meta) learning rate held by the
+outer Keras optimizer. Every learner forms, per task of a meta-batch, a
+``TaskResult``: a meta-gradient for theta and the task's update vector
+theta - theta'_i. The learners differ only in ``task_result``; the tasks'
+meta-gradients are combined by one task weighting (uniform mean by default)
+and applied by the outer optimizer.
+
+Execution: a meta-train step is one ``tf.function`` (XLA with
+``jit_compile=True``). Inside it each task runs through one per-task function
+traced once and called ``meta_batch_size`` times without being inlined, so
+tracing and graph optimization do not grow with the meta-batch while the tasks'
+calls still run in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from tfmeta.algorithms import weighting
+from tfmeta.algorithms.inner_optimizers import InnerAdam, InnerSGD
+from tfmeta.models.batch_norm import normalization_reference
+
+FastWeights = list[tf.Tensor]
+PROBLEMS = ("classification", "regression")
+ADAPT_VARIABLES = ("all", "head")
+
+
+class TaskResult(NamedTuple):
+    """Per-task outcome of a meta-train step (lists align with ``model.trainable_variables``)."""
+
+    meta_gradient: list[tf.Tensor]  # this task's contribution to d(meta-loss)/d(theta)
+    update: list[tf.Tensor]  # theta - theta'_i
+    query_loss: tf.Tensor  # scalar, query loss after adaptation
+    query_metric: tf.Tensor  # scalar, accuracy (classification) or MSE (regression)
+
+
+def _per_task_function(fn: Callable) -> Callable:
+    # Traced once; every call in the meta-step is a call op, not an inlined copy.
+    return tf.function(
+        fn, experimental_attributes={"_noinline": True}, reduce_retracing=False
+    )
+
+
+class MetaLearner:
+    """Base class: inner loop, compiled meta-train/eval steps, task weighting.
+
+    Args:
+      model: a built Keras 3 model mapping ``[batch, ...]`` inputs to logits
+        ``[batch, n_way]`` (classification) or ``[batch, d]`` (regression). It is
+        only ever called through ``stateless_call``: layers must not keep state
+        between calls that matters for the result (use ``MetaBatchNorm``, not
+        Keras ``BatchNormalization`` whose moving averages are discarded here).
+      outer_optimizer: Keras optimizer applying the combined meta-gradient
+        (beta in the MAML paper is its learning rate).
+      inner_lr: alpha, step size of the inner loop.
+      inner_steps: inner steps during meta-training.
+      eval_inner_steps: inner steps at meta-validation/test time.
+      problem: "classification" (softmax cross-entropy, accuracy) or
+        "regression" (mean squared error).
+      adapt_variables: "all", or "head" (only the last layer adapts, as ANIL).
+      transductive: True: a query batch is normalized with its own batch
+        statistics (MAML and Reptile code). False: queries are normalized with
+        the support set's statistics, so one query's prediction does not depend
+        on the other queries.
+      task_weighting: how per-task meta-gradients are combined
+        (``weighting.TASK_WEIGHTINGS``).
+      jit_compile: compile the meta-steps with XLA.
+      inner_optimizer: the inner update rule (default SGD with ``inner_lr``).
+      seed: seeds randomness inside the steps (e.g. Reptile's inner mini-batches).
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        outer_optimizer: keras.optimizers.Optimizer,
+        *,
+        inner_lr: float,
+        inner_steps: int = 1,
+        eval_inner_steps: int | None = None,
+        problem: str = "classification",
+        adapt_variables: str = "all",
+        transductive: bool = True,
+        task_weighting: str = "uniform",
+        jit_compile: bool = False,
+        inner_optimizer: InnerSGD | InnerAdam | None = None,
+        seed: int = 0,
+    ):
+        if problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
+        if adapt_variables not in ADAPT_VARIABLES:
+            raise ValueError(
+                f"adapt_variables must be one of {ADAPT_VARIABLES}, got {adapt_variables!r}"
+            )
+        if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
+            raise ValueError(
+                f"inner steps must be >= 0, got {inner_steps} and {eval_inner_steps}"
+            )
+        if not model.built or not model.trainable_variables:
+            raise ValueError(
+                "model must be built and have trainable variables (call it once or give an Input)"
+            )
+        weighting.check_task_weighting(task_weighting)
+        self.model = model
+        self.outer_optimizer = outer_optimizer
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = (
+            inner_steps if eval_inner_steps is None else eval_inner_steps
+        )
+        self.problem = problem
+        self.adapt_variables = adapt_variables
+        self.transductive = transductive
+        self.task_weighting = task_weighting
+        self.jit_compile = jit_compile
+        self.inner_optimizer = inner_optimizer or InnerSGD(inner_lr)
+        self.seed = seed
+        self.variables = list(model.trainable_variables)
+        self._adapted = self._adapted_indices(adapt_variables)
+        self.outer_optimizer.build(self.variables)
+        self._task_fn = _per_task_function(self._task_result_with_update)
+        self._eval_task_fn = _per_task_function(self._eval_task)
+        self._train_fn = tf.function(
+            self._train_step, jit_compile=jit_compile, reduce_retracing=False
+        )
+        self._eval_fn = tf.function(
+            self._eval_step, jit_compile=jit_compile, reduce_retracing=False
+        )
+
+    # ----------------------------------------------------------------- model
+    def _adapted_indices(self, adapt_variables: str) -> list[int]:
+        if adapt_variables == "all":
+            return list(range(len(self.variables)))
+        head = [layer for layer in self.model.layers if layer.trainable_variables][-1]
+        head_ids = {id(v) for v in head.trainable_variables}
+        return [i for i, v in enumerate(self.variables) if id(v) in head_ids]
+
+    def parameters(self) -> FastWeights:
+        """theta as tensors (a snapshot read of the trainable variables)."""
+        return [tf.identity(v.value) for v in self.variables]
+
+    def forward(
+        self,
+        params: Sequence[tf.Tensor],
+        x: tf.Tensor,
+        num_reference: int | None = None,
+    ) -> tf.Tensor:
+        """Model outputs for ``x`` under weights ``params`` (no state is touched).
+
+        ``num_reference``: normalize with statistics of the first rows only
+        (see ``normalization_reference``).
+        """
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        with normalization_reference(num_reference):
+            outputs, _ = self.model.stateless_call(
+                list(params), non_trainable, x, training=True
+            )
+        return outputs
+
+    def loss(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Mean cross-entropy of logits ``[batch, n_way]`` against int labels ``[batch]``,
+        or mean squared error against targets of the outputs' shape."""
+        if self.problem == "classification":
+            return tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    tf.cast(y, tf.int32), outputs
+                )
+            )
+        return tf.reduce_mean(tf.square(outputs - tf.cast(y, outputs.dtype)))
+
+    def metric(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Accuracy (classification) or mean squared error (regression), a scalar."""
+        if self.problem == "classification":
+            predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+            return tf.reduce_mean(
+                tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), outputs.dtype)
+            )
+        return tf.reduce_mean(tf.square(outputs - tf.cast(y, outputs.dtype)))
+
+    # ------------------------------------------------------------ inner loop
+    def inner_batch(self, support_x, support_y, step, task_seed, training: bool):
+        """The examples of inner step ``step``: the whole support set by default."""
+        return support_x, support_y
+
+    def _merge(
+        self, params: Sequence[tf.Tensor], adapted: Sequence[tf.Tensor]
+    ) -> FastWeights:
+        merged = list(params)
+        for index, value in zip(self._adapted, adapted):
+            merged[index] = value
+        return merged
+
+    def inner_loop(
+        self,
+        params: Sequence[tf.Tensor],
+        support_x: tf.Tensor,
+        support_y: tf.Tensor,
+        steps: int,
+        differentiable: bool,
+        task_seed: tf.Tensor | None = None,
+        training: bool = True,
+    ) -> FastWeights:
+        """theta'  after ``steps`` inner updates from ``params`` on the support set.
+
+        differentiable=True unrolls the steps in Python so that an enclosing tape
+        sees theta' as a function of theta (second-order MAML). Otherwise the
+        steps run in a ``tf.while_loop``: compile time does not grow with the
+        number of steps, and no gradient flows back through the loop.
+        """
+        if task_seed is None:
+            task_seed = tf.constant([self.seed, 0], tf.int64)
+        params = list(params)
+        adapted = [params[i] for i in self._adapted]
+        state = self.inner_optimizer.init(adapted)
+
+        def one_step(step, adapted, state):
+            x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
+            with tf.GradientTape() as tape:
+                tape.watch(adapted)
+                loss = self.loss(self.forward(self._merge(params, adapted), x), y)
+            grads = tape.gradient(
+                loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            return self.inner_optimizer.update(adapted, grads, state, step)
+
+        if differentiable:
+            for step in range(steps):
+                adapted, state = one_step(step, adapted, state)
+        elif steps > 0:
+            _, adapted, state = tf.while_loop(
+                lambda step, *_: step < steps,
+                lambda step, adapted, state: (
+                    step + 1,
+                    *one_step(step, adapted, state),
+                ),
+                (tf.constant(0), adapted, state),
+            )
+        return self._merge(params, adapted)
+
+    # ------------------------------------------------------- public interface
+    def adapt(
+        self, support_x: tf.Tensor, support_y: tf.Tensor, inner_steps: int | None = None
+    ) -> FastWeights:
+        """theta' for one task: ``support_x [n_way * k_shot, ...]``, ``support_y [n_way * k_shot]``.
+
+        Runs ``eval_inner_steps`` (or ``inner_steps``) from the current theta;
+        the model's variables are not changed.
+        """
+        steps = self.eval_inner_steps if inner_steps is None else inner_steps
+        return self.inner_loop(
+            self.parameters(),
+            support_x,
+            support_y,
+            steps,
+            differentiable=False,
+            training=False,
+        )
+
+    def predict(
+        self,
+        fast_weights: Sequence[tf.Tensor],
+        query_x: tf.Tensor,
+        support_x: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Outputs for ``query_x [n_query, ...]`` under theta'.
+
+        Non-transductive learners need ``support_x``: queries are normalized with
+        its statistics.
+        """
+        if self.transductive:
+            return self.forward(fast_weights, query_x)
+        if support_x is None:
+            raise ValueError(
+                "a non-transductive learner needs support_x in predict() for the normalization statistics"
+            )
+        num_support = (
+            tf.shape(support_x)[0] if support_x.shape[0] is None else support_x.shape[0]
+        )
+        outputs = self.forward(
+            fast_weights,
+            tf.concat([support_x, query_x], axis=0),
+            num_reference=num_support,
+        )
+        return outputs[num_support:]
+
+    def task_result(
+        self, support_x, support_y, query_x, query_y, task_seed
+    ) -> tuple[list, tf.Tensor, tf.Tensor, list]:
+        """Per-algorithm: (meta_gradient, query_loss, query_metric, fast_weights) for one task."""
+        raise NotImplementedError
+
+    def _task_result_with_update(
+        self, support_x, support_y, query_x, query_y, task_seed
+    ) -> TaskResult:
+        params = self.parameters()
+        meta_gradient, query_loss, query_metric, fast = self.task_result(
+            support_x, support_y, query_x, query_y, task_seed
+        )
+        update = [p - f for p, f in zip(params, fast)]
+        return TaskResult(meta_gradient, update, query_loss, query_metric)
+
+    def _train_step(self, episode) -> dict[str, tf.Tensor]:
+        support_x, support_y, query_x, query_y = episode
+        tasks = support_x.shape[0]
+        step = tf.cast(self.outer_optimizer.iterations, tf.int64)
+        results = [
+            self._task_fn(
+                support_x[i],
+                support_y[i],
+                query_x[i],
+                query_y[i],
+                tf.stack([tf.constant(self.seed, tf.int64), step * tasks + i]),
+            )
+            for i in range(tasks)
+        ]
+        weights = weighting.task_weights(
+            self.task_weighting, [r.update for r in results]
+        )
+        meta_gradient = [
+            tf.add_n(
+                [
+                    tf.cast(weights[i], g.dtype) * results[i].meta_gradient[k]
+                    for i in range(tasks)
+                ]
+            )
+            for k, g in enumerate(results[0].meta_gradient)
+        ]
+        self.outer_optimizer.apply_gradients(zip(meta_gradient, self.variables))
+        losses = tf.stack([r.query_loss for r in results])
+        metrics = tf.stack([r.query_metric for r in results])
+        return {
+            "loss": tf.reduce_mean(losses),
+            self.metric_name: tf.reduce_mean(metrics),
+            "task_weights": weights,
+            "meta_gradient_norm": tf.linalg.global_norm(meta_gradient),
+        }
+
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.problem == "classification" else "mse"
+
+    def meta_train_step(self, episode) -> dict[str, tf.Tensor]:
+        """One outer update of theta from a batch of tasks.
+
+        ``episode`` = (support_x ``[B, N*K, ...]``, support_y ``[B, N*K]``,
+        query_x ``[B, N*Q, ...]``, query_y ``[B, N*Q]``). Returns scalars "loss",
+        the metric ("accuracy" or "mse", post-adaptation, on the query sets),
+        "meta_gradient_norm" and the per-task "task_weights" ``[B]``.
+        """
+        return self._train_fn(tuple(episode))
+
+    def _eval_task(self, support_x, support_y, query_x, query_y, steps: int):
+        fast = self.inner_loop(
+            self.parameters(),
+            support_x,
+            support_y,
+            steps,
+            differentiable=False,
+            training=False,
+        )
+        outputs = self.predict(fast, query_x, support_x)
+        return self.loss(outputs, query_y), self.metric(outputs, query_y)
+
+    def _eval_step(self, episode, steps: int):
+        support_x, support_y, query_x, query_y = episode
+        results = [
+            self._eval_task_fn(
+                support_x[i], support_y[i], query_x[i], query_y[i], steps
+            )
+            for i in range(support_x.shape[0])
+        ]
+        return {
+            "loss": tf.stack([r[0] for r in results]),
+            self.metric_name: tf.stack([r[1] for r in results]),
+        }
+
+    def meta_eval_step(
+        self, episode, inner_steps: int | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Per-task query loss and metric ``[B]`` after ``eval_inner_steps`` (or ``inner_steps``)."""
+        steps = self.eval_inner_steps if inner_steps is None else inner_steps
+        return self._eval_fn(tuple(episode), steps)
+
+    @property
+    def train_tracing_count(self) -> int:
+        return self._train_fn.experimental_get_tracing_count()

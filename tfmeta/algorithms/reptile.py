@@ -1,0 +1,83 @@
+"""Reptile (Nichol, Achiam and Schulman, "On First-Order Meta-Learning
+Algorithms", 2018).
+
+For each task, phi_tilde_i is the result of k steps of an inner optimizer
+(Adam with beta1 = 0 in the paper) on mini-batches of the task's training
+examples, starting from phi. The outer update is
+  phi <- phi + epsilon * mean_i (phi_tilde_i - phi),
+i.e. plain gradient descent with learning rate epsilon on the pseudo-gradient
+phi - phi_tilde_i; the paper anneals epsilon linearly to 0
+(``annealed_outer_optimizer``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfmeta.algorithms.base import MetaLearner
+
+
+def annealed_outer_optimizer(
+    meta_step_size: float, num_steps: int, final_step_size: float = 0.0
+):
+    """SGD whose learning rate epsilon falls linearly from ``meta_step_size`` at
+    step 0 to ``final_step_size`` at ``num_steps`` (the paper: 1 -> 0)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        meta_step_size,
+        decay_steps=num_steps,
+        end_learning_rate=final_step_size,
+        power=1.0,
+    )
+    return keras.optimizers.SGD(learning_rate=schedule)
+
+
+class Reptile(MetaLearner):
+    """Reptile. ``inner_batch_size`` / ``eval_inner_batch_size``: examples per
+    inner step in meta-training / evaluation, cycled through a random
+    permutation of the task's support set (None: the whole set)."""
+
+    name = "reptile"
+
+    def __init__(
+        self,
+        *args,
+        inner_batch_size: int | None = None,
+        eval_inner_batch_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        for name, value in (
+            ("inner_batch_size", inner_batch_size),
+            ("eval_inner_batch_size", eval_inner_batch_size),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        self.inner_batch_size = inner_batch_size
+        self.eval_inner_batch_size = eval_inner_batch_size
+
+    def inner_batch(self, support_x, support_y, step, task_seed, training):
+        size = support_x.shape[0]
+        batch_size = self.inner_batch_size if training else self.eval_inner_batch_size
+        if batch_size is None or batch_size >= size:
+            return support_x, support_y
+        order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=task_seed)
+        positions = (tf.cast(step, tf.int32) * batch_size + tf.range(batch_size)) % size
+        indices = tf.gather(order, positions)
+        return tf.gather(support_x, indices), tf.gather(support_y, indices)
+
+    def task_result(self, support_x, support_y, query_x, query_y, task_seed):
+        params = self.parameters()
+        fast = self.inner_loop(
+            params, support_x, support_y, self.inner_steps, False, task_seed
+        )
+        outputs = self.predict(fast, query_x, support_x)
+        meta_gradient = [p - f for p, f in zip(params, fast)]
+        return (
+            meta_gradient,
+            self.loss(outputs, query_y),
+            self.metric(outputs, query_y),
+            fast,
+        )

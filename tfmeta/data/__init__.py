@@ -1,0 +1,39 @@
+"""Data for meta-learning: class images, Omniglot, image folders, episodes, sinusoids."""
+
+from tfmeta.data.class_images import ClassImages
+from tfmeta.data.episodes import Episode, check_episode_spec, episode_dataset
+from tfmeta.data.folder import load_image_folder
+from tfmeta.data.omniglot import (
+    ARCHIVES,
+    PROTOCOLS,
+    OmniglotCharacter,
+    describe_split,
+    load_omniglot_folder,
+    load_omniglot_tfds,
+    preprocess_omniglot_image,
+    split_omniglot,
+)
+from tfmeta.data.sinusoid import (
+    sinusoid_dataset,
+    sinusoid_function,
+    sinusoid_task_parameters,
+)
+
+__all__ = [
+    "ARCHIVES",
+    "PROTOCOLS",
+    "ClassImages",
+    "Episode",
+    "OmniglotCharacter",
+    "check_episode_spec",
+    "describe_split",
+    "episode_dataset",
+    "load_image_folder",
+    "load_omniglot_folder",
+    "load_omniglot_tfds",
+    "preprocess_omniglot_image",
+    "sinusoid_dataset",
+    "sinusoid_function",
+    "sinusoid_task_parameters",
+    "split_omniglot",
+]

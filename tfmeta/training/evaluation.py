@@ -1,0 +1,59 @@
+"""Meta-test evaluation: mean over tasks with a 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from tfmeta.algorithms.base import MetaLearner
+
+
+def mean_confidence_interval(values) -> tuple[float, float]:
+    """Mean and half-width of its 95% normal-approximation interval,
+    1.96 * std / sqrt(n) with the sample (n - 1) standard deviation."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("no values to summarize")
+    if values.size == 1:
+        return float(values[0]), float("nan")
+    return float(values.mean()), float(
+        1.96 * values.std(ddof=1) / math.sqrt(values.size)
+    )
+
+
+def evaluate(
+    learner: MetaLearner, episodes: Iterable, inner_steps: int | None = None
+) -> dict[str, float]:
+    """Adapts to every task of ``episodes`` (a finite, fixed dataset of task
+    batches) and summarizes the query metric per task.
+
+    Returns {"metric", "mean", "ci95", "loss", "num_tasks", "inner_steps"}; the
+    metric is accuracy (classification) or MSE (regression).
+    """
+    metrics, losses = [], []
+    for episode in episodes:
+        out = learner.meta_eval_step(episode, inner_steps)
+        metrics.append(out[learner.metric_name].numpy())
+        losses.append(out["loss"].numpy())
+    if not metrics:
+        raise ValueError("the evaluation dataset is empty")
+    mean, ci95 = mean_confidence_interval(np.concatenate(metrics))
+    return {
+        "metric": learner.metric_name,
+        "mean": mean,
+        "ci95": ci95,
+        "loss": float(np.concatenate(losses).mean()),
+        "num_tasks": int(sum(m.size for m in metrics)),
+        "inner_steps": int(
+            learner.eval_inner_steps if inner_steps is None else inner_steps
+        ),
+    }
+
+
+def format_result(result: dict) -> str:
+    value, ci = result["mean"], result["ci95"]
+    if result["metric"] == "accuracy":
+        return f"accuracy {100 * value:.2f}% +- {100 * ci:.2f}% (95% CI, {result['num_tasks']} tasks)"
+    return f"{result['metric']} {value:.4f} +- {ci:.4f} (95% CI, {result['num_tasks']} tasks)"
