@@ -1,0 +1,112 @@
+"""Trainer: resume gives the uninterrupted result, NaN keeps the last good checkpoint."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import tiny_mlp
+from tfmeta.algorithms import MAML
+from tfmeta.data import sinusoid_dataset
+from tfmeta.training import (
+    NonFiniteLossError,
+    Trainer,
+    check_resume,
+    evaluate,
+    mean_confidence_interval,
+    prepare_workdir,
+)
+
+
+def make_trainer(workdir, seed=0, episodes=None, **kwargs):
+    learner = MAML(
+        tiny_mlp(seed=seed, hidden=(16, 16)),
+        keras.optimizers.Adam(1e-2),
+        inner_lr=0.01,
+        problem="regression",
+        eval_inner_steps=1,
+    )
+    episodes = episodes or (
+        lambda start: sinusoid_dataset(5, 5, 4, seed=1, start_episode=start)
+    )
+    val = lambda: sinusoid_dataset(5, 20, 10, seed=99, num_episodes=2)
+    quiet = lambda line: None
+    return Trainer(learner, str(workdir), episodes, val, print_fn=quiet, **kwargs)
+
+
+def values(trainer):
+    return [v.numpy().copy() for v in trainer.learner.variables]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight = make_trainer(tmp_path / "a", checkpoint_every=3, eval_every=3)
+    straight.train(6)
+    first = make_trainer(tmp_path / "b", checkpoint_every=3, eval_every=3)
+    first.train(3)
+    # a new process would build everything afresh, with another init
+    resumed = make_trainer(tmp_path / "b", seed=5, checkpoint_every=3, eval_every=3)
+    resumed.train(6)
+    assert resumed.step == 6
+    for a, b in zip(values(straight), values(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    history = json.loads((tmp_path / "b" / "validation.json").read_text())
+    assert [entry["step"] for entry in history] == [3, 6]
+    timing = json.loads((tmp_path / "b" / "timing.json").read_text())
+    assert timing["step"] == 6 and timing["train_seconds"] > 0
+
+
+def test_best_checkpoint_is_kept_and_restorable(tmp_path):
+    trainer = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
+    trainer.train(6)
+    history = json.loads((tmp_path / "validation.json").read_text())
+    best = min(history, key=lambda entry: entry["mean"])
+    assert trainer.best_manager.latest_checkpoint.endswith(f"-{best['step']}")
+    trainer.restore("best")
+    again = evaluate(trainer.learner, trainer.val_episodes())
+    assert again["mean"] == pytest.approx(best["mean"], rel=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    def episodes(start):
+        good = sinusoid_dataset(5, 5, 4, seed=1, start_episode=start).take(4)
+        poisoned = good.map(lambda e: type(e)(*[x * np.nan for x in e]))
+        return good.concatenate(poisoned)
+
+    trainer = make_trainer(
+        tmp_path, episodes=episodes, checkpoint_every=2, eval_every=100
+    )
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        trainer.train(10)
+    saved = trainer.manager.latest_checkpoint
+    assert saved.endswith("-4")
+    fresh = make_trainer(tmp_path, seed=3)
+    fresh.restore()
+    assert fresh.step == 4
+    assert all(np.isfinite(v).all() for v in values(fresh))
+
+
+def test_resume_refuses_changed_task(tmp_path):
+    prepare_workdir(str(tmp_path), {"n_way": 5, "num_steps": 10}, ["n_way"])
+    assert prepare_workdir(str(tmp_path), {"n_way": 5, "num_steps": 20}, ["n_way"])
+    with pytest.raises(ValueError, match="n_way: stored 5, requested 20"):
+        prepare_workdir(str(tmp_path), {"n_way": 20, "num_steps": 20}, ["n_way"])
+    check_resume({"a": 1}, {"a": 1}, ["a"])
+
+
+def test_confidence_interval_formula():
+    values_ = np.array([0.2, 0.4, 0.6, 0.8])
+    mean, ci = mean_confidence_interval(values_)
+    assert mean == pytest.approx(0.5)
+    assert ci == pytest.approx(1.96 * np.std(values_, ddof=1) / 2)
+
+
+def test_short_sinusoid_training_lowers_post_adaptation_mse(tmp_path):
+    tf.random.set_seed(0)
+    trainer = make_trainer(tmp_path, checkpoint_every=10_000, eval_every=10_000)
+    test = lambda: sinusoid_dataset(10, 50, 25, seed=7, num_episodes=4)
+    before = evaluate(trainer.learner, test(), inner_steps=5)["mean"]
+    trainer.train(1500)
+    after = evaluate(trainer.learner, test(), inner_steps=5)["mean"]
+    assert after < 0.4 * before, (before, after)
