@@ -64,6 +64,10 @@ def check_config(config: dict[str, Any]) -> None:
     for key in ("inner_steps", "eval_inner_steps", "val_tasks"):
         if int(config[key]) < 0:
             raise ValueError(f"--{key} must be >= 0, got {config[key]}")
+    if not 0.0 <= config["noisy_task_fraction"] <= 1.0:
+        raise ValueError(
+            f"--noisy_task_fraction must be in [0, 1], got {config['noisy_task_fraction']}"
+        )
     if config["rotations"] not in ROTATIONS:
         raise ValueError(
             f"--rotations must be one of {ROTATIONS}, got {config['rotations']!r}"
@@ -92,6 +96,9 @@ def _episodes(
             rotations=rotations,
             start_episode=start_step,
             num_episodes=num_episodes,
+        )
+        return tfmeta_data.shuffle_task_labels(
+            dataset, noisy, seed + 7919, start_episode=start_step
         )
 
     return make
@@ -152,6 +159,7 @@ def _classification_data(
             batch=config["meta_batch_size"],
             seed=config["seed"],
             rotations=train_rot,
+            noisy=config["noisy_task_fraction"],
         ),
         val=lambda: _episodes(
             splits["val"],

@@ -48,6 +48,7 @@ _FLOATS = {
     "final_outer_lr": "annealed_sgd: learning rate at num_steps",
     "inner_beta1": "inner Adam beta1",
     "gradient_clip_norm": "clip the meta-gradient by global norm",
+    "noisy_task_fraction": "fraction of meta-training tasks whose labels are shuffled (a noisy task distribution)",
 }
 _STRINGS = {
     "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; "
@@ -58,7 +59,7 @@ _STRINGS = {
     "outer_optimizer": "adam | sgd | annealed_sgd",
     "pooling": "stride | max",
     "adapt_variables": "all | head (ANIL)",
-    "task_weighting": "uniform",
+    "task_weighting": "uniform | gradient_agreement (Eshratifar et al. 2018)",
 }
 _BOOLS = {
     "transductive": "normalize queries with their own batch statistics (else with the support set's)",

@@ -40,6 +40,7 @@ FIXED_KEYS = (
     "split_protocol",
     "split_seed",
     "data_source",
+    "noisy_task_fraction",
 )
 
 # Settings common to every config (each config overrides what its paper says).
@@ -74,6 +75,7 @@ BASE: dict[str, Any] = {
     "adapt_variables": "all",
     "transductive": True,
     "task_weighting": "uniform",
+    "noisy_task_fraction": 0.0,
     "jit_compile": False,
     "filters": 64,
     "depth": 4,

@@ -1,4 +1,33 @@
-"""How the per-task meta-gradients of a meta-batch are combined."""
+"""How the per-task meta-gradients of a meta-batch are combined.
+
+"uniform": the plain mean, w_i = 1/T.
+
+"gradient_agreement" (Eshratifar, Eigen and Pedram, "Gradient Agreement as an
+Optimization Objective for Meta-Learning", 2018, eq. 4): with g_i the update
+vector of task i, theta - theta'_i flattened over all trainable variables,
+
+    w_i = sum_j (g_i . g_j) / sum_k | sum_j (g_k . g_j) |,
+
+so a task whose update agrees with the batch's gets more weight and one that
+pulls against the rest gets less, or negative, weight. The outer update uses
+sum_i w_i * (task i's meta-gradient) in place of the mean. The weights are
+constants in the outer update (no gradient flows through them).
+
+Which vector is g_i: the paper defines it as the inner loop's parameter
+change, theta - theta'_i, for every algorithm, and so do we:
+- MAML / FOMAML: g_i = theta - theta'_i (the support-set steps), and the
+  weights multiply the task's query-loss meta-gradient. The update measures
+  where the task's own data pull theta, independent of how its meta-gradient
+  is formed, so first and second order get the same weights.
+- Reptile: g_i = theta - theta'_i is also the task's meta-gradient, so the
+  weighting reweights the very vectors it compares.
+
+Degenerate batches: when sum_k |sum_j g_k . g_j| is zero or negligible
+(every g_i zero, i.e. no inner movement, or two exactly opposed tasks with
+T = 2, where the formula is 0/0), the weights fall back to uniform 1/T, i.e.
+the plain mean: never NaN. "Negligible" is below ``RELATIVE_TOLERANCE`` times
+sum_k g_k . g_k, so round-off in an exact cancellation does not pick weights.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +35,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-TASK_WEIGHTINGS = ("uniform",)
+TASK_WEIGHTINGS = ("uniform", "gradient_agreement")
+RELATIVE_TOLERANCE = 1e-6
 
 
 def check_task_weighting(name: str) -> None:
@@ -16,10 +46,37 @@ def check_task_weighting(name: str) -> None:
         )
 
 
+def gram_matrix(updates: Sequence[Sequence[tf.Tensor]]) -> tf.Tensor:
+    """G_ij = g_i . g_j ``[T, T]`` for T tasks; ``updates[i]`` is a list of tensors
+    (one per variable) that together make g_i."""
+    gram = None
+    for parts in zip(*updates):
+        flat = tf.stack(
+            [tf.reshape(part, [-1]) for part in parts]
+        )  # [T, size of this variable]
+        term = tf.matmul(flat, flat, transpose_b=True)
+        gram = term if gram is None else gram + term
+    return gram
+
+
+def gradient_agreement_weights(gram: tf.Tensor) -> tf.Tensor:
+    """w_i = sum_j G_ij / sum_k |sum_j G_kj| from the Gram matrix ``[T, T]``;
+    uniform 1/T where the denominator is negligible (see module docstring)."""
+    agreement = tf.reduce_sum(gram, axis=1)  # sum_j g_i . g_j
+    denominator = tf.reduce_sum(tf.abs(agreement))
+    scale = tf.linalg.trace(gram)
+    tasks = tf.cast(tf.shape(gram)[0], gram.dtype)
+    degenerate = denominator <= RELATIVE_TOLERANCE * scale
+    safe = tf.where(degenerate, tf.ones_like(denominator), denominator)
+    weights = tf.where(degenerate, tf.ones_like(agreement) / tasks, agreement / safe)
+    return tf.stop_gradient(weights)
+
+
 def task_weights(name: str, updates: Sequence[Sequence[tf.Tensor]]) -> tf.Tensor:
-    """Weights ``[T]`` for T tasks; ``updates[i]`` is task i's update vector theta - theta'_i
-    (a list of tensors). "uniform": 1/T each (the plain mean). Weights have
-    the updates' dtype."""
+    """Weights ``[T]`` (the updates' dtype) for T tasks; ``updates[i]`` is task i's
+    update vector theta - theta'_i as a list of tensors."""
     check_task_weighting(name)
     tasks = len(updates)
+    if name == "gradient_agreement":
+        return gradient_agreement_weights(gram_matrix(updates))
     return tf.fill([tasks], tf.constant(1.0 / tasks, updates[0][0].dtype))

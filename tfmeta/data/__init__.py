@@ -3,6 +3,7 @@
 from tfmeta.data.class_images import ClassImages
 from tfmeta.data.episodes import Episode, check_episode_spec, episode_dataset
 from tfmeta.data.folder import load_image_folder
+from tfmeta.data.noise import shuffle_task_labels
 from tfmeta.data.omniglot import (
     ARCHIVES,
     PROTOCOLS,
@@ -34,6 +35,7 @@ __all__ = [
     "preprocess_omniglot_image",
     "sinusoid_dataset",
     "sinusoid_function",
+    "shuffle_task_labels",
     "sinusoid_task_parameters",
     "split_omniglot",
 ]

@@ -182,13 +182,16 @@ class Trainer:
                 raise NonFiniteLossError(message)
             sums["loss"] += loss
             sums[metric] += float(out[metric])
+            weights = out["task_weights"].numpy()
+            with train_writer.as_default(step=step + 1):
+                tf.summary.scalar("task_weights/min", float(np.min(weights)))
+                tf.summary.scalar("task_weights/max", float(np.max(weights)))
             window_steps += 1
             done = step + 1
             if done % self.log_every == 0 or done == num_steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps / max(elapsed, 1e-9)
                 last = {key: value / window_steps for key, value in sums.items()}
-                weights = out["task_weights"].numpy()
                 with train_writer.as_default(step=done):
                     tf.summary.scalar("loss", last["loss"])
                     tf.summary.scalar(metric, last[metric])
@@ -197,8 +200,6 @@ class Trainer:
                         "meta_gradient_norm", float(out["meta_gradient_norm"])
                     )
                     tf.summary.histogram("task_weights", weights)
-                    tf.summary.scalar("task_weights/min", float(np.min(weights)))
-                    tf.summary.scalar("task_weights/max", float(np.max(weights)))
                 eta = (num_steps - done) / max(rate, 1e-9)
                 self.print(
                     f"step {done}/{num_steps}: loss {last['loss']:.4f} {metric} {last[metric]:.4f} "
