@@ -83,10 +83,19 @@ def check_config(config: dict[str, Any]) -> None:
 
 
 def _episodes(
-    classes, config, *, k_shot, q_query, batch, seed, rotations, num_episodes=None
+    classes,
+    config,
+    *,
+    k_shot,
+    q_query,
+    batch,
+    seed,
+    rotations,
+    num_episodes=None,
+    noisy=0.0,
 ):
     def make(start_step: int = 0) -> tf.data.Dataset:
-        return tfmeta_data.episode_dataset(
+        dataset = tfmeta_data.episode_dataset(
             classes,
             n_way=config["n_way"],
             k_shot=k_shot,

@@ -33,9 +33,9 @@ __all__ = [
     "load_omniglot_folder",
     "load_omniglot_tfds",
     "preprocess_omniglot_image",
+    "shuffle_task_labels",
     "sinusoid_dataset",
     "sinusoid_function",
-    "shuffle_task_labels",
     "sinusoid_task_parameters",
     "split_omniglot",
 ]
