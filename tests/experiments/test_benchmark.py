@@ -1,0 +1,103 @@
+"""The benchmark's worker and its FLOP count (no assertion on timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark
+from tests.helpers import REPO
+
+FIELDS = (
+    "ms_per_step_median",
+    "compile_s",
+    "peak_rss_mib",
+    "built_rss_mib",
+    "rss_growth_mib",
+)
+
+
+def test_worker_prints_one_json_line_of_positive_figures():
+    command = [sys.executable, "-m", "experiments.benchmark", "--worker=fomaml"]
+    command += ["--meta_batch_size=2", "--filters=8", "--steps=1", "--threads=1"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        command,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0])
+    assert (result["impl"], result["algorithm"], result["xla"]) == (
+        "tfmeta",
+        "fomaml",
+        "off",
+    )
+    assert (result["meta_batch_size"], result["filters"], result["steps"]) == (2, 8, 1)
+    for field in FIELDS:
+        value = result[field]
+        assert isinstance(value, (int, float)) and math.isfinite(value), (field, value)
+        if field != "rss_growth_mib":  # growth can be 0 when nothing new is touched
+            assert value > 0, (field, value)
+        else:
+            assert value >= 0, (field, value)
+    assert result["peak_rss_mib"] >= result["built_rss_mib"]
+
+
+def test_forward_multiply_adds_max_pool_by_hand():
+    # 5x5x1 -> conv 2 filters: 5*5*2*1*9 = 450 -> pool (ceil) 3x3
+    # -> conv: 3*3*2*2*9 = 324 -> pool 2x2 -> flatten 8 -> dense 8*3 = 24.
+    count = benchmark.forward_multiply_adds(
+        3, filters=2, depth=2, input_shape=(5, 5, 1)
+    )
+    assert count == 450 + 324 + 24
+
+
+def test_forward_multiply_adds_stride_by_hand():
+    # 5x5x1 -> stride-2 conv to 3x3: 3*3*2*1*9 = 162 -> 2x2: 2*2*2*2*9 = 144
+    # -> global mean, 2 features -> dense 2*3 = 6.
+    count = benchmark.forward_multiply_adds(
+        3, filters=2, depth=2, input_shape=(5, 5, 1), pooling="stride"
+    )
+    assert count == 162 + 144 + 6
+
+
+def test_omniglot_maml_step_flops_by_hand():
+    # 28x28: 28*28*64*9, then 14x14, 7x7, 4x4 with 64 -> 64 channels; 2*2*64 -> 5.
+    per_example = (
+        28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 4 * 4) * 64 * 64 * 9 + 2 * 2 * 64 * 5
+    )
+    assert per_example == 10_074_368
+    assert benchmark.forward_multiply_adds(5) == per_example
+    # 32 tasks x (6 passes x 5 support + 3 passes x 5 query) x 2 FLOPs per multiply-add.
+    flops = benchmark.maml_step_flops(32, n_way=5, k_shot=1, q_query=1, inner_steps=1)
+    assert flops == 32 * (6 * 5 + 3 * 5) * 2 * per_example
+
+
+@pytest.mark.parametrize("pooling", ["max", "stride"])
+def test_forward_multiply_adds_matches_the_conv4_model(pooling):
+    from tfmeta.models import conv4
+
+    model = conv4(3, input_shape=(9, 9, 1), filters=4, depth=3, pooling=pooling, seed=0)
+    from_model = 0
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            _, *spatial, _ = layer.output.shape
+            from_model += math.prod(spatial) * math.prod(layer.kernel.shape)
+    assert (
+        benchmark.forward_multiply_adds(
+            3, filters=4, depth=3, input_shape=(9, 9, 1), pooling=pooling
+        )
+        == from_model
+    )
