@@ -15,7 +15,7 @@ import time
 from absl import app, flags, logging
 
 from experiments import common
-from experiments.configs import FIXED_KEYS
+from experiments.configs import BASE, FIXED_KEYS
 from experiments.flags import FLAGS, resolved_config
 
 flags.DEFINE_bool("evaluate", True, "evaluate on the meta-test tasks after training")
@@ -36,7 +36,7 @@ def main(argv):
     from experiments.evaluate import evaluate_workdir
     from tfmeta.training import Trainer, prepare_workdir
 
-    resuming = prepare_workdir(FLAGS.workdir, config, FIXED_KEYS)
+    resuming = prepare_workdir(FLAGS.workdir, config, FIXED_KEYS, defaults=BASE)
     model = common.build_model(config, data.input_shape)
     learner = common.build_learner(config, model)
     print(

@@ -35,16 +35,22 @@ def read_config(workdir: str) -> dict[str, Any]:
 
 
 def check_resume(
-    stored: dict[str, Any], requested: dict[str, Any], fixed_keys: Iterable[str]
+    stored: dict[str, Any],
+    requested: dict[str, Any],
+    fixed_keys: Iterable[str],
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Refuses to resume a run whose model or task would change.
 
     Raises ValueError naming every key in ``fixed_keys`` whose value differs.
+    A key missing from ``stored`` (a run made before the setting existed)
+    counts as its value in ``defaults``.
     """
+    defaults = defaults or {}
     differences = [
-        f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}"
+        f"{key}: stored {stored.get(key, defaults.get(key))!r}, requested {requested.get(key)!r}"
         for key in fixed_keys
-        if stored.get(key) != requested.get(key)
+        if stored.get(key, defaults.get(key)) != requested.get(key)
     ]
     if differences:
         raise ValueError(
@@ -54,7 +60,10 @@ def check_resume(
 
 
 def prepare_workdir(
-    workdir: str, config: dict[str, Any], fixed_keys: Iterable[str]
+    workdir: str,
+    config: dict[str, Any],
+    fixed_keys: Iterable[str],
+    defaults: dict[str, Any] | None = None,
 ) -> bool:
     """Writes ``config`` to a new workdir, or checks it against the stored one.
 
@@ -64,6 +73,6 @@ def prepare_workdir(
     path = config_path(workdir)
     resuming = os.path.exists(path)
     if resuming:
-        check_resume(read_config(workdir), config, fixed_keys)
+        check_resume(read_config(workdir), config, fixed_keys, defaults)
     write_json(path, config)
     return resuming
