@@ -22,6 +22,8 @@ from tfmeta.algorithms.base import MetaLearner
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 ROTATIONS = ("train", "all", "none")
+MODELS = ("conv4", "mlp", "linear", "leo")
+KL_ESTIMATORS = ("sample", "analytic")
 
 
 @dataclasses.dataclass
@@ -80,6 +82,68 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"learning rates must be > 0, got inner_lr={config['inner_lr']}, outer_lr={config['outer_lr']}"
         )
+    _check_embeddings_and_leo(config)
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """--model, else leo (LEO), linear (embeddings), mlp (sinusoid) or conv4."""
+    if config.get("model"):
+        return config["model"]
+    if config["algorithm"] == "leo":
+        return "leo"
+    if config["dataset"] == "embeddings":
+        return "linear"
+    return "mlp" if config["dataset"] == "sinusoid" else "conv4"
+
+
+def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
+    model = model_name(config)
+    if model not in MODELS:
+        raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
+    embeddings = config["dataset"] == "embeddings"
+    if embeddings != (model in ("linear", "leo")):
+        raise ValueError(
+            f"--model={model} does not fit --dataset={config['dataset']}: embedding "
+            "vectors take --model=linear (or leo with --algorithm=leo), images conv4, sinusoid mlp"
+        )
+    if (model == "leo") != (config["algorithm"] == "leo"):
+        raise ValueError("--model=leo and --algorithm=leo go together")
+    if embeddings:
+        if not config["data_dir"] or not config["embedding_dataset"]:
+            raise ValueError(
+                "--dataset=embeddings needs --data_dir=<root> and --embedding_dataset=<name> "
+                "(files <root>/<name>/<embedding_crop>/<split>_embeddings.pkl or .npz)"
+            )
+        if config["rotations"] != "none":
+            raise ValueError(
+                "--dataset=embeddings holds feature vectors, which cannot be rotated: "
+                f"use --rotations=none, got {config['rotations']!r}"
+            )
+    if config["algorithm"] != "leo":
+        return
+    if config["task_weighting"] != "uniform":
+        raise ValueError(
+            f"--algorithm=leo supports only --task_weighting=uniform, got {config['task_weighting']!r}"
+        )
+    if config["kl_estimator"] not in KL_ESTIMATORS:
+        raise ValueError(
+            f"--kl_estimator must be one of {KL_ESTIMATORS}, got {config['kl_estimator']!r}"
+        )
+    if not 0.0 <= config["dropout_rate"] < 1.0:
+        raise ValueError(
+            f"--dropout_rate must be in [0, 1), got {config['dropout_rate']}"
+        )
+    if (
+        int(config["finetune_steps"]) < 0
+        or not config["num_latents"]
+        or int(config["num_latents"]) < 1
+    ):
+        raise ValueError(
+            f"--finetune_steps must be >= 0 and --num_latents >= 1, got "
+            f"{config['finetune_steps']} and {config['num_latents']}"
+        )
+    if config["finetune_lr"] <= 0:
+        raise ValueError(f"--finetune_lr must be > 0, got {config['finetune_lr']}")
 
 
 def _episodes(
@@ -263,14 +327,44 @@ def _sinusoid(config: dict[str, Any]) -> TaskData:
     )
 
 
+def _embeddings(config: dict[str, Any]) -> TaskData:
+    root = os.path.expanduser(config["data_dir"])
+    name, crop = config["embedding_dataset"], config["embedding_crop"]
+    splits = tfmeta_data.load_embedding_splits(root, name, crop)
+    counts = "/".join(str(splits[s].num_classes) for s in ("train", "val", "test"))
+    split = (
+        f"{name}/{crop} embeddings (d={splits['train'].image_shape[0]}, L2-normalized): "
+        f"{counts} classes (train/val/test)"
+    )
+    return _classification_data(splits, config, f"{split} in {root}", split)
+
+
 def build_data(config: dict[str, Any]) -> TaskData:
-    builders = {"omniglot": _omniglot, "folder": _folder, "sinusoid": _sinusoid}
+    builders = {
+        "omniglot": _omniglot,
+        "folder": _folder,
+        "sinusoid": _sinusoid,
+        "embeddings": _embeddings,
+    }
     data = builders[config["dataset"]](config)
     logging.info("data: %s", data.description)
     return data
 
 
 def build_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras.Model:
+    model = model_name(config)
+    if model == "leo":
+        return models.leo_model(
+            input_shape[0],
+            num_latents=int(config["num_latents"]),
+            inner_lr=config["inner_lr"],
+            finetune_lr=config["finetune_lr"],
+            seed=config["seed"],
+        )
+    if model == "linear":
+        return models.linear_classifier(
+            config["n_way"], input_shape[0], seed=config["seed"]
+        )
     if config["dataset"] == "sinusoid":
         return models.mlp(
             output_dim=1,
@@ -309,6 +403,27 @@ def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
 
 def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
     algorithm = get_algorithm(config["algorithm"])
+    if config["algorithm"] == "leo":
+        return algorithm(
+            model,
+            build_outer_optimizer(config),
+            n_way=config["n_way"],
+            inner_steps=config["inner_steps"],
+            finetune_steps=config["finetune_steps"],
+            eval_inner_steps=config["eval_inner_steps"],
+            kl_weight=config["kl_weight"],
+            encoder_penalty_weight=config["encoder_penalty_weight"],
+            l2_penalty_weight=config["l2_penalty_weight"],
+            orthogonality_penalty_weight=config["orthogonality_penalty_weight"],
+            dropout_rate=config["dropout_rate"],
+            kl_estimator=config["kl_estimator"],
+            deterministic=config["deterministic"],
+            gradient_clip_value=config["gradient_clip_value"],
+            gradient_clip_variable_norm=config["gradient_clip_variable_norm"],
+            task_weighting=config["task_weighting"],
+            jit_compile=config["jit_compile"],
+            seed=config["seed"],
+        )
     kwargs: dict[str, Any] = {
         "inner_lr": config["inner_lr"],
         "inner_steps": config["inner_steps"],

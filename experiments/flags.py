@@ -10,8 +10,14 @@ from experiments.configs import get_config
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("algorithm", "maml", "maml | fomaml | reptile")
-flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder")
+flags.DEFINE_string("algorithm", "maml", "maml | fomaml | reptile | leo")
+flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder | embeddings")
+flags.DEFINE_string(
+    "config",
+    None,
+    "a named config of experiments/configs for this algorithm and dataset "
+    "(e.g. leo_miniimagenet_1shot); default: the pair's default config",
+)
 flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
 )
@@ -41,6 +47,8 @@ _INTS = {
     "log_every": "steps between log lines and summaries",
     "eval_every": "steps between meta-validations",
     "checkpoint_every": "steps between checkpoints",
+    "num_latents": "LEO: h, the dimension of a class code z",
+    "finetune_steps": "LEO: fine-tuning steps on the decoded weights w",
 }
 _FLOATS = {
     "inner_lr": "alpha, the inner learning rate",
@@ -49,10 +57,18 @@ _FLOATS = {
     "inner_beta1": "inner Adam beta1",
     "gradient_clip_norm": "clip the meta-gradient by global norm",
     "noisy_task_fraction": "fraction of meta-training tasks whose labels are shuffled (a noisy task distribution)",
+    "finetune_lr": "LEO: initial eta, the per-dimension fine-tuning learning rate",
+    "kl_weight": "LEO: beta, weight of the KL term",
+    "encoder_penalty_weight": "LEO: gamma, weight of ||stopgrad(z') - z||^2",
+    "l2_penalty_weight": "LEO: lambda_1, weight of the L2 penalty",
+    "orthogonality_penalty_weight": "LEO: lambda_2, weight of the decoder orthogonality penalty",
+    "dropout_rate": "LEO: dropout on the input embeddings in meta-training",
+    "gradient_clip_value": "LEO: clip each meta-gradient entry to [-v, v]",
+    "gradient_clip_variable_norm": "LEO: then clip each variable's meta-gradient to this norm",
 }
 _STRINGS = {
     "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; "
-    "default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets",
+    "default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets; --dataset=embeddings: the embeddings root",
     "split_protocol": "Omniglot class split: auto | lake | maml | random",
     "rotations": "rotation classes on: train | all | none",
     "inner_optimizer": "sgd | adam",
@@ -60,10 +76,15 @@ _STRINGS = {
     "pooling": "stride | max",
     "adapt_variables": "all | head (ANIL)",
     "task_weighting": "uniform | gradient_agreement (Eshratifar et al. 2018)",
+    "model": "conv4 | mlp | linear | leo (default: by dataset and algorithm)",
+    "embedding_dataset": "embeddings: the dataset folder under --data_dir (e.g. miniImageNet, omniglot)",
+    "embedding_crop": "embeddings: the crop folder (center | multiview)",
+    "kl_estimator": "LEO: sample (one-sample log q - log p, reference code) | analytic",
 }
 _BOOLS = {
     "transductive": "normalize queries with their own batch statistics (else with the support set's)",
     "jit_compile": "compile the meta-steps with XLA",
+    "deterministic": "LEO: z and w are the means of their distributions (no sampling, no KL)",
 }
 _LISTS = {
     "hidden": "MLP hidden sizes (sinusoid)",
@@ -83,7 +104,7 @@ for name, help_text in _LISTS.items():
 
 def resolved_config() -> dict[str, Any]:
     """The algorithm/dataset defaults with every flag given on the command line applied."""
-    config = get_config(FLAGS.algorithm, FLAGS.dataset)
+    config = get_config(FLAGS.algorithm, FLAGS.dataset, FLAGS.config)
     for name in [*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS]:
         value = getattr(FLAGS, name)
         if value is None:

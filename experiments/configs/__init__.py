@@ -2,7 +2,9 @@
 
 ``get_config(algorithm, dataset)`` returns a fresh dict; the training binary's
 flags override single keys. Keys in ``FIXED_KEYS`` define the model and the task:
-resuming a workdir with a different value is refused.
+resuming a workdir with a different value is refused. Some (algorithm, dataset)
+pairs have several named configs (``CONFIG_CHOICES``, e.g. LEO's per-setting
+tuned hyperparameters), chosen with ``get_config(..., name=...)`` / ``--config``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-DATASETS = ("omniglot", "sinusoid", "folder")
+DATASETS = ("omniglot", "sinusoid", "folder", "embeddings")
 CONFIGS = {
     ("maml", "omniglot"): "maml_omniglot",
     ("fomaml", "omniglot"): "maml_omniglot",
@@ -21,6 +23,20 @@ CONFIGS = {
     ("maml", "sinusoid"): "maml_sinusoid",
     ("fomaml", "sinusoid"): "maml_sinusoid",
     ("reptile", "sinusoid"): "reptile_sinusoid",
+    ("leo", "embeddings"): "leo_omniglot",
+    ("maml", "embeddings"): "maml_embeddings",
+    ("fomaml", "embeddings"): "maml_embeddings",
+}
+# Named alternatives to the default config of a pair (--config=<name>).
+CONFIG_CHOICES = {
+    ("leo", "embeddings"): (
+        "leo_omniglot",
+        "leo_reference",
+        "leo_miniimagenet_1shot",
+        "leo_miniimagenet_5shot",
+        "leo_tieredimagenet_1shot",
+        "leo_tieredimagenet_5shot",
+    ),
 }
 
 FIXED_KEYS = (
@@ -41,6 +57,8 @@ FIXED_KEYS = (
     "split_seed",
     "data_source",
     "noisy_task_fraction",
+    "model",
+    "num_latents",
 )
 
 # Settings common to every config (each config overrides what its paper says).
@@ -88,11 +106,32 @@ BASE: dict[str, Any] = {
     "log_every": 50,
     "eval_every": 500,
     "checkpoint_every": 500,
+    # Model choice: None picks conv4 (images), mlp (sinusoid), linear (embeddings)
+    # or leo (--algorithm=leo). New fixed keys default to None, so workdirs
+    # written before they existed still resume.
+    "model": None,
+    # --dataset=embeddings: <data_dir>/<embedding_dataset>/<embedding_crop>/<split>_embeddings.pkl
+    "embedding_dataset": None,
+    "embedding_crop": "center",
+    # LEO (defaults: google-deepmind/leo config.py); see experiments/configs/leo_*.py
+    "num_latents": None,
+    "finetune_steps": 5,
+    "finetune_lr": 1e-3,
+    "kl_weight": 1e-3,
+    "encoder_penalty_weight": 1e-9,
+    "l2_penalty_weight": 1e-8,
+    "orthogonality_penalty_weight": 1e-3,
+    "dropout_rate": 0.5,
+    "kl_estimator": "sample",
+    "deterministic": False,
+    "gradient_clip_value": None,
+    "gradient_clip_variable_norm": None,
 }
 
 
-def get_config(algorithm: str, dataset: str) -> dict[str, Any]:
-    """The default config of ``algorithm`` on ``dataset`` (a fresh dict)."""
+def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[str, Any]:
+    """The default config of ``algorithm`` on ``dataset`` (a fresh dict), or the
+    named one of ``CONFIG_CHOICES``."""
     if dataset not in DATASETS:
         raise ValueError(
             f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}"
@@ -100,8 +139,21 @@ def get_config(algorithm: str, dataset: str) -> dict[str, Any]:
     key = (algorithm, dataset)
     if key not in CONFIGS:
         known = sorted({a for a, _ in CONFIGS})
+        if algorithm in known:
+            datasets = sorted(d for a, d in CONFIGS if a == algorithm)
+            raise ValueError(
+                f"--algorithm={algorithm} does not run on --dataset={dataset}; "
+                f"expected one of {datasets}"
+            )
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {known}")
-    module = importlib.import_module(f"experiments.configs.{CONFIGS[key]}")
+    if name and name != CONFIGS[key]:
+        choices = CONFIG_CHOICES.get(key, (CONFIGS[key],))
+        if name not in choices:
+            raise ValueError(
+                f"unknown config {name!r} for --algorithm={algorithm} --dataset={dataset}; "
+                f"expected one of {list(choices)}"
+            )
+    module = importlib.import_module(f"experiments.configs.{name or CONFIGS[key]}")
     config = dict(BASE)
     config.update(module.get_config())
     config["algorithm"] = algorithm

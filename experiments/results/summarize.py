@@ -5,9 +5,24 @@ python -m experiments.results.summarize /tmp/tfmeta_results
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
+import statistics
 import sys
+
+# two-sided 95% Student t quantiles by degrees of freedom
+T_95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+}
 
 
 def rows(root: pathlib.Path):
@@ -26,7 +41,52 @@ def rows(root: pathlib.Path):
             )
 
 
+def by_seed(root: pathlib.Path) -> None:
+    groups = collections.defaultdict(list)
+    for path in sorted(root.glob("*/results.json")):
+        result = json.loads(path.read_text())
+        config = json.loads((path.parent / "config.json").read_text())
+        key = (
+            config["algorithm"],
+            config["task_weighting"],
+            config["noisy_task_fraction"],
+            config["num_steps"],
+        )
+        groups[key].append(
+            (
+                config["seed"],
+                result["evaluations"][0],
+                (result.get("train_seconds") or 0) / 60,
+            )
+        )
+    print(
+        "| algorithm | weighting | noisy tasks | steps | seeds | accuracy over seeds (95% t-CI) | per seed | train min (mean) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (algorithm, weighting, noise, steps), runs in sorted(groups.items()):
+        accuracies = [100 * e["mean"] for _, e, _ in runs]
+        mean = statistics.mean(accuracies)
+        half = (
+            T_95.get(len(runs) - 1, 1.96)
+            * statistics.stdev(accuracies)
+            / len(runs) ** 0.5
+            if len(runs) > 1
+            else float("nan")
+        )
+        seeds = ", ".join(
+            f"{100 * e['mean']:.2f}+-{100 * e['ci95']:.2f}"
+            for _, e, _ in sorted(runs, key=lambda r: r[0])
+        )
+        minutes = statistics.mean(m for _, _, m in runs)
+        print(
+            f"| {algorithm} | {weighting} | {noise:.0%} | {steps} | {len(runs)} | {mean:.2f}% +- {half:.2f}% | {seeds} | {minutes:.1f} |"
+        )
+
+
 def main(argv: list[str]) -> None:
+    if len(argv) > 1 and argv[1] == "--by_seed":
+        by_seed(pathlib.Path(argv[2] if len(argv) > 2 else "/tmp/tfmeta_ablation"))
+        return
     root = pathlib.Path(argv[1] if len(argv) > 1 else "/tmp/tfmeta_results")
     print(
         "| run | algorithm | N | K | steps | train min | test inner steps | result (95% CI) | checkpoint |"

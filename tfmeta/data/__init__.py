@@ -1,6 +1,13 @@
-"""Data for meta-learning: class images, Omniglot, image folders, episodes, sinusoids."""
+"""Data for meta-learning: class images, Omniglot, image folders, episodes, sinusoids,
+embeddings (LEO format)."""
 
 from tfmeta.data.class_images import ClassImages
+from tfmeta.data.embeddings import (
+    RestrictedUnpickler,
+    load_embedding_file,
+    load_embedding_splits,
+    write_embedding_file,
+)
 from tfmeta.data.episodes import Episode, check_episode_spec, episode_dataset
 from tfmeta.data.folder import load_image_folder
 from tfmeta.data.noise import shuffle_task_labels
@@ -26,9 +33,12 @@ __all__ = [
     "ClassImages",
     "Episode",
     "OmniglotCharacter",
+    "RestrictedUnpickler",
     "check_episode_spec",
     "describe_split",
     "episode_dataset",
+    "load_embedding_file",
+    "load_embedding_splits",
     "load_image_folder",
     "load_omniglot_folder",
     "load_omniglot_tfds",
@@ -38,4 +48,5 @@ __all__ = [
     "sinusoid_function",
     "sinusoid_task_parameters",
     "split_omniglot",
+    "write_embedding_file",
 ]

@@ -22,7 +22,8 @@ class ClassImages:
 
     Attributes:
       images: float32 `[total_images, H, W, C]`, the images of every class,
-        class after class.
+        class after class; or feature vectors `[total_images, d]` (e.g. the
+        embeddings of `tfmeta.data.embeddings`).
       class_offsets: int64 `[num_classes + 1]`, starting at 0 and ending at
         `total_images`; the images of class `c` are
         `images[class_offsets[c]:class_offsets[c + 1]]`. Every class holds at
@@ -40,9 +41,10 @@ class ClassImages:
         images = np.asarray(self.images)
         if images.dtype != np.float32:
             raise TypeError(f"images must be float32, got dtype {images.dtype}.")
-        if images.ndim != 4:
+        if images.ndim not in (2, 4):
             raise ValueError(
-                f"images must have shape [total_images, H, W, C], got shape {images.shape}."
+                "images must have shape [total_images, H, W, C] (or [total_images, d] "
+                f"for feature vectors), got shape {images.shape}."
             )
         offsets = np.asarray(self.class_offsets)
         if offsets.ndim != 1 or not np.issubdtype(offsets.dtype, np.integer):
@@ -89,10 +91,9 @@ class ClassImages:
         return np.diff(self.class_offsets)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """`(H, W, C)` of every image."""
-        height, width, channels = self.images.shape[1:]
-        return int(height), int(width), int(channels)
+    def image_shape(self) -> tuple[int, ...]:
+        """`(H, W, C)` of every image, or `(d,)` for feature vectors."""
+        return tuple(int(size) for size in self.images.shape[1:])
 
     def images_of(self, class_index: int) -> np.ndarray:
         """Returns the images of one class, float32 `[n_c, H, W, C]` (a view)."""
@@ -169,7 +170,7 @@ class ClassImages:
             )
         arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
         for name, array in zip(names, arrays):
-            if array.ndim != 4 or array.shape[1:] != arrays[0].shape[1:]:
+            if array.ndim not in (2, 4) or array.shape[1:] != arrays[0].shape[1:]:
                 raise ValueError(
                     f"Images of class {name!r} have shape {array.shape}; expected "
                     f"[n, H, W, C] with (H, W, C) = {arrays[0].shape[1:]} like class "

@@ -23,7 +23,8 @@ class Episode(NamedTuple):
 
     Classification: `support_x` `[B, N*K, H, W, C]` float32, `support_y`
     `[B, N*K]` int32, `query_x` `[B, N*Q, H, W, C]`, `query_y` `[B, N*Q]`
-    int32; labels in [0, N), class-major (`[0] * K + [1] * K + ...`).
+    int32; labels in [0, N), class-major (`[0] * K + [1] * K + ...`). Feature
+    vectors (`ClassImages` of shape `[total, d]`) give `[B, N*K, d]`.
     Regression (sinusoid): `support_x`, `support_y` `[B, K, 1]` and
     `query_x`, `query_y` `[B, Q, 1]`, all float32.
     """
@@ -71,8 +72,8 @@ def check_episode_spec(
             f"per class are needed, but class {classes.class_names[fewest]!r} has only "
             f"{counts[fewest]}; expected k_shot + q_query <= {counts[fewest]}."
         )
-    height, width, _ = classes.image_shape
-    if rotations and height != width:
+    shape = classes.image_shape  # (H, W, C), or (d,) for feature vectors
+    if rotations and (len(shape) != 3 or shape[0] != shape[1]):
         raise ValueError(
             f"rotations=True needs square images, got image shape {classes.image_shape}."
         )

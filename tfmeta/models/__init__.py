@@ -1,4 +1,14 @@
 from tfmeta.models.batch_norm import MetaBatchNorm, normalization_reference
 from tfmeta.models.conv import conv4, mlp
+from tfmeta.models.leo import LEOModel, LEOParameters, leo_model, linear_classifier
 
-__all__ = ["MetaBatchNorm", "conv4", "mlp", "normalization_reference"]
+__all__ = [
+    "LEOModel",
+    "LEOParameters",
+    "MetaBatchNorm",
+    "conv4",
+    "leo_model",
+    "linear_classifier",
+    "mlp",
+    "normalization_reference",
+]

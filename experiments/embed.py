@@ -1,0 +1,329 @@
+"""Trains a feature backbone on the meta-train classes, then writes LEO-format embeddings.
+
+  python -m experiments.embed --output_dir=/tmp/tfmeta/embeddings
+
+The backbone (4 blocks of 3x3 conv, batch norm, ReLU, 2x2 max-pooling, then
+flatten: 2*2*filters features for 28x28 images) is trained by ordinary
+softmax classification over the meta-train classes only (Omniglot from
+--data_dir or $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets; the same class
+split as ``experiments.train``), with the rotations by 90/180/270 degrees as
+extra classes unless --rotations=none. Validation and test classes are never
+seen in training. It then writes, in the layout of the published LEO
+embeddings,
+
+  <output_dir>/<embedding_dataset>/<embedding_crop>/{train,val,test}_embeddings.pkl
+
+(dicts with "keys" "<n>-<class>-<image>", "embeddings" [n, d], "labels" [n]),
+the training classes with their rotations, and ``embedding_info.json``: the
+backbone, the split, the class token -> class name map, the classification
+accuracy, and the nearest-centroid accuracy of 5-way tasks on val and test
+(a baseline needing no meta-learning). Then:
+
+  python -m experiments.train --algorithm=leo --dataset=embeddings \\
+      --data_dir=/tmp/tfmeta/embeddings --workdir=/tmp/tfmeta/leo_omniglot
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from experiments import common
+from tfmeta import data as tfmeta_data
+from tfmeta.data.class_images import ClassImages
+from tfmeta.training.workdir import write_json
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", None, "Root of the embeddings layout (required).")
+flags.DEFINE_string(
+    "data_dir", "", "Omniglot archives; default $TFMETA_OMNIGLOT_DIR, else tfds."
+)
+flags.DEFINE_string("embedding_dataset", "omniglot", "Dataset folder name.")
+flags.DEFINE_string("embedding_crop", "center", "Crop folder name.")
+flags.DEFINE_string(
+    "split_protocol", "auto", "Omniglot class split: auto | lake | maml | random."
+)
+flags.DEFINE_integer("split_seed", 0, "Seed of the class split (as experiments.train).")
+flags.DEFINE_integer("image_size", 28, "Image side after resizing.")
+flags.DEFINE_enum("rotations", "train", ["train", "none"], "Rotated training classes.")
+flags.DEFINE_integer("filters", 64, "Conv filters per block.")
+flags.DEFINE_integer("depth", 4, "Conv blocks.")
+flags.DEFINE_integer("epochs", 20, "Training epochs over the meta-train images.")
+flags.DEFINE_integer(
+    "max_steps", 0, "If > 0: train this many batches instead of --epochs."
+)
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed of initialization and batch order.")
+flags.DEFINE_enum("format", "pkl", ["pkl", "npz"], "File format.")
+flags.DEFINE_integer(
+    "eval_tasks", 600, "Tasks per split and shot of the nearest-centroid check."
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def backbone(
+    input_shape: tuple[int, ...], filters: int = 64, depth: int = 4, seed: int = 0
+) -> keras.Sequential:
+    """Images ``[batch, H, W, C]`` -> features ``[batch, d]``, d = filters * (H / 2^depth)^2."""
+    layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
+    for block in range(depth):
+        layers += [
+            keras.layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=keras.initializers.HeNormal(seed=seed + block),
+            ),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2, padding="same"),
+        ]
+    layers.append(keras.layers.Flatten())
+    return keras.Sequential(layers, name="backbone")
+
+
+def with_rotations(classes: ClassImages) -> ClassImages:
+    """Every class and its rotations by 90, 180, 270 degrees (counter-clockwise,
+    as ``episode_dataset``'s rotation classes) as 4 classes."""
+    names, arrays = [], []
+    for index, name in enumerate(classes.class_names):
+        images = classes.images_of(index)
+        for quarter in range(4):
+            names.append(name if quarter == 0 else f"{name}/rot{90 * quarter}")
+            arrays.append(np.rot90(images, quarter, axes=(1, 2)))
+    return ClassImages.from_list(names, arrays)
+
+
+def class_labels(classes: ClassImages) -> np.ndarray:
+    """int64 ``[total]``: the class index of every image."""
+    return np.repeat(np.arange(classes.num_classes), classes.images_per_class)
+
+
+def train_backbone(
+    classes: ClassImages,
+    *,
+    filters: int,
+    depth: int,
+    epochs: int,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    verbose: int = 2,
+) -> tuple[keras.Sequential, dict[str, float]]:
+    """Softmax classification over ``classes``; returns the backbone and the last
+    epoch's loss and accuracy (on the training images)."""
+    keras.utils.set_random_seed(seed)
+    features = backbone(classes.image_shape, filters, depth, seed)
+    model = keras.Sequential(
+        [
+            features,
+            keras.layers.Dense(
+                classes.num_classes,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + depth),
+            ),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    total = len(classes.images)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((classes.images, class_labels(classes)))
+        .shuffle(total, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    steps = max_steps if max_steps > 0 else math.ceil(total / batch_size)
+    history = model.fit(
+        dataset,
+        epochs=1 if max_steps > 0 else epochs,
+        steps_per_epoch=steps,
+        shuffle=False,  # the dataset is shuffled (seeded) above
+        verbose=verbose,
+    )
+    return features, {
+        "loss": float(history.history["loss"][-1]),
+        "accuracy": float(history.history["accuracy"][-1]),
+    }
+
+
+def embed(
+    features: keras.Model, images: np.ndarray, batch_size: int = 512
+) -> np.ndarray:
+    """float32 ``[n, d]`` features in inference mode (batch norm moving averages)."""
+    return np.concatenate(
+        [
+            np.asarray(features(images[start : start + batch_size], training=False))
+            for start in range(0, len(images), batch_size)
+        ]
+    ).astype(np.float32)
+
+
+def split_keys(classes: ClassImages, split: str) -> tuple[list[str], dict[str, str]]:
+    """Keys ``"<n>-<class>-<class>_<image>"`` (class tokens like ``val0003``: no '-'
+    or '_', which the format reserves) and the token -> class name map."""
+    tokens = [f"{split}{index:04d}" for index in range(classes.num_classes)]
+    keys = [
+        f"{n}-{tokens[c]}-{tokens[c]}_{image:03d}"
+        for n, (c, image) in enumerate(
+            (c, image)
+            for c, count in enumerate(classes.images_per_class)
+            for image in range(count)
+        )
+    ]
+    return keys, dict(zip(tokens, classes.class_names))
+
+
+def nearest_centroid_accuracy(
+    classes: ClassImages, n_way: int, k_shot: int, tasks: int, seed: int
+) -> float:
+    """Mean accuracy of classifying queries by the nearest class mean (L2-normalized
+    embeddings) over ``tasks`` N-way K-shot tasks with 15 queries per class, or
+    fewer if the classes are small."""
+    q_query = min(15, int(classes.images_per_class.min()) - k_shot)
+    normalized = ClassImages(
+        classes.images
+        / np.linalg.norm(classes.images, axis=1, keepdims=True).clip(1e-6),
+        classes.class_offsets,
+        classes.class_names,
+    )
+    batch = next(
+        iter(
+            tfmeta_data.episode_dataset(
+                normalized, n_way, k_shot, q_query, tasks, seed, num_episodes=1
+            )
+        )
+    )
+    support = batch.support_x.numpy().reshape(tasks, n_way, k_shot, -1).mean(axis=2)
+    query = batch.query_x.numpy()
+    distances = np.sum((query[:, :, None, :] - support[:, None, :, :]) ** 2, axis=-1)
+    return float(np.mean(np.argmin(distances, axis=-1) == batch.query_y.numpy()))
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    """Loads Omniglot, trains the backbone, writes the three splits; returns the info."""
+    data_dir = common.resolve_data_dir(
+        {"data_dir": config["data_dir"], "dataset": "omniglot"}
+    )
+    if data_dir:
+        characters = tfmeta_data.load_omniglot_folder(data_dir, config["image_size"])
+    else:
+        characters = tfmeta_data.load_omniglot_tfds(image_size=config["image_size"])
+    protocol, split_seed = config["split_protocol"], config["split_seed"]
+    splits = tfmeta_data.split_omniglot(characters, protocol=protocol, seed=split_seed)
+    if config["rotations"] == "train":
+        splits["train"] = with_rotations(splits["train"])
+    start = time.perf_counter()
+    features, training = train_backbone(
+        splits["train"],
+        filters=config["filters"],
+        depth=config["depth"],
+        epochs=config["epochs"],
+        max_steps=config["max_steps"],
+        batch_size=config["batch_size"],
+        learning_rate=config["learning_rate"],
+        seed=config["seed"],
+    )
+    training["seconds"] = round(time.perf_counter() - start, 1)
+    folder = os.path.join(
+        os.path.expanduser(config["output_dir"]),
+        config["embedding_dataset"],
+        config["embedding_crop"],
+    )
+    info: dict[str, Any] = {
+        "source": f"Omniglot ({data_dir or 'tensorflow-datasets'}): "
+        + tfmeta_data.describe_split(characters, protocol=protocol, seed=split_seed),
+        "rotations": config["rotations"],
+        "backbone": {
+            key: config[key]
+            for key in (
+                "filters",
+                "depth",
+                "epochs",
+                "max_steps",
+                "batch_size",
+                "learning_rate",
+                "seed",
+            )
+        },
+        "training": training,
+        "classes": {},
+        "nearest_centroid_accuracy": {},
+    }
+    for split in SPLITS:
+        vectors = embed(features, splits[split].images)
+        keys, tokens = split_keys(splits[split], split)
+        path = os.path.join(folder, f"{split}_embeddings.{config['format']}")
+        tfmeta_data.write_embedding_file(
+            path, keys, vectors, class_labels(splits[split])
+        )
+        info["classes"][split] = tokens
+        info["embedding_dim"] = int(vectors.shape[1])
+        if split != "train":
+            embedded = ClassImages(
+                vectors, splits[split].class_offsets, splits[split].class_names
+            )
+            info["nearest_centroid_accuracy"][split] = {
+                f"5-way {k}-shot": nearest_centroid_accuracy(
+                    embedded, 5, k, config["eval_tasks"], seed=1234
+                )
+                for k in (1, 5)
+                if embedded.num_classes >= 5
+            }
+        print(
+            f"wrote {path}: {len(vectors)} embeddings of {splits[split].num_classes} classes",
+            flush=True,
+        )
+    write_json(os.path.join(folder, "embedding_info.json"), info)
+    print(f"nearest-centroid accuracy: {info['nearest_centroid_accuracy']}", flush=True)
+    return info
+
+
+def main(argv):
+    del argv
+    if not FLAGS.output_dir:
+        raise app.UsageError(
+            "--output_dir is required (the root of the embeddings layout)"
+        )
+    run(
+        {
+            name: getattr(FLAGS, name)
+            for name in (
+                "output_dir",
+                "data_dir",
+                "embedding_dataset",
+                "embedding_crop",
+                "split_protocol",
+                "split_seed",
+                "image_size",
+                "rotations",
+                "filters",
+                "depth",
+                "epochs",
+                "max_steps",
+                "batch_size",
+                "learning_rate",
+                "seed",
+                "format",
+                "eval_tasks",
+            )
+        }
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
