@@ -24,6 +24,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
-        "serving": ["tensorflow-serving-api>=2.16"],
+        # each tensorflow-serving-api X.Y requires tensorflow>=X.Y: keep the same bound
+        "serving": ["tensorflow-serving-api>=2.16,<2.22"],
     },
 )

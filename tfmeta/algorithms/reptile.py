@@ -59,14 +59,31 @@ class Reptile(MetaLearner):
         self.eval_inner_batch_size = eval_inner_batch_size
 
     def inner_batch(self, support_x, support_y, step, task_seed, training):
-        size = support_x.shape[0]
+        """Examples of inner step ``step``: one stateless permutation of the
+        support set seeded by ``task_seed``, cycled ``batch_size`` at a time;
+        the whole set when it is not larger than ``batch_size``. The support
+        size may be known only at run time (e.g. in a served model)."""
         batch_size = self.inner_batch_size if training else self.eval_inner_batch_size
-        if batch_size is None or batch_size >= size:
+        if batch_size is None:
             return support_x, support_y
-        order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=task_seed)
-        positions = (tf.cast(step, tf.int32) * batch_size + tf.range(batch_size)) % size
-        indices = tf.gather(order, positions)
-        return tf.gather(support_x, indices), tf.gather(support_y, indices)
+        static_size = support_x.shape[0]
+        if static_size is not None and batch_size >= static_size:
+            return support_x, support_y
+        size = tf.shape(support_x)[0]
+
+        def mini_batch():
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(size), seed=task_seed
+            )
+            positions = (
+                tf.cast(step, tf.int32) * batch_size + tf.range(batch_size)
+            ) % size
+            indices = tf.gather(order, positions)
+            return tf.gather(support_x, indices), tf.gather(support_y, indices)
+
+        if static_size is not None:
+            return mini_batch()
+        return tf.cond(batch_size >= size, lambda: (support_x, support_y), mini_batch)
 
     def task_result(self, support_x, support_y, query_x, query_y, task_seed):
         params = self.parameters()

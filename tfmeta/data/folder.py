@@ -33,14 +33,20 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
 def _decode_and_resize(
     path: tf.Tensor, size: tuple[int, int], channels: int
 ) -> tf.Tensor:
-    """Reads one image file -> float32 `[height, width, channels]` in [0, 1].
+    """Reads one image file -> float32 `[height, width, channels]` in [0, 1]."""
+    return decode_and_resize_image(tf.io.read_file(path), size, channels)
+
+
+def decode_and_resize_image(
+    contents: tf.Tensor, size: tuple[int, int], channels: int
+) -> tf.Tensor:
+    """Encoded PNG/JPEG/GIF/BMP bytes -> float32 `[height, width, channels]` in [0, 1].
 
     Shrinking uses area averaging (no aliasing); enlarging uses bilinear
-    interpolation (area would repeat pixels like nearest neighbour).
+    interpolation (area would repeat pixels like nearest neighbour). The one
+    decoding of the folder dataset, in training and in exported models.
     """
-    image = tf.io.decode_image(
-        tf.io.read_file(path), channels=channels, expand_animations=False
-    )
+    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image = tf.image.convert_image_dtype(
         image, tf.float32
     )  # uint8 / 255, uint16 / 65535.

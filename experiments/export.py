@@ -1,0 +1,192 @@
+"""Exports a training workdir's learner as a SavedModel for TF Serving.
+
+  python -m experiments.export --workdir=/tmp/tfmeta/maml \
+      --export_dir=/tmp/models/omniglot_maml [--checkpoint=best|latest] \
+      [--base_path=/models/omniglot_maml] [--transductive]
+
+Reads the run's stored config, restores the best checkpoint by
+meta-validation (or the latest), and writes the next version
+``<export_dir>/<version>/`` (a SavedModel, complete or absent) and the TF
+Serving model config ``<export_dir>/../models.config`` naming the model
+(``--model_name``, default the export folder's name) with ``--base_path``
+(default the export folder; inside the TF Serving container, e.g.
+``/models/<model_name>``). The served inner loop is the meta-test one: the
+config's ``eval_inner_steps`` steps with ``inner_lr``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import app, flags
+
+from experiments import common
+from experiments.configs import BASE
+from tfmeta.export import ImagePreprocessing, export_learner, write_models_config
+from tfmeta.training import Trainer, read_config
+
+FLAGS = flags.FLAGS
+CHECKPOINTS = ("best", "latest")
+
+
+def define_flags() -> None:
+    """Defined when run as a binary only, so importing this module registers no flags."""
+    flags.DEFINE_string(
+        "workdir", None, "the training run's folder (config.json, checkpoints)"
+    )
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "the model's folder <models>/<model_name>; each export adds a numbered version in it",
+    )
+    flags.DEFINE_enum(
+        "checkpoint", "best", list(CHECKPOINTS), "best (by meta-validation) | latest"
+    )
+    flags.DEFINE_bool(
+        "transductive",
+        False,
+        "normalize a request's queries with their own batch statistics (a prediction then depends "
+        "on the other queries of the request); default: with the support set's statistics",
+    )
+    flags.DEFINE_string(
+        "model_name", None, "TF Serving model name (default: export_dir's folder name)"
+    )
+    flags.DEFINE_string(
+        "base_path",
+        None,
+        "the model folder as the model server sees it (default: export_dir's absolute path; "
+        "in the tensorflow/serving container: /models/<model_name>)",
+    )
+    flags.DEFINE_string(
+        "models_config",
+        None,
+        "TF Serving model config file to update (default: <export_dir>/../models.config)",
+    )
+
+
+def input_shape(config: dict[str, Any]) -> tuple[int, ...]:
+    """The shape of one model input, as ``common.build_data`` finds it.
+
+    Images and sinusoids need no data read; other datasets (e.g. embedding
+    vectors, whose size is in the files) are loaded.
+    """
+    if config["dataset"] == "sinusoid":
+        return (1,)
+    if config["dataset"] in ("omniglot", "folder"):
+        channels = 1 if config["dataset"] == "omniglot" else int(config["channels"])
+        return (int(config["image_size"]), int(config["image_size"]), channels)
+    return tuple(common.build_data(config).input_shape)
+
+
+def image_preprocessing(config: dict[str, Any]) -> ImagePreprocessing | None:
+    """The training preprocessing of the run's images, applied in the graph to encoded images."""
+    if config["dataset"] == "omniglot":
+        return ImagePreprocessing("omniglot", int(config["image_size"]))
+    if config["dataset"] == "folder":
+        return ImagePreprocessing(
+            "folder", int(config["image_size"]), int(config["channels"])
+        )
+    return None
+
+
+def restore_learner(workdir: str, config: dict[str, Any], which: str):
+    """The run's learner with theta from the ``which`` checkpoint; returns (learner, path)."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
+    learner = common.build_learner(
+        config, common.build_model(config, input_shape(config))
+    )
+    trainer = Trainer(learner, workdir, lambda start_step: iter(()))
+    path = trainer.restore(which)
+    if not path and which == "best":
+        path = trainer.restore("latest")
+        if path:
+            print(
+                f"no best checkpoint in {workdir}/best (no meta-validation): exporting the latest"
+            )
+    if not path:
+        raise FileNotFoundError(
+            f"no checkpoint in {workdir}/checkpoints or {workdir}/best"
+        )
+    return learner, path
+
+
+def export_workdir(
+    workdir: str,
+    export_dir: str,
+    *,
+    which: str = "best",
+    transductive: bool = False,
+    model_name: str | None = None,
+    base_path: str | None = None,
+    models_config: str | None = None,
+) -> dict[str, Any]:
+    """Exports the next version of ``workdir``'s learner to ``export_dir``; updates models.config.
+
+    Returns {"version", "path", "checkpoint", "models_config", "model_name",
+    "base_path", "metadata"}.
+    """
+    # Keys added to the configs after the run was trained take their neutral defaults.
+    config = {**BASE, **read_config(workdir)}
+    export_dir = os.path.abspath(export_dir)
+    model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
+    base_path = base_path or export_dir
+    models_config = models_config or os.path.join(
+        os.path.dirname(export_dir), "models.config"
+    )
+    learner, checkpoint = restore_learner(workdir, config, which)
+    metadata = {
+        "dataset": config["dataset"],
+        "k_shot": int(config["k_shot"]),
+        "checkpoint": os.path.relpath(checkpoint, workdir),
+        "checkpoint_step": int(checkpoint.rsplit("-", 1)[-1]),
+    }
+    exported = export_learner(
+        learner,
+        export_dir,
+        transductive=transductive,
+        image_preprocessing=image_preprocessing(config),
+        metadata=metadata,
+    )
+    write_models_config(models_config, model_name, base_path)
+    return {
+        "version": exported.version,
+        "path": exported.path,
+        "checkpoint": checkpoint,
+        "models_config": models_config,
+        "model_name": model_name,
+        "base_path": base_path,
+        "metadata": exported.metadata,
+    }
+
+
+def main(argv):
+    del argv
+    if not FLAGS.workdir or not FLAGS.export_dir:
+        raise app.UsageError("--workdir and --export_dir are required")
+    result = export_workdir(
+        FLAGS.workdir,
+        FLAGS.export_dir,
+        which=FLAGS.checkpoint,
+        transductive=FLAGS.transductive,
+        model_name=FLAGS.model_name,
+        base_path=FLAGS.base_path,
+        models_config=FLAGS.models_config,
+    )
+    metadata = result["metadata"]
+    print(
+        f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "
+        f"alpha {metadata['inner_lr']}, transductive={metadata['transductive']}) "
+        f"from {result['checkpoint']} to {result['path']} (version {result['version']})"
+    )
+    print(f"signatures: {metadata['signatures']} (serving_default = adapt_and_predict)")
+    print(
+        f"TF Serving config {result['models_config']}: model {result['model_name']!r}, "
+        f"base path {result['base_path']}"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,36 @@
+"""SavedModel export for TF Serving: signatures that adapt to a support set, versioned layout."""
+
+from tfmeta.export.layout import (
+    existing_versions,
+    next_version,
+    read_models_config,
+    write_models_config,
+    write_version,
+)
+from tfmeta.export.saved_model import (
+    DEFAULT_SIGNATURE,
+    METADATA_FILE,
+    METADATA_SIGNATURE,
+    ExportedVersion,
+    ServingModule,
+    export_learner,
+    register_signatures,
+)
+from tfmeta.export.signatures import PREPROCESSINGS, ImagePreprocessing
+
+__all__ = [
+    "DEFAULT_SIGNATURE",
+    "METADATA_FILE",
+    "METADATA_SIGNATURE",
+    "PREPROCESSINGS",
+    "ExportedVersion",
+    "ImagePreprocessing",
+    "ServingModule",
+    "existing_versions",
+    "export_learner",
+    "next_version",
+    "read_models_config",
+    "register_signatures",
+    "write_models_config",
+    "write_version",
+]

@@ -1,0 +1,243 @@
+"""Exports a trained meta-learner as a SavedModel that adapts at serving time.
+
+The exported ``tf.Module`` holds theta (the model's variables) and one
+``tf.function`` per signature. A request carries a support set and queries;
+the graph runs the learner's own non-differentiable inner loop
+(``learner.adapt``: ``eval_inner_steps`` steps with the inner learning rate
+alpha, in a ``tf.while_loop``) from theta to theta', then predicts the
+queries under theta'. Nothing else about the learner is saved: the learner
+object need not be picklable.
+
+Which signatures a learner gets is looked up by its ``name`` in a registry
+(``register_signatures``), then by its ``problem``: classification and
+regression learners share ``signatures.classification_signatures`` /
+``signatures.regression_signatures``; a learner with another adaptation
+(e.g. LEO's latent inner loop) registers its own builder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from tfmeta.algorithms.base import MetaLearner
+from tfmeta.algorithms.reptile import Reptile
+from tfmeta.export import layout
+from tfmeta.export.signatures import (
+    ImagePreprocessing,
+    classification_signatures,
+    regression_signatures,
+)
+
+SignatureBuilder = Callable[
+    [MetaLearner, ImagePreprocessing | None], dict[str, Callable]
+]
+DEFAULT_SIGNATURE = "adapt_and_predict"
+METADATA_SIGNATURE = "metadata"
+METADATA_FILE = os.path.join("assets.extra", "tfmeta_export.json")
+
+_BY_LEARNER: dict[str, SignatureBuilder] = {}
+_BY_PROBLEM: dict[str, SignatureBuilder] = {
+    "classification": classification_signatures,
+    "regression": regression_signatures,
+}
+
+
+def register_signatures(learner_name: str, builder: SignatureBuilder) -> None:
+    """Makes ``builder(learner, image_preprocessing)`` give the serving functions
+    of learners whose ``name`` is ``learner_name``.
+
+    The builder returns ``{signature name: tf.function with an input_signature}``
+    and must include ``"adapt_and_predict"`` (served as ``serving_default``).
+    """
+    _BY_LEARNER[learner_name] = builder
+
+
+def signature_builder(learner: MetaLearner) -> SignatureBuilder:
+    """The registered builder of ``learner.name``, else the default of its problem.
+
+    The defaults serve learners that adapt through the base ``adapt`` /
+    ``predict`` (MAML, FOMAML, Reptile); a learner overriding either must
+    register its own builder.
+    """
+    if learner.name in _BY_LEARNER:
+        return _BY_LEARNER[learner.name]
+    own = [
+        method
+        for method in ("adapt", "predict")
+        if getattr(type(learner), method) is not getattr(MetaLearner, method)
+    ]
+    if not own and learner.problem in _BY_PROBLEM:
+        return _BY_PROBLEM[learner.problem]
+    reason = (
+        f"it overrides {' and '.join(own)}" if own else f"problem {learner.problem!r}"
+    )
+    raise ValueError(
+        f"no serving signatures for learner {learner.name!r} ({reason}); register them with "
+        "tfmeta.export.register_signatures"
+    )
+
+
+def serving_learner(learner: MetaLearner, transductive: bool) -> MetaLearner:
+    """A shallow copy of ``learner`` (same model and variables) for the serving graph.
+
+    ``transductive`` replaces the learner's setting (the trained learner is
+    not changed): False normalizes queries with the support set's statistics,
+    so a query's prediction does not depend on the other queries of its
+    request.
+    """
+    serving = copy.copy(learner)
+    serving.transductive = transductive
+    return serving
+
+
+def describe_learner(
+    learner: MetaLearner,
+    transductive: bool,
+    image_preprocessing: ImagePreprocessing | None,
+) -> dict[str, Any]:
+    """What a client needs to know to call the export: the adaptation it runs."""
+    from tfmeta import __version__
+
+    optimizer = type(learner.inner_optimizer).__name__.removeprefix("Inner").lower()
+    values: dict[str, Any] = {
+        "algorithm": learner.name,
+        "problem": learner.problem,
+        "input_shape": [int(d) for d in learner.model.input_shape[1:]],
+        "inner_steps": int(learner.eval_inner_steps),
+        "inner_lr": float(learner.inner_lr),
+        "inner_optimizer": optimizer,
+        "adapt_variables": learner.adapt_variables,
+        "transductive": bool(transductive),
+        "image_preprocessing": (
+            image_preprocessing.describe() if image_preprocessing else "none"
+        ),
+        "tfmeta_version": __version__,
+    }
+    outputs = int(learner.model.output_shape[-1])
+    values["n_way" if learner.problem == "classification" else "output_dim"] = outputs
+    if isinstance(learner, Reptile):
+        values["eval_inner_batch_size"] = int(learner.eval_inner_batch_size or 0)
+    return values
+
+
+def _constant(value: Any) -> tf.Tensor:
+    if isinstance(value, bool):
+        return tf.constant(value, tf.bool)
+    if isinstance(value, int):
+        return tf.constant(value, tf.int64)
+    if isinstance(value, float):
+        return tf.constant(value, tf.float32)
+    if isinstance(value, str):
+        return tf.constant(value, tf.string)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return tf.constant(value, tf.int64)
+    raise TypeError(
+        f"metadata values must be str, int, float, bool or int lists, got {value!r}"
+    )
+
+
+class ServingModule(tf.Module):
+    """theta and the serving functions of one learner.
+
+    Attributes:
+      variables_to_save: the model's variables (Keras 3 variables are tracked
+        through their ``tf.Variable`` values).
+      metadata_values: the values the ``metadata`` signature returns.
+      function_names: the serving functions, also attributes of the module.
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        *,
+        transductive: bool = False,
+        image_preprocessing: ImagePreprocessing | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        super().__init__(name="tfmeta_serving")
+        self.variables_to_save = [v.value for v in learner.model.variables]
+        serving = serving_learner(learner, transductive)
+        functions = signature_builder(learner)(serving, image_preprocessing)
+        if DEFAULT_SIGNATURE not in functions:
+            raise ValueError(
+                f"the serving functions of {learner.name!r} must include {DEFAULT_SIGNATURE!r}, "
+                f"got {sorted(functions)}"
+            )
+        values = describe_learner(learner, transductive, image_preprocessing)
+        values.update(metadata or {})
+        values["signatures"] = ",".join(sorted([*functions, METADATA_SIGNATURE]))
+        constants = {key: _constant(value) for key, value in values.items()}
+        self.metadata_values = values
+        functions[METADATA_SIGNATURE] = tf.function(
+            lambda: {key: tf.identity(value) for key, value in constants.items()},
+            input_signature=[],
+        )
+        self.function_names = sorted(functions)
+        for name, function in functions.items():
+            setattr(self, name, function)
+
+    def signatures(self) -> dict[str, Any]:
+        """Concrete functions by signature name (traces them), with ``serving_default``."""
+        signatures = {
+            name: getattr(self, name).get_concrete_function()
+            for name in self.function_names
+        }
+        signatures["serving_default"] = signatures[DEFAULT_SIGNATURE]
+        return signatures
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedVersion:
+    version: int
+    path: str
+    metadata: dict[str, Any]
+
+
+def export_learner(
+    learner: MetaLearner,
+    export_dir: str,
+    *,
+    transductive: bool = False,
+    image_preprocessing: ImagePreprocessing | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> ExportedVersion:
+    """Writes the next version ``<export_dir>/<version>/`` of a SavedModel of ``learner``.
+
+    The signatures are traced before anything is written; the SavedModel and
+    ``assets.extra/tfmeta_export.json`` (the metadata) are written to a
+    temporary folder renamed when complete (``layout.write_version``).
+
+    Args:
+      learner: a meta-learner whose model holds the theta to serve.
+      export_dir: the model's base path for TF Serving, ``<models>/<model_name>``.
+      transductive: normalize a query batch with its own statistics (a
+        prediction then depends on the other queries of a request); default
+        False, support statistics.
+      image_preprocessing: adds ``adapt_and_predict_images`` (classification).
+      metadata: extra values for the ``metadata`` signature (str, int,
+        float, bool), e.g. the checkpoint exported.
+    """
+    module = ServingModule(
+        learner,
+        transductive=transductive,
+        image_preprocessing=image_preprocessing,
+        metadata=metadata,
+    )
+    signatures = module.signatures()
+
+    def write(folder: str) -> None:
+        tf.saved_model.save(module, folder, signatures=signatures)
+        os.makedirs(os.path.join(folder, "assets.extra"), exist_ok=True)
+        with open(os.path.join(folder, METADATA_FILE), "w") as f:
+            json.dump(module.metadata_values, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    version, path = layout.write_version(export_dir, write)
+    return ExportedVersion(version, path, dict(module.metadata_values))
