@@ -13,14 +13,12 @@ from tfmeta.data.folder import load_image_folder
 from tfmeta.data.noise import shuffle_task_labels
 from tfmeta.data.omniglot import (
     ARCHIVES,
-    PROTOCOLS,
     OmniglotCharacter,
-    describe_split,
     load_omniglot_folder,
     load_omniglot_tfds,
     preprocess_omniglot_image,
-    split_omniglot,
 )
+from tfmeta.data.omniglot_split import PROTOCOLS, describe_split, split_omniglot
 from tfmeta.data.sinusoid import (
     sinusoid_dataset,
     sinusoid_function,
