@@ -308,11 +308,13 @@ class MetaLearner:
         update = [p - f for p, f in zip(params, fast)]
         return TaskResult(meta_gradient, update, query_loss, query_metric)
 
-    def _train_step(self, episode) -> dict[str, tf.Tensor]:
+    def _run_tasks(self, episode) -> list:
+        """The per-task function on every task of a meta-batch; task i of step s
+        is seeded by (seed, s * B + i)."""
         support_x, support_y, query_x, query_y = episode
         tasks = support_x.shape[0]
         step = tf.cast(self.outer_optimizer.iterations, tf.int64)
-        results = [
+        return [
             self._task_fn(
                 support_x[i],
                 support_y[i],
@@ -322,6 +324,10 @@ class MetaLearner:
             )
             for i in range(tasks)
         ]
+
+    def _train_step(self, episode) -> dict[str, tf.Tensor]:
+        results = self._run_tasks(episode)
+        tasks = len(results)
         weights = weighting.task_weights(
             self.task_weighting, [r.update for r in results]
         )

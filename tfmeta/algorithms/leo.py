@@ -427,19 +427,8 @@ class LEO(MetaLearner):
         return gradients
 
     def _train_step(self, episode) -> dict[str, tf.Tensor]:
-        support_x, support_y, query_x, query_y = episode
-        tasks = support_x.shape[0]
-        step = tf.cast(self.outer_optimizer.iterations, tf.int64)
-        results = [
-            self._task_fn(
-                support_x[i],
-                support_y[i],
-                query_x[i],
-                query_y[i],
-                tf.stack([tf.constant(self.seed, tf.int64), step * tasks + i]),
-            )
-            for i in range(tasks)
-        ]
+        results = self._run_tasks(episode)
+        tasks = len(results)
         params = self.parameters()
         with tf.GradientTape() as tape:
             tape.watch(params)
