@@ -451,4 +451,6 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
             inner_batch_size=config["inner_batch_size"],
             eval_inner_batch_size=config["eval_inner_batch_size"],
         )
+    if config["algorithm"] == "maml":
+        kwargs["second_order_steps"] = config["second_order_steps"]
     return algorithm(model, build_outer_optimizer(config), **kwargs)

@@ -30,6 +30,7 @@ _INTS = {
     "eval_q_query": "query examples per class in meta-validation/test tasks",
     "meta_batch_size": "tasks per meta-step",
     "inner_steps": "inner steps in meta-training",
+    "second_order_steps": "MAML: second derivatives through only the last this many inner steps (default all)",
     "eval_inner_steps": "inner steps at meta-validation/test",
     "inner_batch_size": "Reptile: examples per inner step in training",
     "eval_inner_batch_size": "Reptile: examples per inner step at evaluation",

@@ -79,6 +79,7 @@ BASE: dict[str, Any] = {
     "meta_batch_size": 32,
     "inner_lr": 0.4,
     "inner_steps": 1,
+    "second_order_steps": None,
     "eval_inner_steps": 3,
     "report_inner_steps": [],
     "inner_optimizer": "sgd",

@@ -157,3 +157,29 @@ def test_zero_inner_steps_is_plain_gradient():
             loss = learner.loss(learner.forward(params, task[2]), task[3])
         for got, want in zip(result.meta_gradient, tape.gradient(loss, params)):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)
+
+
+def test_second_order_only_on_last_steps_interpolates_between_first_and_second_order():
+    with floatx("float64"):
+        model = tiny_conv(seed=6)
+        task = classification_task(np.random.default_rng(6))
+
+        def gradient(**kwargs):
+            learner = MAML(
+                model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=3, **kwargs
+            )
+            result = learner._task_fn(*task, seed_tensor())
+            return np.concatenate([g.numpy().ravel() for g in result.meta_gradient])
+
+        full = gradient()
+        np.testing.assert_allclose(gradient(second_order_steps=3), full, rtol=1e-12)
+        np.testing.assert_allclose(gradient(second_order_steps=5), full, rtol=1e-12)
+        np.testing.assert_allclose(
+            gradient(second_order_steps=0),
+            gradient(first_order=True),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+        last_only = gradient(second_order_steps=1)
+        assert relative_error(last_only, full) > 1e-3
+        assert relative_error(last_only, gradient(first_order=True)) > 1e-3

@@ -208,13 +208,16 @@ class MetaLearner:
         differentiable: bool,
         task_seed: tf.Tensor | None = None,
         training: bool = True,
+        first_order_steps: int = 0,
     ) -> FastWeights:
         """theta'  after ``steps`` inner updates from ``params`` on the support set.
 
         differentiable=True unrolls the steps in Python so that an enclosing tape
-        sees theta' as a function of theta (second-order MAML). Otherwise the
-        steps run in a ``tf.while_loop``: compile time does not grow with the
-        number of steps, and no gradient flows back through the loop.
+        sees theta' as a function of theta (second-order MAML); the first
+        ``first_order_steps`` of them stop the gradient of their inner gradient
+        (first order for those steps only). Otherwise the steps run in a
+        ``tf.while_loop``: compile time does not grow with the number of steps,
+        and no gradient flows back through the loop.
         """
         if task_seed is None:
             task_seed = tf.constant([self.seed, 0], tf.int64)
@@ -222,7 +225,7 @@ class MetaLearner:
         adapted = [params[i] for i in self._adapted]
         state = self.inner_optimizer.init(adapted)
 
-        def one_step(step, adapted, state):
+        def one_step(step, adapted, state, first_order=False):
             x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
             with tf.GradientTape() as tape:
                 tape.watch(adapted)
@@ -230,11 +233,15 @@ class MetaLearner:
             grads = tape.gradient(
                 loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
+            if first_order:
+                grads = [tf.stop_gradient(g) for g in grads]
             return self.inner_optimizer.update(adapted, grads, state, step)
 
         if differentiable:
             for step in range(steps):
-                adapted, state = one_step(step, adapted, state)
+                adapted, state = one_step(
+                    step, adapted, state, first_order=step < first_order_steps
+                )
         elif steps > 0:
             _, adapted, state = tf.while_loop(
                 lambda step, *_: step < steps,
