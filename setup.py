@@ -19,6 +19,7 @@ setup(
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
         "tensorboard",  # tf.summary needs it; tensorflow 2.21 does not install it
+        "importlib_resources",  # tensorflow-datasets needs it to download, without declaring it
         "absl-py>=1.0",
         "numpy>=1.23",
     ],
