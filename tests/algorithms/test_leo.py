@@ -209,9 +209,28 @@ def test_latent_adaptation_lowers_the_support_loss():
             params, support_x, support_y, steps, 0, training=False
         ).weights
         logits = learner.predict(weights, support_x)
-        losses.append(float(learner.inner_loss(logits, support_y, 2)))
+        losses.append(float(learner.inner_loss(logits, support_y)))
     assert all(after < before for before, after in itertools.pairwise(losses)), losses
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_inner_loss_sums_each_classes_mean_cross_entropy():
+    learner = make_learner(n_way=3)
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(6, 3))
+    balanced = np.array([0, 0, 1, 1, 2, 2], np.int32)
+    unbalanced = np.array([0, 0, 0, 1, 2, 2], np.int32)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    cross_entropy = {
+        key: -log_p[np.arange(6), labels]
+        for key, labels in (("balanced", balanced), ("unbalanced", unbalanced))
+    }
+    value = learner.inner_loss(tf.constant(logits), tf.constant(balanced))
+    # K = 2 of each class: the reference's sum over the N*K examples divided by K.
+    np.testing.assert_allclose(value.numpy(), cross_entropy["balanced"].sum() / 2)
+    value = learner.inner_loss(tf.constant(logits), tf.constant(unbalanced))
+    by_class = [cross_entropy["unbalanced"][unbalanced == c].mean() for c in range(3)]
+    np.testing.assert_allclose(value.numpy(), sum(by_class))
 
 
 # ------------------------------------------------------------- meta-gradient

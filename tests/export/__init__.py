@@ -1,9 +1,10 @@
 """Tiny trained workdirs and their exports, built once per test session.
 
 ``trained_exports(root)`` trains MAML, FOMAML and Reptile for two steps on a
-fake Omniglot archive (3-way, conv4 with 2 blocks of 8 filters) and MAML on
-sinusoids, exports each with ``experiments.export.export_workdir`` and
-caches the result by ``root`` so that test modules share it.
+fake Omniglot archive (3-way, conv4 with 2 blocks of 8 filters), MAML on
+sinusoids and LEO on fake embedding files (3-way, d=6), exports each with
+``experiments.export.export_workdir`` and caches the result by ``root`` so
+that test modules share it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import tensorflow as tf
 from experiments import common
 from experiments.configs import FIXED_KEYS, get_config
 from experiments.export import export_workdir, restore_learner
+from tfmeta.data import write_embedding_file
 from tfmeta.training import Trainer, prepare_workdir
 
 N_WAY = 3
 IMAGE_SIZE = 28
+EMBEDDING_DIM = 6
 OMNIGLOT_ALGORITHMS = ("maml", "fomaml", "reptile")
 
 
@@ -57,6 +60,24 @@ def fake_omniglot(
     return root
 
 
+def fake_embeddings(root: pathlib.Path, classes=5, per_class=6) -> pathlib.Path:
+    """``<root>/toy/center/<split>_embeddings.npz`` in the LEO layout, d = EMBEDDING_DIM."""
+    folder = root / "toy" / "center"
+    for index, split in enumerate(("train", "val", "test")):
+        rng = np.random.default_rng(index)
+        labels = np.repeat(np.arange(classes), per_class)
+        centers = rng.normal(size=(classes, EMBEDDING_DIM))
+        vectors = centers[labels] + 0.3 * rng.normal(size=(len(labels), EMBEDDING_DIM))
+        keys = [f"{n}-c{c}-c{c}_{n:03d}" for n, c in enumerate(labels)]
+        write_embedding_file(
+            str(folder / f"{split}_embeddings.npz"),
+            np.array(keys),
+            vectors.astype(np.float32),
+            labels,
+        )
+    return root
+
+
 def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
     config = get_config(algorithm, dataset)
     config.update(
@@ -82,6 +103,18 @@ def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
             image_size=IMAGE_SIZE,
             filters=8,
             depth=2,
+        )
+    elif dataset == "embeddings":
+        config.update(
+            embedding_dataset="toy",
+            n_way=N_WAY,
+            k_shot=2,
+            q_query=2,
+            eval_q_query=2,
+            num_latents=4,
+            inner_steps=2,
+            eval_inner_steps=2,
+            finetune_steps=2,
         )
     else:
         config.update(hidden=[8, 8], k_shot=5, q_query=5, eval_q_query=5)
@@ -117,10 +150,13 @@ class Exported:
 
 @functools.cache
 def trained_exports(root: pathlib.Path) -> dict[str, Exported]:
-    """{"maml", "fomaml", "reptile" (Omniglot), "sinusoid" (MAML)} trained and exported under ``root``."""
+    """{"maml", "fomaml", "reptile" (Omniglot), "sinusoid" (MAML), "leo"} trained and
+    exported under ``root``."""
     data_dir = fake_omniglot(root / "omniglot")
     runs = {a: tiny_config(a, "omniglot", str(data_dir)) for a in OMNIGLOT_ALGORITHMS}
     runs["sinusoid"] = tiny_config("maml", "sinusoid")
+    embeddings = fake_embeddings(root / "embeddings")
+    runs["leo"] = tiny_config("leo", "embeddings", str(embeddings))
     exports = {}
     for name, config in runs.items():
         workdir = train_workdir(root / "runs" / name, config)
@@ -137,6 +173,15 @@ def in_memory_learner(exported: Exported, transductive: bool = False):
     config = {**exported.config, "transductive": transductive}
     learner, _ = restore_learner(str(exported.workdir), config, "best")
     return learner
+
+
+def embedding_episode(seed: int, n_way: int = N_WAY, k_shot: int = 2, queries: int = 5):
+    """Random float32 embeddings ``[n_way * k_shot, d]``, labels, ``[queries, d]``."""
+    rng = np.random.default_rng(seed)
+    support_x = rng.normal(size=(n_way * k_shot, EMBEDDING_DIM)).astype(np.float32)
+    support_y = np.repeat(np.arange(n_way), k_shot).astype(np.int32)
+    query_x = rng.normal(size=(queries, EMBEDDING_DIM)).astype(np.float32)
+    return support_x, support_y, query_x
 
 
 def episode(seed: int, n_way: int = N_WAY, k_shot: int = 2, queries: int = 5):

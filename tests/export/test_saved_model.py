@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tests.export import (
     N_WAY,
+    embedding_episode,
     episode,
     in_memory_learner,
     omniglot_png,
@@ -62,21 +63,36 @@ def _sinusoid_episode(seed: int):
 
 
 def test_fresh_process_gives_the_in_memory_learners_predictions(exports, tmp_path):
-    """MAML, FOMAML, Reptile (2-shot: 6 support > its evaluation mini-batch of 5) and sinusoid."""
+    """MAML, FOMAML, Reptile (2-shot: 6 support > its evaluation mini-batch of 5),
+    sinusoid, and LEO (whose ``predict`` decodes the support set's codes unadapted)."""
     arrays, expected = {}, {}
-    for name in ("maml", "fomaml", "reptile", "sinusoid"):
+    for name in ("maml", "fomaml", "reptile", "sinusoid", "leo"):
         learner = in_memory_learner(exports[name])
         if name == "sinusoid":
             support_x, support_y, query_x = _sinusoid_episode(1)
             output = "y"
+        elif name == "leo":
+            support_x, support_y, query_x = embedding_episode(seed=1, k_shot=2)
+            output = "logits"
         else:
             support_x, support_y, query_x = episode(seed=1, k_shot=2)
             output = "logits"
         fast = learner.adapt(tf.constant(support_x), tf.constant(support_y))
         adapted = learner.predict(fast, tf.constant(query_x), tf.constant(support_x))
-        theta = learner.predict(
-            learner.parameters(), tf.constant(query_x), tf.constant(support_x)
-        )
+        if name == "leo":
+            unadapted = learner.leo_adapt(
+                learner.model.split_parameters(learner.parameters()),
+                tf.constant(support_x),
+                tf.constant(support_y),
+                0,
+                0,
+                training=False,
+            ).weights
+            theta = learner.predict(unadapted, tf.constant(query_x))
+        else:
+            theta = learner.predict(
+                learner.parameters(), tf.constant(query_x), tf.constant(support_x)
+            )
         expected[f"{name}/serving_default/{output}"] = adapted.numpy()
         expected[f"{name}/predict/{output}"] = theta.numpy()
         arrays.update(
@@ -120,6 +136,13 @@ def test_fresh_process_gives_the_in_memory_learners_predictions(exports, tmp_pat
     )
     probabilities = served["fomaml/serving_default/probabilities"]
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-6)
+    # LEO's latent steps and fine-tuning changed the classifier.
+    assert (
+        np.abs(
+            expected["leo/serving_default/logits"] - expected["leo/predict/logits"]
+        ).max()
+        > 1e-6
+    )
 
 
 def test_a_query_prediction_does_not_depend_on_the_other_queries(exports, maml_model):
@@ -463,3 +486,70 @@ def test_saved_model_cli_shows_the_signatures_and_runs_an_episode(
     np.testing.assert_allclose(
         np.load(tmp_path / "out" / "logits.npy"), expected["logits"], atol=1e-5
     )
+
+
+_LSX, _LSY, _LQX = embedding_episode(seed=4, k_shot=2, queries=3)
+BAD_LEO_REQUESTS = {
+    "label out of range": (
+        {"support_y": np.array([0, 0, 1, 1, 2, 3], np.int32)},
+        r"support_y must hold class indices in \[0, 3\)",
+    ),
+    "class without support": (
+        {"support_y": np.array([0, 0, 1, 1, 1, 1], np.int32)},
+        r"every class 0\.\.2 needs at least one support example",
+    ),
+    "lengths differ": (
+        {"support_y": np.array([0, 1, 2], np.int32)},
+        "support_x and support_y must have the same length",
+    ),
+    "embedding size": (
+        {"query_x": _LQX[:, :4]},
+        r"query_x must have shape \[batch, 6\]",
+    ),
+    "empty query": ({"query_x": _LQX[:0]}, "query_x must hold at least one query"),
+    "not finite": (
+        {"support_x": np.where(_LSX > 1.0, np.inf, _LSX)},
+        "support_x must hold finite values",
+    ),
+}
+
+
+def test_leo_export_serves_embeddings_with_its_adaptation(exports):
+    exported = exports["leo"]
+    loaded = tf.saved_model.load(str(exported.path))
+    stored = json.loads((exported.path / METADATA_FILE).read_text())
+    assert stored["algorithm"] == "leo" and stored["input_shape"] == [6]
+    assert stored["n_way"] == N_WAY and stored["signatures"] == (
+        "adapt_and_predict,metadata,predict"
+    )
+    assert stored["inner_steps"] == 2 and stored["finetune_steps"] == 2
+    learner = in_memory_learner(exported)
+    alpha = learner.model.split_parameters(learner.parameters()).inner_lr
+    assert stored["inner_lr"] == pytest.approx(float(tf.reduce_mean(alpha)))
+    request = {"support_x": _LSX, "support_y": _LSY, "query_x": _LQX}
+    together = _call(loaded, "serving_default", **request)["logits"].numpy()
+    # One query alone gets the same prediction (LEO's classifier is linear).
+    for i in range(len(_LQX)):
+        alone = _call(
+            loaded, "serving_default", **{**request, "query_x": _LQX[i : i + 1]}
+        )
+        np.testing.assert_allclose(alone["logits"].numpy()[0], together[i], atol=1e-5)
+    # Any number of examples per class: the same as the learner on that support set.
+    support_y = np.array([0, 0, 0, 1, 2, 2], np.int32)
+    served = _call(loaded, "serving_default", **{**request, "support_y": support_y})
+    fast = learner.adapt(tf.constant(_LSX), tf.constant(support_y))
+    np.testing.assert_allclose(
+        served["logits"].numpy(),
+        learner.predict(fast, tf.constant(_LQX)).numpy(),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LEO_REQUESTS))
+@pytest.mark.parametrize("signature", ["serving_default", "predict"])
+def test_bad_leo_request_is_an_invalid_argument(exports, case, signature):
+    loaded = tf.saved_model.load(str(exports["leo"].path))
+    change, message = BAD_LEO_REQUESTS[case]
+    request = {"support_x": _LSX, "support_y": _LSY, "query_x": _LQX, **change}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _call(loaded, signature, **request)

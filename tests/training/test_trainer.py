@@ -96,9 +96,19 @@ def test_resume_refuses_changed_task(tmp_path):
 
 
 def test_setting_missing_from_an_older_run_counts_as_its_default():
-    check_resume({"n_way": 5}, {"n_way": 5, "noise": 0.0}, ["n_way", "noise"], defaults={"noise": 0.0})
+    check_resume(
+        {"n_way": 5},
+        {"n_way": 5, "noise": 0.0},
+        ["n_way", "noise"],
+        defaults={"noise": 0.0},
+    )
     with pytest.raises(ValueError, match="noise: stored 0.0, requested 0.3"):
-        check_resume({"n_way": 5}, {"n_way": 5, "noise": 0.3}, ["n_way", "noise"], defaults={"noise": 0.0})
+        check_resume(
+            {"n_way": 5},
+            {"n_way": 5, "noise": 0.3},
+            ["n_way", "noise"],
+            defaults={"noise": 0.0},
+        )
 
 
 def test_confidence_interval_formula():

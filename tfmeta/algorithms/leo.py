@@ -209,15 +209,15 @@ class LEO(MetaLearner):
         )
 
     # --------------------------------------------------------------- pieces
-    def _check_support(self, support_x: tf.Tensor) -> int:
-        """K from the static support size N*K."""
+    def _check_support(self, support_x: tf.Tensor) -> None:
+        """A static support size must be a multiple of N (a dynamic one, as in a
+        served request, is checked by the serving signature)."""
         count = support_x.shape[0]
-        if count is None or count % self.n_way:
+        if count is not None and (count == 0 or count % self.n_way):
             raise ValueError(
-                f"the support set must hold n_way * k_shot = {self.n_way} * K examples "
-                f"(static shape), got {count}"
+                f"the support set must hold n_way * k_shot = {self.n_way} * K examples, "
+                f"got {count}"
             )
-        return count // self.n_way
 
     def _dropout(self, x: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
         if not training or self.dropout_rate == 0.0:
@@ -236,14 +236,17 @@ class LEO(MetaLearner):
             return kl_analytic(mean, stddev)
         return kl_one_sample(samples, mean, stddev)
 
-    def inner_loss(
-        self, logits: tf.Tensor, labels: tf.Tensor, k_shot: int
-    ) -> tf.Tensor:
-        """L^tr: support cross-entropies ``[N*K]`` summed, divided by K."""
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.cast(labels, tf.int32), logits
-        )
-        return tf.reduce_sum(losses) / k_shot
+    def inner_loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """L^tr: the sum over classes of each class's mean support cross-entropy.
+
+        With K examples of every class this is the sum of the ``[N*K]``
+        cross-entropies divided by K; a served support set may hold different
+        numbers of examples per class.
+        """
+        labels = tf.cast(labels, tf.int32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        counts = tf.reduce_sum(tf.one_hot(labels, self.n_way, dtype=losses.dtype), 0)
+        return tf.reduce_sum(losses / tf.gather(counts, labels))
 
     def regularization(self, params: LEOParameters) -> tf.Tensor:
         """lambda_1 * sum ||phi||^2 / 2 + lambda_2 * mean((C_d - I)^2)."""
@@ -270,7 +273,7 @@ class LEO(MetaLearner):
         Unrolled in Python, so an enclosing tape differentiates through every
         step. ``training``: dropout, sampling, the KL and encoder penalty terms.
         """
-        k_shot = self._check_support(support_x)
+        self._check_support(support_x)
         if task_seed is None:
             task_seed = tf.constant([self.seed, 0], tf.int64)
         # One seed per random draw: encoder dropout, z, each decoded w (inner
@@ -299,7 +302,7 @@ class LEO(MetaLearner):
 
         def support_loss(w):
             x = self._dropout(support_x, next(seeds), training)
-            return self.inner_loss(self.predict(w, x), support_y, k_shot)
+            return self.inner_loss(self.predict(w, x), support_y)
 
         for _ in range(inner_steps):
             with tf.GradientTape() as tape:

@@ -12,7 +12,7 @@ Which signatures a learner gets is looked up by its ``name`` in a registry
 (``register_signatures``), then by its ``problem``: classification and
 regression learners share ``signatures.classification_signatures`` /
 ``signatures.regression_signatures``; a learner with another adaptation
-(e.g. LEO's latent inner loop) registers its own builder.
+(LEO's latent inner loop: ``leo_signatures``) registers its own builder.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from typing import Any
 import tensorflow as tf
 
 from tfmeta.algorithms.base import MetaLearner
+from tfmeta.algorithms.leo import LEO
 from tfmeta.algorithms.reptile import Reptile
 from tfmeta.export import layout
+from tfmeta.export.leo_signatures import describe_leo, leo_signatures
 from tfmeta.export.signatures import (
     ImagePreprocessing,
     classification_signatures,
@@ -42,7 +44,7 @@ DEFAULT_SIGNATURE = "adapt_and_predict"
 METADATA_SIGNATURE = "metadata"
 METADATA_FILE = os.path.join("assets.extra", "tfmeta_export.json")
 
-_BY_LEARNER: dict[str, SignatureBuilder] = {}
+_BY_LEARNER: dict[str, SignatureBuilder] = {"leo": leo_signatures}
 _BY_PROBLEM: dict[str, SignatureBuilder] = {
     "classification": classification_signatures,
     "regression": regression_signatures,
@@ -105,20 +107,25 @@ def describe_learner(
     """What a client needs to know to call the export: the adaptation it runs."""
     from tfmeta import __version__
 
-    optimizer = type(learner.inner_optimizer).__name__.removeprefix("Inner").lower()
-    values: dict[str, Any] = {
+    common = {
         "algorithm": learner.name,
         "problem": learner.problem,
-        "input_shape": [int(d) for d in learner.model.input_shape[1:]],
-        "inner_steps": int(learner.eval_inner_steps),
-        "inner_lr": float(learner.inner_lr),
-        "inner_optimizer": optimizer,
-        "adapt_variables": learner.adapt_variables,
         "transductive": bool(transductive),
         "image_preprocessing": (
             image_preprocessing.describe() if image_preprocessing else "none"
         ),
         "tfmeta_version": __version__,
+    }
+    if isinstance(learner, LEO):
+        return {**common, **describe_leo(learner)}
+    optimizer = type(learner.inner_optimizer).__name__.removeprefix("Inner").lower()
+    values: dict[str, Any] = {
+        **common,
+        "input_shape": [int(d) for d in learner.model.input_shape[1:]],
+        "inner_steps": int(learner.eval_inner_steps),
+        "inner_lr": float(learner.inner_lr),
+        "inner_optimizer": optimizer,
+        "adapt_variables": learner.adapt_variables,
     }
     outputs = int(learner.model.output_shape[-1])
     values["n_way" if learner.problem == "classification" else "output_dim"] = outputs

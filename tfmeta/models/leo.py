@@ -222,9 +222,10 @@ class LEOModel(keras.Model):
         Returns mean and standard deviation ``[N, h]``.
         """
         codes = self.encode(params, support_x)  # [M, h]
-        count = support_x.shape[0]
-        left = tf.repeat(codes[:, tf.newaxis, :], count, axis=1)  # [M, M, h]
-        right = tf.repeat(codes[tf.newaxis, :, :], count, axis=0)  # [M, M, h]
+        count = tf.shape(codes)[0]  # static or not (a served request's support size)
+        grid = tf.stack([count, count, tf.shape(codes)[1]])
+        left = tf.broadcast_to(codes[:, tf.newaxis, :], grid)  # [M, M, h]
+        right = tf.broadcast_to(codes[tf.newaxis, :, :], grid)  # [M, M, h]
         relations = self.relate(params, tf.concat([left, right], axis=-1))
         per_example = tf.reduce_mean(
             relations, axis=1
@@ -233,6 +234,8 @@ class LEOModel(keras.Model):
             tf.one_hot(tf.cast(support_y, tf.int32), n_way, dtype=codes.dtype)
         )  # [N, M]
         membership /= tf.reduce_sum(membership, axis=1, keepdims=True)
+        # A class with no support example would divide by zero: callers check
+        # (training episodes hold K of each class; served requests are checked).
         return gaussian_parameters(tf.matmul(membership, per_example))
 
     def weight_distribution(
