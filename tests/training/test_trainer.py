@@ -57,6 +57,27 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert timing["step"] == 6 and timing["train_seconds"] > 0
 
 
+def test_resume_runs_a_meta_validation_the_interruption_skipped(tmp_path):
+    interrupted = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
+
+    def killed():
+        raise KeyboardInterrupt
+
+    interrupted.val_episodes = killed  # stopped after the step-2 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train(2)
+    assert not (tmp_path / "validation.json").exists()
+    assert not (tmp_path / "best").exists()
+    resumed = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
+    resumed.train(2)
+    history = json.loads((tmp_path / "validation.json").read_text())
+    assert [entry["step"] for entry in history] == [2]
+    assert resumed.restore("best").endswith("ckpt-2")
+    resumed.train(2)  # nothing missing: no second validation
+    history = json.loads((tmp_path / "validation.json").read_text())
+    assert [entry["step"] for entry in history] == [2]
+
+
 def test_best_checkpoint_is_kept_and_restorable(tmp_path):
     trainer = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
     trainer.train(6)

@@ -117,6 +117,18 @@ class Trainer:
             self.checkpoint.restore(path).expect_partial()
         return path
 
+    def _validation_missing(self, step: int, num_steps: int) -> bool:
+        """Whether a meta-validation was due at ``step`` and none was recorded."""
+        if self.val_episodes is None or step == 0:
+            return False
+        if step % self.eval_every and step != num_steps:
+            return False
+        history = []
+        if os.path.exists(self.history_path):
+            with open(self.history_path) as f:
+                history = json.load(f)
+        return all(entry.get("step") != step for entry in history)
+
     def _validate(self, summary_writer) -> dict[str, Any]:
         result = evaluate(self.learner, self.val_episodes())
         result["step"] = self.step
@@ -148,6 +160,11 @@ class Trainer:
         start = self.step
         if restored:
             self.print(f"resumed from {restored} at step {start}")
+            if self._validation_missing(start, num_steps):
+                # Interrupted between the checkpoint and its meta-validation.
+                self._validate(
+                    tf.summary.create_file_writer(os.path.join(self.workdir, "val"))
+                )
         if start >= num_steps:
             self.print(
                 f"already at step {start} >= num_steps {num_steps}; nothing to train"
