@@ -82,6 +82,10 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"learning rates must be > 0, got inner_lr={config['inner_lr']}, outer_lr={config['outer_lr']}"
         )
+    if config.get("recompute") and config["algorithm"] != "maml":
+        raise ValueError(
+            f"--recompute applies to second-order --algorithm=maml, not {config['algorithm']!r}"
+        )
     _check_embeddings_and_leo(config)
 
 
@@ -453,4 +457,5 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
         )
     if config["algorithm"] == "maml":
         kwargs["second_order_steps"] = config["second_order_steps"]
+        kwargs["recompute"] = config["recompute"]
     return algorithm(model, build_outer_optimizer(config), **kwargs)

@@ -80,6 +80,7 @@ BASE: dict[str, Any] = {
     "inner_lr": 0.4,
     "inner_steps": 1,
     "second_order_steps": None,
+    "recompute": False,
     "eval_inner_steps": 3,
     "report_inner_steps": [],
     "inner_optimizer": "sgd",

@@ -91,6 +91,15 @@ def test_bad_settings_are_refused_before_data_is_read():
     config["meta_batch_size"] = 0
     with pytest.raises(ValueError, match="--meta_batch_size must be >= 1, got 0"):
         common.check_config(config)
+    config = get_config("fomaml", "omniglot")
+    config["recompute"] = True
+    with pytest.raises(ValueError, match="--recompute applies to second-order"):
+        common.check_config(config)
+    config = get_config("maml", "omniglot")
+    config["recompute"] = True
+    common.check_config(config)
+    learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
+    assert learner.recompute and not learner.first_order
 
 
 def test_binary_fails_fast_on_missing_data(tmp_path):

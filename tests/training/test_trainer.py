@@ -15,6 +15,7 @@ from tfmeta.training import (
     Trainer,
     check_resume,
     evaluate,
+    format_result,
     mean_confidence_interval,
     prepare_workdir,
 )
@@ -137,6 +138,22 @@ def test_confidence_interval_formula():
     mean, ci = mean_confidence_interval(values_)
     assert mean == pytest.approx(0.5)
     assert ci == pytest.approx(1.96 * np.std(values_, ddof=1) / 2)
+
+
+def test_evaluation_reports_median_and_diverged_tasks():
+    class Fixed:
+        metric_name = "mse"
+        eval_inner_steps = 10
+
+        def meta_eval_step(self, episode, inner_steps):
+            return {"mse": tf.constant(episode), "loss": tf.constant(episode)}
+
+    result = evaluate(Fixed(), [[0.1, 0.3, np.nan], [0.2, 5.0]])
+    assert result["num_tasks"] == 5 and result["nonfinite_tasks"] == 1
+    assert np.isnan(result["mean"])
+    assert result["median"] == pytest.approx(0.25)
+    line = format_result(result)
+    assert "median 0.2500" in line and "1 task(s) diverged" in line
 
 
 def test_short_sinusoid_training_lowers_post_adaptation_mse(tmp_path):

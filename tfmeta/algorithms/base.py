@@ -199,6 +199,33 @@ class MetaLearner:
             merged[index] = value
         return merged
 
+    def inner_step(
+        self,
+        params: Sequence[tf.Tensor],
+        adapted: list[tf.Tensor],
+        state,
+        step,
+        task: tuple,
+        first_order: bool = False,
+    ):
+        """One inner update of the adapted tensors: (adapted', state').
+
+        ``params`` gives the tensors that do not adapt; ``task`` is
+        (support_x, support_y, task_seed, training). ``first_order`` stops the
+        gradient of the inner gradient (its second derivatives).
+        """
+        support_x, support_y, task_seed, training = task
+        x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
+        with tf.GradientTape() as tape:
+            tape.watch(adapted)
+            loss = self.loss(self.forward(self._merge(params, adapted), x), y)
+        grads = tape.gradient(
+            loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        return self.inner_optimizer.update(adapted, grads, state, step)
+
     def inner_loop(
         self,
         params: Sequence[tf.Tensor],
@@ -226,16 +253,14 @@ class MetaLearner:
         state = self.inner_optimizer.init(adapted)
 
         def one_step(step, adapted, state, first_order=False):
-            x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
-            with tf.GradientTape() as tape:
-                tape.watch(adapted)
-                loss = self.loss(self.forward(self._merge(params, adapted), x), y)
-            grads = tape.gradient(
-                loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            return self.inner_step(
+                params,
+                adapted,
+                state,
+                step,
+                (support_x, support_y, task_seed, training),
+                first_order,
             )
-            if first_order:
-                grads = [tf.stop_gradient(g) for g in grads]
-            return self.inner_optimizer.update(adapted, grads, state, step)
 
         if differentiable:
             for step in range(steps):

@@ -23,6 +23,15 @@ class MAML(MetaLearner):
     ``second_order_steps``: differentiate through the second derivatives of
     only the last this many inner steps (the earlier ones are first order),
     which saves memory and time with many inner steps; None: all steps.
+
+    ``recompute``: second order without keeping every inner step's
+    activations. The forward pass stores only the parameters (and inner
+    optimizer state) before each inner step; the backward pass walks the steps
+    in reverse, recomputing one step's activations under a tape to take the
+    vector-Jacobian product of that step (a Hessian-vector product) with the
+    incoming cotangent. Peak memory then holds one step's activations plus
+    ``inner_steps`` copies of the adapted parameters, for about one more inner
+    step of compute per step. The meta-gradient is the same.
     """
 
     name = "maml"
@@ -32,6 +41,7 @@ class MAML(MetaLearner):
         *args,
         first_order: bool = False,
         second_order_steps: int | None = None,
+        recompute: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -39,8 +49,14 @@ class MAML(MetaLearner):
             raise ValueError(
                 f"second_order_steps must be >= 0 or None, got {second_order_steps}"
             )
+        if recompute and first_order:
+            raise ValueError(
+                "recompute applies to second-order MAML: first-order MAML keeps no "
+                "inner-loop activations for the meta-gradient"
+            )
         self.first_order = first_order
         self.second_order_steps = second_order_steps
+        self.recompute = recompute
 
     def query_outputs(self, fast, support_x, query_x):
         return self.predict(fast, query_x, support_x)
@@ -64,6 +80,15 @@ class MAML(MetaLearner):
                 if self.second_order_steps is None
                 else self.second_order_steps
             )
+            if self.recompute:
+                return self._recomputed_task_result(
+                    support_x,
+                    support_y,
+                    query_x,
+                    query_y,
+                    task_seed,
+                    first_order_steps=max(0, self.inner_steps - second),
+                )
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 fast = self.inner_loop(
@@ -80,6 +105,62 @@ class MAML(MetaLearner):
             meta_gradient = tape.gradient(
                 query_loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
+        return meta_gradient, query_loss, self.metric(outputs, query_y), fast
+
+    def _recomputed_task_result(
+        self, support_x, support_y, query_x, query_y, task_seed, first_order_steps
+    ):
+        """``task_result`` of second-order MAML by reverse-mode over the inner
+        steps, recomputing each step's activations (see ``recompute``)."""
+        zero = tf.UnconnectedGradients.ZERO
+        params = self.parameters()
+        task = (support_x, support_y, task_seed, True)
+        adapted = [params[i] for i in self._adapted]
+        state = self.inner_optimizer.init(adapted)
+        stored = []
+        for step in range(self.inner_steps):  # forward: keep only the parameters
+            stored.append((adapted, state))
+            adapted, state = self.inner_step(params, adapted, state, step, task)
+        fast = self._merge(params, adapted)
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            outputs = self.query_outputs(fast, support_x, query_x)
+            query_loss = self.loss(outputs, query_y)
+        meta_gradient = tape.gradient(query_loss, fast, unconnected_gradients=zero)
+        fixed = [i for i in range(len(params)) if i not in set(self._adapted)]
+        cotangent = [meta_gradient[i] for i in self._adapted]
+        state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
+        for step in reversed(range(self.inner_steps)):
+            # The recomputation waits for the cotangent of its output, so the
+            # executor cannot run every step's recomputation (and hold all the
+            # activations) at once.
+            with tf.control_dependencies([*cotangent, *state_cotangent]):
+                before = [tf.identity(t) for t in stored[step][0]]
+                state_before = [
+                    tf.identity(t) for t in tf.nest.flatten(stored[step][1])
+                ]
+                gated = [tf.identity(t) for t in params]
+            sources = (before, state_before, [gated[i] for i in fixed])
+            with tf.GradientTape() as tape:
+                tape.watch(sources)
+                after, state_after = self.inner_step(
+                    gated,
+                    before,
+                    tf.nest.pack_sequence_as(stored[step][1], state_before),
+                    step,
+                    task,
+                    first_order=step < first_order_steps,
+                )
+            cotangent, state_cotangent, fixed_gradient = tape.gradient(
+                [*after, *tf.nest.flatten(state_after)],
+                sources,
+                output_gradients=[*cotangent, *state_cotangent],
+                unconnected_gradients=zero,
+            )
+            for i, g in zip(fixed, fixed_gradient):
+                meta_gradient[i] = meta_gradient[i] + g
+        for i, g in zip(self._adapted, cotangent):
+            meta_gradient[i] = g
         return meta_gradient, query_loss, self.metric(outputs, query_y), fast
 
 

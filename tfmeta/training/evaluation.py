@@ -29,8 +29,11 @@ def evaluate(
     """Adapts to every task of ``episodes`` (a finite, fixed dataset of task
     batches) and summarizes the query metric per task.
 
-    Returns {"metric", "mean", "ci95", "loss", "num_tasks", "inner_steps"}; the
-    metric is accuracy (classification) or MSE (regression).
+    Returns {"metric", "mean", "ci95", "median", "nonfinite_tasks", "loss",
+    "num_tasks", "inner_steps"}; the metric is accuracy (classification) or MSE
+    (regression). ``median`` is over the tasks whose metric is finite and
+    ``nonfinite_tasks`` counts the others (an adaptation that diverged), which
+    make the mean NaN or infinite.
     """
     metrics, losses = [], []
     for episode in episodes:
@@ -39,11 +42,15 @@ def evaluate(
         losses.append(out["loss"].numpy())
     if not metrics:
         raise ValueError("the evaluation dataset is empty")
-    mean, ci95 = mean_confidence_interval(np.concatenate(metrics))
+    per_task = np.concatenate(metrics).astype(np.float64)
+    mean, ci95 = mean_confidence_interval(per_task)
+    finite = per_task[np.isfinite(per_task)]
     return {
         "metric": learner.metric_name,
         "mean": mean,
         "ci95": ci95,
+        "median": float(np.median(finite)) if finite.size else float("nan"),
+        "nonfinite_tasks": int(per_task.size - finite.size),
         "loss": float(np.concatenate(losses).mean()),
         "num_tasks": int(sum(m.size for m in metrics)),
         "inner_steps": int(
@@ -56,4 +63,9 @@ def format_result(result: dict) -> str:
     value, ci = result["mean"], result["ci95"]
     if result["metric"] == "accuracy":
         return f"accuracy {100 * value:.2f}% +- {100 * ci:.2f}% (95% CI, {result['num_tasks']} tasks)"
-    return f"{result['metric']} {value:.4f} +- {ci:.4f} (95% CI, {result['num_tasks']} tasks)"
+    line = f"{result['metric']} {value:.4f} +- {ci:.4f} (95% CI, {result['num_tasks']} tasks)"
+    if "median" in result:
+        line += f", median {result['median']:.4f}"
+    if result.get("nonfinite_tasks"):
+        line += f", {result['nonfinite_tasks']} task(s) diverged (non-finite)"
+    return line
