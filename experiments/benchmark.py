@@ -2,7 +2,7 @@
 
   python -m experiments.benchmark --torch_python=../.venv-torch/bin/python
 
-For MAML (second order), FOMAML and Reptile at Omniglot 5-way 1-shot, 1 query
+For MAML (second order), FOMAML, Reptile and LEO at Omniglot 5-way 1-shot, 1 query
 per class, on the max-pool conv net of the yardstick (meta-batch 32, 1 inner
 step, alpha 0.4; Adam 1e-3 outer for MAML/FOMAML, SGD for Reptile), with XLA
 off and on, and the PyTorch yardstick (``shared/bench/torch_maml_reference.py``)
@@ -17,6 +17,16 @@ rounds (tfmeta MAML, yardstick order 2, tfmeta FOMAML, yardstick order 1, ...,
 then again), so a slow period of the machine does not fall on one of them;
 figures are the median over rounds of each round's median. Inputs are random
 tensors of the Omniglot shape, as in the yardstick: data loading is not timed.
+
+LEO (``--algorithms`` includes leo) runs on random embedding vectors of
+``--leo_embedding_dim`` with the reference code's networks (64 latents, 5
+fine-tuning steps), the latent steps from ``--inner_steps``; it has no
+yardstick. Issue 6's second configuration is 20-way 1-shot, meta-batch 16, 5
+inner steps: ``--n_way=20 --meta_batch_size=16 --inner_steps=5``.
+
+``--mode=memory`` measures second-order MAML at 5, 10 and 25 inner steps
+(``--memory_inner_steps``), storing every inner step's activations and with
+``--recompute``, beside the yardstick at the same inner steps.
 
 The yardstick's interpreter needs PyTorch, in its own virtual environment:
   python3 -m venv ../.venv-torch && ../.venv-torch/bin/pip install torch==2.13.0 numpy
@@ -37,7 +47,8 @@ from typing import Any
 from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-ALGORITHMS = ("maml", "fomaml", "reptile")
+ALGORITHMS = ("maml", "fomaml", "reptile", "leo")
+MODES = ("speed", "memory")
 XLA_SETTINGS = ("off", "on")
 # The yardstick's order that each tfmeta algorithm is compared with.
 YARDSTICK_ORDER = {"maml": 2, "fomaml": 1}
@@ -77,6 +88,22 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 10, "timed meta-steps per measurement")
     flags.DEFINE_integer("repeats", 2, "rounds over all configurations")
     flags.DEFINE_integer("threads", 0, "CPU threads (0: library default)")
+    flags.DEFINE_enum(
+        "mode",
+        "speed",
+        list(MODES),
+        "speed: every algorithm at each XLA setting beside the yardstick; memory: "
+        "second-order MAML at each --memory_inner_steps with and without --recompute",
+    )
+    flags.DEFINE_list(
+        "memory_inner_steps", ["5", "10", "25"], "inner steps of the memory mode"
+    )
+    flags.DEFINE_integer(
+        "leo_embedding_dim",
+        64,
+        "LEO: embedding size d (64: the conv4 features of experiments.embed)",
+    )
+    flags.DEFINE_bool("recompute", False, "internal: MAML --recompute of --worker")
     flags.DEFINE_string("output_json", None, "also write every figure to this file")
     flags.DEFINE_string("worker", None, "internal: time one tfmeta algorithm")
     flags.DEFINE_bool("jit_compile", False, "internal: XLA setting of --worker")
@@ -140,32 +167,43 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from tfmeta.algorithms import FOMAML, MAML, Reptile
-    from tfmeta.models import conv4
+    from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
+    from tfmeta.models import LEOModel, conv4
 
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
     rng = np.random.default_rng(0)
+    example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
     episode = (
-        tf.constant(rng.standard_normal((b, n * k, *IMAGE_SHAPE)), tf.float32),
+        tf.constant(rng.standard_normal((b, n * k, *example)), tf.float32),
         tf.constant(np.tile(np.repeat(np.arange(n), k), (b, 1)), tf.int32),
-        tf.constant(rng.standard_normal((b, n * q, *IMAGE_SHAPE)), tf.float32),
+        tf.constant(rng.standard_normal((b, n * q, *example)), tf.float32),
         tf.constant(np.tile(np.repeat(np.arange(n), q), (b, 1)), tf.int32),
     )
-    model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
     common = {
         "inner_lr": FLAGS.inner_lr,
         "inner_steps": FLAGS.inner_steps,
         "jit_compile": jit_compile,
     }
-    if algorithm == "reptile":
+    if algorithm == "leo":
+        # The reference code's networks and settings (64 latents, 5 fine-tuning
+        # steps, dropout, sampling), the latent steps from --inner_steps.
+        model = LEOModel(FLAGS.leo_embedding_dim, num_latents=64, seed=0)
+        del common["inner_lr"]
+        learner = LEO(model, keras.optimizers.Adam(OUTER_LR), n_way=n, **common)
+    elif algorithm == "reptile":
+        model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
         learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
+        model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
+        extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
         learner_class = MAML if algorithm == "maml" else FOMAML
-        learner = learner_class(model, keras.optimizers.Adam(OUTER_LR), **common)
+        learner = learner_class(
+            model, keras.optimizers.Adam(OUTER_LR), **common, **extra
+        )
     built_rss = _peak_rss_mib()
 
     start = time.perf_counter()
@@ -190,6 +228,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "q_query": q,
         "inner_steps": FLAGS.inner_steps,
         "filters": FLAGS.filters,
+        "recompute": bool(FLAGS.recompute and algorithm == "maml"),
         "steps": FLAGS.steps,
         "ms_per_step_median": round(1000 * statistics.median(times), 2),
         "compile_s": round(compile_s, 3),
@@ -224,17 +263,25 @@ def _shared_args() -> list[str]:
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
 
-def _tfmeta(algorithm: str, xla: str) -> dict[str, Any]:
+def _tfmeta(
+    algorithm: str, xla: str, inner_steps: int | None = None, recompute: bool = False
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
     command += [f"--jit_compile={xla == 'on'}", *_shared_args()]
+    command += [f"--leo_embedding_dim={FLAGS.leo_embedding_dim}"]
+    if inner_steps is not None:
+        command.append(f"--inner_steps={inner_steps}")  # the last flag wins
+    if recompute:
+        command.append("--recompute")
     return _run(command, f"tfmeta {algorithm} xla={xla}")
 
 
-def _yardstick(order: int) -> dict[str, Any]:
+def _yardstick(order: int, inner_steps: int | None = None) -> dict[str, Any]:
     command = [FLAGS.torch_python, FLAGS.yardstick, f"--order={order}"]
     command += [f"--meta_batch={FLAGS.meta_batch_size}", f"--steps={FLAGS.steps}"]
-    for name in ("n_way", "k_shot", "q_query", "inner_steps", "inner_lr", "threads"):
+    for name in ("n_way", "k_shot", "q_query", "inner_lr", "threads"):
         command.append(f"--{name}={getattr(FLAGS, name)}")
+    command.append(f"--inner_steps={inner_steps or FLAGS.inner_steps}")
     result = _run(command, f"yardstick order {order}")
     result["peak_rss_mib"] = float(result["peak_rss_mib"])
     return result
@@ -473,6 +520,68 @@ def run_benchmark() -> dict[str, Any]:
     return report
 
 
+def run_memory() -> dict[str, Any]:
+    """Second-order MAML at each ``--memory_inner_steps``, with and without
+    ``--recompute`` (XLA off), beside the yardstick at order 2; one process each."""
+    _check_flags()
+    try:
+        inner_steps = [int(s) for s in FLAGS.memory_inner_steps]
+    except ValueError as error:
+        raise app.UsageError(
+            f"--memory_inner_steps must be integers, got {FLAGS.memory_inner_steps}"
+        ) from error
+    if not inner_steps or min(inner_steps) < 1:
+        raise app.UsageError(
+            f"--memory_inner_steps must be >= 1, got {FLAGS.memory_inner_steps}"
+        )
+    print(
+        f"memory: second-order MAML, {FLAGS.n_way}-way {FLAGS.k_shot}-shot, "
+        f"{FLAGS.q_query} query per class, meta-batch {FLAGS.meta_batch_size}, "
+        f"{FLAGS.filters} filters, XLA off, {FLAGS.steps} timed steps; inner steps "
+        f"{inner_steps}",
+        flush=True,
+    )
+    torch_import_rss = _torch_import_rss_mib() if FLAGS.torch_python else None
+    rows = []
+    for steps in inner_steps:
+        for recompute in (False, True):
+            result = _tfmeta("maml", "off", steps, recompute)
+            result["implementation"] = "tfmeta"
+            rows.append(result)
+            print(
+                f"{steps} inner steps, recompute={recompute}: {_describe(result)}",
+                flush=True,
+            )
+        if FLAGS.torch_python:
+            result = _yardstick(2, steps)
+            result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
+            result["implementation"] = f"PyTorch {result['torch']}"
+            rows.append(result)
+            print(f"{steps} inner steps: {_describe(result)}", flush=True)
+    lines = [
+        (
+            "| implementation | inner steps | recompute | ms/step | compile s "
+            "| peak RSS MiB | RSS growth MiB |"
+        ),
+        "|" + " --- |" * 7,
+    ]
+    for row in rows:
+        compile_s = row.get("compile_s")
+        lines.append(
+            f"| {row['implementation']} | {row['inner_steps']} | "
+            f"{'yes' if row.get('recompute') else 'no'} | {row['ms_per_step_median']:.1f} | "
+            f"{'-' if compile_s is None else f'{compile_s:.1f}'} | "
+            f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} |"
+        )
+    print()
+    print("\n".join(lines))
+    report = {"mode": "memory", "torch_import_rss_mib": torch_import_rss, "rows": rows}
+    if FLAGS.output_json:
+        pathlib.Path(FLAGS.output_json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {FLAGS.output_json}")
+    return report
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -483,7 +592,10 @@ def main(argv: list[str]) -> None:
             )
         print(json.dumps(run_worker(FLAGS.worker, FLAGS.jit_compile)), flush=True)
         return
-    run_benchmark()
+    if FLAGS.mode == "memory":
+        run_memory()
+    else:
+        run_benchmark()
 
 
 if __name__ == "__main__":

@@ -22,9 +22,14 @@ FIELDS = (
 )
 
 
-def test_worker_prints_one_json_line_of_positive_figures():
-    command = [sys.executable, "-m", "experiments.benchmark", "--worker=fomaml"]
+@pytest.mark.parametrize(
+    "algorithm,extra",
+    [("fomaml", []), ("maml", ["--recompute", "--inner_steps=2"]), ("leo", [])],
+)
+def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
+    command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
     command += ["--meta_batch_size=2", "--filters=8", "--steps=1", "--threads=1"]
+    command += ["--leo_embedding_dim=16", *extra]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
         command,
@@ -41,9 +46,11 @@ def test_worker_prints_one_json_line_of_positive_figures():
     result = json.loads(lines[0])
     assert (result["impl"], result["algorithm"], result["xla"]) == (
         "tfmeta",
-        "fomaml",
+        algorithm,
         "off",
     )
+    assert result["recompute"] == ("--recompute" in extra)
+    assert result["inner_steps"] == (2 if extra else 1)
     assert (result["meta_batch_size"], result["filters"], result["steps"]) == (2, 8, 1)
     for field in FIELDS:
         value = result[field]
