@@ -100,8 +100,8 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer(
         "leo_embedding_dim",
-        64,
-        "LEO: embedding size d (64: the conv4 features of experiments.embed)",
+        256,
+        "LEO: embedding size d (256: the conv4 features experiments.embed writes)",
     )
     flags.DEFINE_bool("recompute", False, "internal: MAML --recompute of --worker")
     flags.DEFINE_string("output_json", None, "also write every figure to this file")
