@@ -126,11 +126,22 @@ class MetaLearner:
         self.seed = seed
         self.variables = list(model.trainable_variables)
         self._adapted = self._adapted_indices(adapt_variables)
+        # Under ``strategy.scope()`` the variables are mirrored and the
+        # meta-batch is split across the replicas (``_distributed_train_step``).
+        self.strategy = tf.distribute.get_strategy()
+        self.distributed = tf.distribute.has_strategy()
+        if self.distributed and type(self)._train_step is not MetaLearner._train_step:
+            raise ValueError(
+                f"{type(self).__name__} has its own meta-step and does not run under "
+                "tf.distribute yet; build it outside strategy.scope()"
+            )
         self.outer_optimizer.build(self.variables)
         self._task_fn = _per_task_function(self._task_result_with_update)
         self._eval_task_fn = _per_task_function(self._eval_task)
         self._train_fn = tf.function(
-            self._train_step, jit_compile=jit_compile, reduce_retracing=False
+            self._distributed_train_step if self.distributed else self._train_step,
+            jit_compile=jit_compile,
+            reduce_retracing=False,
         )
         self._eval_fn = tf.function(
             self._eval_step, jit_compile=jit_compile, reduce_retracing=False
@@ -340,29 +351,45 @@ class MetaLearner:
         update = [p - f for p, f in zip(params, fast)]
         return TaskResult(meta_gradient, update, query_loss, query_metric)
 
-    def _run_tasks(self, episode) -> list:
+    def _run_tasks(self, episode, first_task=0, total_tasks=None) -> list:
         """The per-task function on every task of a meta-batch; task i of step s
-        is seeded by (seed, s * B + i)."""
+        is seeded by (seed, s * B + i). Under ``tf.distribute`` a replica runs
+        tasks ``first_task ...`` of a meta-batch of ``total_tasks``, seeded as
+        on one device."""
         support_x, support_y, query_x, query_y = episode
         tasks = support_x.shape[0]
+        total = tasks if total_tasks is None else total_tasks
         step = tf.cast(self.outer_optimizer.iterations, tf.int64)
+        first = tf.cast(first_task, tf.int64)
         return [
             self._task_fn(
                 support_x[i],
                 support_y[i],
                 query_x[i],
                 query_y[i],
-                tf.stack([tf.constant(self.seed, tf.int64), step * tasks + i]),
+                tf.stack([tf.constant(self.seed, tf.int64), step * total + first + i]),
             )
             for i in range(tasks)
         ]
 
-    def _train_step(self, episode) -> dict[str, tf.Tensor]:
-        results = self._run_tasks(episode)
+    def _train_step(self, episode, replica=None) -> dict[str, tf.Tensor]:
+        """One outer update from ``episode``; under ``tf.distribute``, ``replica``
+        is (first task, meta-batch size over all replicas, all_sum)."""
+        if replica is None:
+            results = self._run_tasks(episode)
+            weights = weighting.task_weights(
+                self.task_weighting, [r.update for r in results]
+            )
+        else:
+            first_task, total_tasks, all_sum = replica
+            results = self._run_tasks(episode, first_task, total_tasks)
+            weights = weighting.task_weights(
+                self.task_weighting,
+                [r.update for r in results],
+                all_sum=all_sum,
+                total_tasks=total_tasks,
+            )
         tasks = len(results)
-        weights = weighting.task_weights(
-            self.task_weighting, [r.update for r in results]
-        )
         meta_gradient = [
             tf.add_n(
                 [
@@ -372,7 +399,15 @@ class MetaLearner:
             )
             for k, g in enumerate(results[0].meta_gradient)
         ]
-        self.outer_optimizer.apply_gradients(zip(meta_gradient, self.variables))
+        if replica is not None:
+            # The sum over replicas; the optimizer sums what every replica
+            # applies, so each applies 1/R of it.
+            meta_gradient = all_sum(meta_gradient)
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            applied = [g / replicas for g in meta_gradient]
+        else:
+            applied = meta_gradient
+        self.outer_optimizer.apply_gradients(zip(applied, self.variables))
         losses = tf.stack([r.query_loss for r in results])
         metrics = tf.stack([r.query_metric for r in results])
         return {
@@ -380,6 +415,46 @@ class MetaLearner:
             self.metric_name: tf.reduce_mean(metrics),
             "task_weights": weights,
             "meta_gradient_norm": tf.linalg.global_norm(meta_gradient),
+        }
+
+    def _distributed_train_step(self, episode) -> dict[str, tf.Tensor]:
+        """``_train_step`` with the meta-batch split across the strategy's replicas.
+
+        Every replica receives the whole meta-batch (on one host the same
+        tensors; on several hosts each worker's identical, seeded stream) and
+        adapts its contiguous share of B / R tasks; meta-gradients and the
+        sums Gradient Agreement needs are all-reduced, so the update equals
+        the single-device one for the same tasks.
+        """
+        strategy = self.strategy
+        replicas = strategy.num_replicas_in_sync
+        total = int(episode[0].shape[0])
+        share = total // replicas
+
+        def replica_step(*episode):
+            context = tf.distribute.get_replica_context()
+            index = context.replica_id_in_sync_group
+            local = tuple(
+                tf.gather(tf.reshape(t, [replicas, share, *t.shape[1:]]), index)
+                for t in episode
+            )
+
+            def all_sum(values):
+                return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+            return self._train_step(local, (index * share, total, all_sum))
+
+        outputs = strategy.run(replica_step, args=tuple(episode))
+        mean = tf.distribute.ReduceOp.MEAN
+        return {
+            "loss": strategy.reduce(mean, outputs["loss"], axis=None),
+            self.metric_name: strategy.reduce(
+                mean, outputs[self.metric_name], axis=None
+            ),
+            "task_weights": strategy.gather(outputs["task_weights"], axis=0),
+            "meta_gradient_norm": strategy.reduce(
+                mean, outputs["meta_gradient_norm"], axis=None
+            ),
         }
 
     @property
@@ -394,7 +469,16 @@ class MetaLearner:
         the metric ("accuracy" or "mse", post-adaptation, on the query sets),
         "meta_gradient_norm" and the per-task "task_weights" ``[B]``.
         """
-        return self._train_fn(tuple(episode))
+        episode = tuple(episode)
+        if self.distributed:
+            tasks = episode[0].shape[0]
+            replicas = self.strategy.num_replicas_in_sync
+            if tasks % replicas:
+                raise ValueError(
+                    f"the meta-batch of {tasks} tasks does not split evenly over "
+                    f"{replicas} replicas: use a multiple of {replicas}"
+                )
+        return self._train_fn(episode)
 
     def _eval_task(self, support_x, support_y, query_x, query_y, steps: int):
         fast = self.inner_loop(

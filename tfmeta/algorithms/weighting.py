@@ -31,7 +31,8 @@ sum_k g_k . g_k, so round-off in an exact cancellation does not pick weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -72,11 +73,46 @@ def gradient_agreement_weights(gram: tf.Tensor) -> tf.Tensor:
     return tf.stop_gradient(weights)
 
 
-def task_weights(name: str, updates: Sequence[Sequence[tf.Tensor]]) -> tf.Tensor:
+def task_weights(
+    name: str,
+    updates: Sequence[Sequence[tf.Tensor]],
+    all_sum: Callable[[Any], Any] | None = None,
+    total_tasks: int | None = None,
+) -> tf.Tensor:
     """Weights ``[T]`` (the updates' dtype) for T tasks; ``updates[i]`` is task i's
-    update vector theta - theta'_i as a list of tensors."""
+    update vector theta - theta'_i as a list of tensors.
+
+    Across replicas (``tf.distribute``), ``updates`` holds this replica's
+    tasks, ``all_sum`` sums a nest of tensors over the replicas and
+    ``total_tasks`` is the meta-batch size over all of them: the weights are
+    those of the whole meta-batch, for this replica's tasks. Gradient Agreement
+    then needs only sums, sum_j g_i . g_j = g_i . (sum_j g_j), so each replica
+    all-reduces one update-sized sum and two scalars, not the Gram matrix.
+    """
     check_task_weighting(name)
     tasks = len(updates)
-    if name == "gradient_agreement":
-        return gradient_agreement_weights(gram_matrix(updates))
-    return tf.fill([tasks], tf.constant(1.0 / tasks, updates[0][0].dtype))
+    dtype = updates[0][0].dtype
+    if all_sum is None:
+        if name == "gradient_agreement":
+            return gradient_agreement_weights(gram_matrix(updates))
+        return tf.fill([tasks], tf.constant(1.0 / tasks, dtype))
+    total = tf.constant(float(total_tasks), dtype)
+    if name == "uniform":
+        return tf.fill([tasks], 1.0 / total)
+    batch_sum = all_sum([tf.add_n(list(parts)) for parts in zip(*updates)])
+    agreement = tf.stack(
+        [
+            tf.add_n([tf.reduce_sum(u * g) for u, g in zip(update, batch_sum)])
+            for update in updates
+        ]
+    )  # sum_j g_i . g_j for this replica's tasks i
+    squares = tf.stack(
+        [tf.add_n([tf.reduce_sum(u * u) for u in update]) for update in updates]
+    )
+    denominator, scale = all_sum(
+        [tf.reduce_sum(tf.abs(agreement)), tf.reduce_sum(squares)]
+    )
+    degenerate = denominator <= RELATIVE_TOLERANCE * scale
+    safe = tf.where(degenerate, tf.ones_like(denominator), denominator)
+    weights = tf.where(degenerate, tf.ones_like(agreement) / total, agreement / safe)
+    return tf.stop_gradient(weights)
