@@ -31,8 +31,6 @@ _INTS = {
     "meta_batch_size": "tasks per meta-step",
     "inner_steps": "inner steps in meta-training",
     "second_order_steps": "MAML: second derivatives through only the last this many inner steps (default all)",
-    "recompute": "MAML (second order): keep only each inner step's parameters and recompute its "
-    "activations in the backward pass (less memory with many inner steps, ~1 more inner step of compute each)",
     "eval_inner_steps": "inner steps at meta-validation/test",
     "inner_batch_size": "Reptile: examples per inner step in training",
     "eval_inner_batch_size": "Reptile: examples per inner step at evaluation",
@@ -87,6 +85,8 @@ _STRINGS = {
 _BOOLS = {
     "transductive": "normalize queries with their own batch statistics (else with the support set's)",
     "jit_compile": "compile the meta-steps with XLA",
+    "recompute": "MAML (second order): keep only each inner step's parameters and recompute its "
+    "activations in the backward pass (less memory with many inner steps, ~1 more inner step of compute each)",
     "deterministic": "LEO: z and w are the means of their distributions (no sampling, no KL)",
 }
 _LISTS = {

@@ -6,6 +6,11 @@
 Rerunning the same command resumes from the last checkpoint. Results (mean
 and 95% interval over the meta-test tasks) are printed and written to
 ``<workdir>/results.json``; the best checkpoint by meta-validation is used.
+
+``--strategy=mirrored`` splits every meta-batch across this host's GPUs (or,
+with ``--cpu_replicas=N``, N logical CPU devices); ``--strategy=multi_worker``
+across the workers named in ``TF_CONFIG`` (run the same command on each).
+Checkpoints are the same whatever the strategy: a run resumes on any.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from experiments.configs import BASE, FIXED_KEYS
 from experiments.flags import FLAGS, resolved_config
 
 flags.DEFINE_bool("evaluate", True, "evaluate on the meta-test tasks after training")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "multi_worker"],
+    "default: one device; mirrored: the meta-batch split across this host's GPUs "
+    "(or --cpu_replicas logical CPUs); multi_worker: across the hosts of TF_CONFIG",
+)
+flags.DEFINE_integer(
+    "cpu_replicas",
+    0,
+    "with --strategy=mirrored and no GPU: split the CPU into this many logical devices",
+)
 
 
 def main(argv):
@@ -29,6 +46,22 @@ def main(argv):
         )
     config = resolved_config()
     common.check_config(config)
+    from tfmeta.training.distribute import make_strategy, worker_workdir
+
+    # Before any other TensorFlow work: logical devices are fixed once it starts.
+    try:
+        strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    replicas = strategy.num_replicas_in_sync
+    if config["meta_batch_size"] % replicas:
+        raise app.UsageError(
+            f"--meta_batch_size={config['meta_batch_size']} does not split over the "
+            f"{replicas} replicas of --strategy={FLAGS.strategy}: use a multiple of {replicas}"
+        )
+    if replicas > 1 and config["algorithm"] == "leo":
+        raise app.UsageError("--algorithm=leo runs with --strategy=default only")
+    workdir = worker_workdir(FLAGS.workdir, strategy)
     # Everything that can fail on user input fails here, before training starts.
     data = common.build_data(config)
     config["data_source"] = data.split
@@ -36,21 +69,27 @@ def main(argv):
     from experiments.evaluate import evaluate_workdir
     from tfmeta.training import Trainer, prepare_workdir
 
-    resuming = prepare_workdir(FLAGS.workdir, config, FIXED_KEYS, defaults=BASE)
-    model = common.build_model(config, data.input_shape)
-    learner = common.build_learner(config, model)
+    resuming = prepare_workdir(workdir, config, FIXED_KEYS, defaults=BASE)
+    with strategy.scope():
+        model = common.build_model(config, data.input_shape)
+        learner = common.build_learner(config, model)
+    if replicas > 1:
+        print(
+            f"{FLAGS.strategy} strategy: {replicas} replicas, "
+            f"{config['meta_batch_size'] // replicas} tasks each per meta-step"
+        )
     print(
         f"{'resuming' if resuming else 'starting'} {config['algorithm']} on {data.description}"
     )
     print(
         f"{config['n_way']}-way {config['train_k_shot'] or config['k_shot']}-shot training, meta-batch "
         f"{config['meta_batch_size']}, {config['inner_steps']} inner steps (alpha {config['inner_lr']}), "
-        f"{config['num_steps']} steps, workdir {FLAGS.workdir}",
+        f"{config['num_steps']} steps, workdir {workdir}",
         flush=True,
     )
     trainer = Trainer(
         learner,
-        FLAGS.workdir,
+        workdir,
         data.train,
         data.val if config["val_tasks"] else None,
         log_every=config["log_every"],
@@ -61,8 +100,8 @@ def main(argv):
     start = time.perf_counter()
     summary = trainer.train(config["num_steps"])
     logging.info("training finished: %s (%.0f s)", summary, time.perf_counter() - start)
-    if FLAGS.evaluate:
-        evaluate_workdir(FLAGS.workdir, trainer=trainer, data=data, config=config)
+    if FLAGS.evaluate and workdir == FLAGS.workdir:  # the chief evaluates
+        evaluate_workdir(workdir, trainer=trainer, data=data, config=config)
 
 
 if __name__ == "__main__":
