@@ -26,7 +26,11 @@ inner steps: ``--n_way=20 --meta_batch_size=16 --inner_steps=5``.
 
 ``--mode=memory`` measures second-order MAML at 5, 10 and 25 inner steps
 (``--memory_inner_steps``), storing every inner step's activations and with
-``--recompute``, beside the yardstick at the same inner steps.
+``--recompute``, beside the yardstick at the same inner steps. Its tfmeta
+workers run with ``TF_CPU_ALLOCATOR_USE_BFC=true`` so that TensorFlow's CPU
+allocator reports the peak bytes of live tensors during the steps ("peak
+tensor"): the memory the meta-step itself needs, which recomputation lowers,
+apart from the graph, its optimization and the runtime that RSS also holds.
 
 The yardstick's interpreter needs PyTorch, in its own virtual environment:
   python3 -m venv ../.venv-torch && ../.venv-torch/bin/pip install torch==2.13.0 numpy
@@ -104,6 +108,12 @@ def define_flags() -> None:
         "LEO: embedding size d (256: the conv4 features experiments.embed writes)",
     )
     flags.DEFINE_bool("recompute", False, "internal: MAML --recompute of --worker")
+    flags.DEFINE_enum(
+        "task_execution",
+        "loop",
+        ["loop", "map_fn"],
+        "how MAML, FOMAML and Reptile run the tasks of a meta-batch (LEO: loop)",
+    )
     flags.DEFINE_string("output_json", None, "also write every figure to this file")
     flags.DEFINE_string("worker", None, "internal: time one tfmeta algorithm")
     flags.DEFINE_bool("jit_compile", False, "internal: XLA setting of --worker")
@@ -156,6 +166,34 @@ def maml_step_flops(
     return meta_batch_size * passes * per_example
 
 
+def cpu_peak_gflops(cpuinfo: str | None = None, cores: int | None = None) -> float | None:
+    """FP32 peak of this CPU: cores x clock x FLOPs per cycle from the vector
+    units /proc/cpuinfo lists (AVX-512: 64, AVX2 with FMA: 32, else SSE: 8;
+    two FMA pipes per core). None where /proc/cpuinfo gives no clock."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    mhz, flag_set = None, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "cpu MHz" and mhz is None:
+            mhz = float(value)
+        elif key.strip() == "flags" and not flag_set:
+            flag_set = set(value.split())
+    if mhz is None:
+        return None
+    if "avx512f" in flag_set:
+        per_cycle = 64
+    elif "avx2" in flag_set and "fma" in flag_set:
+        per_cycle = 32
+    else:
+        per_cycle = 8
+    cores = cores or len(os.sched_getaffinity(0))
+    return cores * mhz * per_cycle / 1000
+
+
 # ----------------------------------------------------------------- worker
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -196,15 +234,28 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     elif algorithm == "reptile":
         model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
-        learner = Reptile(model, outer, inner_batch_size=None, **common)
+        learner = Reptile(
+            model,
+            outer,
+            inner_batch_size=None,
+            task_execution=FLAGS.task_execution,
+            **common,
+        )
     else:
         model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
+        extra["task_execution"] = FLAGS.task_execution
         learner_class = MAML if algorithm == "maml" else FOMAML
         learner = learner_class(
             model, keras.optimizers.Adam(OUTER_LR), **common, **extra
         )
     built_rss = _peak_rss_mib()
+    # With TF_CPU_ALLOCATOR_USE_BFC=true (the memory mode sets it), the CPU
+    # allocator counts the bytes of live tensors: the step's own memory, apart
+    # from the graph, its optimization and the runtime that RSS also holds.
+    allocator_stats = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
+    if allocator_stats:
+        tf.config.experimental.reset_memory_stats("CPU:0")
 
     start = time.perf_counter()
     learner.meta_train_step(episode)["loss"].numpy()  # traces and compiles
@@ -215,6 +266,11 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         learner.meta_train_step(episode)["loss"].numpy()
         times.append(time.perf_counter() - start)
     peak = _peak_rss_mib()
+    tensor_peak = (
+        tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+        if allocator_stats
+        else None
+    )
     return {
         "impl": "tfmeta",
         "algorithm": algorithm,
@@ -229,12 +285,14 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "inner_steps": FLAGS.inner_steps,
         "filters": FLAGS.filters,
         "recompute": bool(FLAGS.recompute and algorithm == "maml"),
+        "task_execution": "loop" if algorithm == "leo" else FLAGS.task_execution,
         "steps": FLAGS.steps,
         "ms_per_step_median": round(1000 * statistics.median(times), 2),
         "compile_s": round(compile_s, 3),
         "peak_rss_mib": round(peak, 1),
         "built_rss_mib": round(built_rss, 1),
         "rss_growth_mib": round(peak - built_rss, 1),
+        "tensor_peak_mib": None if tensor_peak is None else round(tensor_peak, 1),
     }
 
 
@@ -246,8 +304,10 @@ def _last_json_line(output: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _run(command: list[str], what: str) -> dict[str, Any]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _run(
+    command: list[str], what: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
     done = subprocess.run(
         command, check=False, cwd=REPO, env=env, capture_output=True, text=True
     )
@@ -259,12 +319,16 @@ def _run(command: list[str], what: str) -> dict[str, Any]:
 
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
-    names += ["inner_lr", "filters", "steps", "threads"]
+    names += ["inner_lr", "filters", "steps", "threads", "task_execution"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
 
 def _tfmeta(
-    algorithm: str, xla: str, inner_steps: int | None = None, recompute: bool = False
+    algorithm: str,
+    xla: str,
+    inner_steps: int | None = None,
+    recompute: bool = False,
+    allocator_stats: bool = False,
 ) -> dict[str, Any]:
     command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
     command += [f"--jit_compile={xla == 'on'}", *_shared_args()]
@@ -273,7 +337,8 @@ def _tfmeta(
         command.append(f"--inner_steps={inner_steps}")  # the last flag wins
     if recompute:
         command.append("--recompute")
-    return _run(command, f"tfmeta {algorithm} xla={xla}")
+    extra_env = {"TF_CPU_ALLOCATOR_USE_BFC": "true"} if allocator_stats else None
+    return _run(command, f"tfmeta {algorithm} xla={xla}", extra_env)
 
 
 def _yardstick(order: int, inner_steps: int | None = None) -> dict[str, Any]:
@@ -335,6 +400,8 @@ def _describe(result: dict[str, Any]) -> str:
             f", compile {result['compile_s']:.1f} s, peak RSS "
             f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"
         )
+        if result.get("tensor_peak_mib") is not None:
+            extra += f", peak tensor memory {result['tensor_peak_mib']:.0f} MiB"
     else:
         name = f"yardstick order {result['order']} (torch {result['torch']})"
         extra = f", peak RSS {result['peak_rss_mib']:.0f} MiB"
@@ -392,7 +459,7 @@ def run_benchmark() -> dict[str, Any]:
         f"meta-batch {FLAGS.meta_batch_size}, {FLAGS.inner_steps} inner step(s), "
         f"alpha {FLAGS.inner_lr}, {FLAGS.filters} filters, max-pool conv4; "
         f"{FLAGS.steps} timed steps x {FLAGS.repeats} round(s), "
-        f"threads {FLAGS.threads or 'default'}",
+        f"threads {FLAGS.threads or 'default'}, task execution {FLAGS.task_execution}",
         flush=True,
     )
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
@@ -482,12 +549,20 @@ def run_benchmark() -> dict[str, Any]:
         f"through the inner step: {SECOND_ORDER_SUPPORT_PASSES}x the support "
         f"forward per inner step, {QUERY_PASSES}x the query forward."
     )
+    peak = cpu_peak_gflops()
+    if peak:
+        print(
+            f"CPU FP32 peak ~{peak:.0f} GFLOP/s ({len(os.sched_getaffinity(0))} "
+            "cores x clock x FLOPs per cycle of its vector units)"
+        )
     for row in rows:
         if "gflops_per_s" in row:
+            share = f", {100 * row['gflops_per_s'] / peak:.0f}% of peak" if peak else ""
+            row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
             print(
                 f"  {row['implementation']} {row['algorithm']}"
                 f"{'' if row['xla'] == '-' else ' xla=' + row['xla']}: "
-                f"{row['gflops_per_s']:.2f} GFLOP/s achieved"
+                f"{row['gflops_per_s']:.2f} GFLOP/s achieved{share}"
             )
     report = {
         "settings": {
@@ -545,7 +620,7 @@ def run_memory() -> dict[str, Any]:
     rows = []
     for steps in inner_steps:
         for recompute in (False, True):
-            result = _tfmeta("maml", "off", steps, recompute)
+            result = _tfmeta("maml", "off", steps, recompute, allocator_stats=True)
             result["implementation"] = "tfmeta"
             rows.append(result)
             print(
@@ -561,17 +636,19 @@ def run_memory() -> dict[str, Any]:
     lines = [
         (
             "| implementation | inner steps | recompute | ms/step | compile s "
-            "| peak RSS MiB | RSS growth MiB |"
+            "| peak RSS MiB | RSS growth MiB | peak tensor MiB |"
         ),
-        "|" + " --- |" * 7,
+        "|" + " --- |" * 8,
     ]
     for row in rows:
         compile_s = row.get("compile_s")
+        tensor_peak = row.get("tensor_peak_mib")
         lines.append(
             f"| {row['implementation']} | {row['inner_steps']} | "
             f"{'yes' if row.get('recompute') else 'no'} | {row['ms_per_step_median']:.1f} | "
             f"{'-' if compile_s is None else f'{compile_s:.1f}'} | "
-            f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} |"
+            f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} | "
+            f"{'-' if tensor_peak is None else f'{tensor_peak:.0f}'} |"
         )
     print()
     print("\n".join(lines))

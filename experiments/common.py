@@ -18,7 +18,7 @@ from tfmeta.algorithms import (
     get_algorithm,
     make_inner_optimizer,
 )
-from tfmeta.algorithms.base import MetaLearner
+from tfmeta.algorithms.base import TASK_EXECUTIONS, MetaLearner
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 ROTATIONS = ("train", "all", "none")
@@ -81,6 +81,15 @@ def check_config(config: dict[str, Any]) -> None:
     if config["inner_lr"] <= 0 or config["outer_lr"] <= 0:
         raise ValueError(
             f"learning rates must be > 0, got inner_lr={config['inner_lr']}, outer_lr={config['outer_lr']}"
+        )
+    if config.get("task_execution", "loop") not in TASK_EXECUTIONS:
+        raise ValueError(
+            f"--task_execution must be one of {TASK_EXECUTIONS}, got {config.get('task_execution')!r}"
+        )
+    if config.get("task_execution", "loop") != "loop" and config["algorithm"] == "leo":
+        raise ValueError(
+            "--algorithm=leo runs its tasks with --task_execution=loop only, got "
+            f"{config.get('task_execution')!r}"
         )
     if config.get("recompute") and config["algorithm"] != "maml":
         raise ValueError(
@@ -439,6 +448,7 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
         "transductive": config["transductive"],
         "task_weighting": config["task_weighting"],
         "jit_compile": config["jit_compile"],
+        "task_execution": config.get("task_execution", "loop"),
         "inner_optimizer": make_inner_optimizer(
             config["inner_optimizer"],
             config["inner_lr"],

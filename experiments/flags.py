@@ -77,6 +77,8 @@ _STRINGS = {
     "pooling": "stride | max",
     "adapt_variables": "all | head (ANIL)",
     "task_weighting": "uniform | gradient_agreement (Eshratifar et al. 2018)",
+    "task_execution": "loop (one per-task call per task in the graph) | map_fn (tf.map_fn over "
+    "the tasks: compile time independent of the meta-batch size); MAML, FOMAML, Reptile",
     "model": "conv4 | mlp | linear | leo (default: by dataset and algorithm)",
     "embedding_dataset": "embeddings: the dataset folder under --data_dir (e.g. miniImageNet, omniglot)",
     "embedding_crop": "embeddings: the crop folder (center | multiview)",

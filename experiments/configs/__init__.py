@@ -95,6 +95,7 @@ BASE: dict[str, Any] = {
     "adapt_variables": "all",
     "transductive": True,
     "task_weighting": "uniform",
+    "task_execution": "loop",
     "noisy_task_fraction": 0.0,
     "jit_compile": False,
     "filters": 64,

@@ -24,13 +24,20 @@ FIELDS = (
 
 @pytest.mark.parametrize(
     "algorithm,extra",
-    [("fomaml", []), ("maml", ["--recompute", "--inner_steps=2"]), ("leo", [])],
+    [
+        ("fomaml", []),
+        ("maml", ["--recompute", "--inner_steps=2", "--task_execution=map_fn"]),
+        ("leo", []),
+    ],
 )
 def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
     command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
     command += ["--meta_batch_size=2", "--filters=8", "--steps=1", "--threads=1"]
     command += ["--leo_embedding_dim=16", *extra]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    if algorithm == "maml":  # as the memory mode runs its workers
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     done = subprocess.run(
         command,
         check=False,
@@ -60,6 +67,21 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
         else:
             assert value >= 0, (field, value)
     assert result["peak_rss_mib"] >= result["built_rss_mib"]
+    assert result["task_execution"] == ("map_fn" if algorithm == "maml" else "loop")
+    if algorithm == "maml":
+        # The allocator's peak of live tensors: at least the 2 tasks' inputs.
+        assert result["tensor_peak_mib"] > 0
+    else:
+        assert result["tensor_peak_mib"] is None
+
+
+def test_cpu_peak_from_cpuinfo():
+    avx2 = "processor : 0\ncpu MHz : 2500.000\nflags : fpu sse2 avx avx2 fma\n"
+    assert benchmark.cpu_peak_gflops(avx2, cores=2) == pytest.approx(160.0)
+    avx512 = avx2.replace("fma", "fma avx512f")
+    assert benchmark.cpu_peak_gflops(avx512, cores=1) == pytest.approx(160.0)
+    assert benchmark.cpu_peak_gflops("flags : sse2\ncpu MHz : 1000\n", cores=4) == 32.0
+    assert benchmark.cpu_peak_gflops("flags : avx2 fma\n", cores=2) is None
 
 
 def test_forward_multiply_adds_max_pool_by_hand():

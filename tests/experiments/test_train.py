@@ -100,6 +100,19 @@ def test_bad_settings_are_refused_before_data_is_read():
     common.check_config(config)
     learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
     assert learner.recompute and not learner.first_order
+    config = get_config("maml", "omniglot")
+    config["task_execution"] = "vectorized"
+    with pytest.raises(ValueError, match="--task_execution must be one of"):
+        common.check_config(config)
+    config = get_config("leo", "embeddings")
+    config["task_execution"] = "map_fn"
+    with pytest.raises(ValueError, match="--algorithm=leo runs its tasks with"):
+        common.check_config(config)
+    config = get_config("reptile", "omniglot")
+    config["task_execution"] = "map_fn"
+    common.check_config(config)
+    learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
+    assert learner.task_execution == "map_fn"
 
 
 def test_binary_fails_fast_on_missing_data(tmp_path):

@@ -29,7 +29,7 @@ tf.config.set_logical_device_configuration(
 from tests.helpers import floatx, tiny_conv
 from tfmeta.algorithms import MAML, Reptile, get_algorithm
 
-algorithm, weighting = sys.argv[1], sys.argv[2]
+algorithm, weighting, execution = sys.argv[1], sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(0)
 episodes = [
     (
@@ -45,9 +45,10 @@ episodes = [
 episodes = [(sx, sy, qx, tf.reverse(qy, [0])) for sx, sy, qx, qy in episodes]
 
 
-def learner():
+def learner(task_execution="loop"):
     model = tiny_conv(n_way=3, seed=3)
     settings = dict(inner_lr=0.3, inner_steps=2, task_weighting=weighting, seed=7)
+    settings["task_execution"] = task_execution
     if algorithm == "reptile":
         return Reptile(model, keras.optimizers.SGD(0.5), **settings)
     return get_algorithm(algorithm)(model, keras.optimizers.Adam(0.01), **settings)
@@ -64,7 +65,7 @@ with floatx("float64"):
     single_values, single_out = run(learner())
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        mirrored = learner()
+        mirrored = learner(execution)
     assert mirrored.distributed and strategy.num_replicas_in_sync == 2
     mirrored_values, mirrored_out = run(mirrored)
 for a, b in zip(single_values, mirrored_values):
@@ -86,17 +87,19 @@ print("ok", weights)
 
 
 @pytest.mark.parametrize(
-    "algorithm,weighting",
+    "algorithm,weighting,execution",
     [
-        ("maml", "uniform"),
-        ("maml", "gradient_agreement"),
-        ("fomaml", "gradient_agreement"),
-        ("reptile", "gradient_agreement"),
+        ("maml", "uniform", "loop"),
+        ("maml", "gradient_agreement", "loop"),
+        ("fomaml", "gradient_agreement", "loop"),
+        ("reptile", "gradient_agreement", "loop"),
+        # Replicas running their tasks through tf.map_fn, against the loop on one device.
+        ("maml", "gradient_agreement", "map_fn"),
     ],
 )
-def test_mirrored_meta_step_equals_one_device(algorithm, weighting):
+def test_mirrored_meta_step_equals_one_device(algorithm, weighting, execution):
     done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED, algorithm, weighting],
+        [sys.executable, "-c", _MIRRORED, algorithm, weighting, execution],
         cwd=REPO,
         env=ENV,
         capture_output=True,

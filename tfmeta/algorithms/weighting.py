@@ -80,9 +80,29 @@ def task_weights(
     total_tasks: int | None = None,
 ) -> tf.Tensor:
     """Weights ``[T]`` (the updates' dtype) for T tasks; ``updates[i]`` is task i's
-    update vector theta - theta'_i as a list of tensors.
+    update vector theta - theta'_i as a list of tensors. See
+    ``stacked_task_weights`` for ``all_sum`` and ``total_tasks``."""
+    check_task_weighting(name)
+    if name == "uniform":
+        # The updates are not needed: no stacking.
+        return stacked_task_weights(
+            name, [tf.zeros([len(updates)], updates[0][0].dtype)], all_sum, total_tasks
+        )
+    stacks = [tf.stack(list(parts)) for parts in zip(*updates)]
+    return stacked_task_weights(name, stacks, all_sum, total_tasks)
 
-    Across replicas (``tf.distribute``), ``updates`` holds this replica's
+
+def stacked_task_weights(
+    name: str,
+    stacks: Sequence[tf.Tensor],
+    all_sum: Callable[[Any], Any] | None = None,
+    total_tasks: int | None = None,
+) -> tf.Tensor:
+    """Weights ``[T]`` for T tasks from the update vectors stacked per variable:
+    ``stacks[v]`` is ``[T, *shape of variable v]``, row i task i's part of
+    theta - theta'_i (T static).
+
+    Across replicas (``tf.distribute``), the stacks hold this replica's
     tasks, ``all_sum`` sums a nest of tensors over the replicas and
     ``total_tasks`` is the meta-batch size over all of them: the weights are
     those of the whole meta-batch, for this replica's tasks. Gradient Agreement
@@ -90,25 +110,23 @@ def task_weights(
     all-reduces one update-sized sum and two scalars, not the Gram matrix.
     """
     check_task_weighting(name)
-    tasks = len(updates)
-    dtype = updates[0][0].dtype
+    tasks = int(stacks[0].shape[0])
+    dtype = stacks[0].dtype
+    flat = [tf.reshape(s, [tasks, -1]) for s in stacks]
     if all_sum is None:
         if name == "gradient_agreement":
-            return gradient_agreement_weights(gram_matrix(updates))
+            gram = tf.add_n([tf.matmul(f, f, transpose_b=True) for f in flat])
+            return gradient_agreement_weights(gram)
         return tf.fill([tasks], tf.constant(1.0 / tasks, dtype))
     total = tf.constant(float(total_tasks), dtype)
     if name == "uniform":
         return tf.fill([tasks], 1.0 / total)
-    batch_sum = all_sum([tf.add_n(list(parts)) for parts in zip(*updates)])
-    agreement = tf.stack(
-        [
-            tf.add_n([tf.reduce_sum(u * g) for u, g in zip(update, batch_sum)])
-            for update in updates
-        ]
-    )  # sum_j g_i . g_j for this replica's tasks i
-    squares = tf.stack(
-        [tf.add_n([tf.reduce_sum(u * u) for u in update]) for update in updates]
+    batch_sum = all_sum([tf.reduce_sum(f, axis=0) for f in flat])
+    # sum_j g_i . g_j for this replica's tasks i
+    agreement = tf.add_n(
+        [tf.linalg.matvec(f, g) for f, g in zip(flat, batch_sum)]
     )
+    squares = tf.add_n([tf.reduce_sum(f * f, axis=1) for f in flat])
     denominator, scale = all_sum(
         [tf.reduce_sum(tf.abs(agreement)), tf.reduce_sum(squares)]
     )
