@@ -108,6 +108,11 @@ def define_flags() -> None:
         "LEO: embedding size d (256: the conv4 features experiments.embed writes)",
     )
     flags.DEFINE_bool("recompute", False, "internal: MAML --recompute of --worker")
+    flags.DEFINE_bool(
+        "unroll_inner_loop",
+        True,
+        "MAML: unroll the differentiated inner loop (else a tf.while_loop)",
+    )
     flags.DEFINE_enum(
         "task_execution",
         "loop",
@@ -245,6 +250,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
         extra["task_execution"] = FLAGS.task_execution
+        extra["unroll_inner_loop"] = FLAGS.unroll_inner_loop
         learner_class = MAML if algorithm == "maml" else FOMAML
         learner = learner_class(
             model, keras.optimizers.Adam(OUTER_LR), **common, **extra
@@ -286,6 +292,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "filters": FLAGS.filters,
         "recompute": bool(FLAGS.recompute and algorithm == "maml"),
         "task_execution": "loop" if algorithm == "leo" else FLAGS.task_execution,
+        "unroll_inner_loop": FLAGS.unroll_inner_loop,
         "steps": FLAGS.steps,
         "ms_per_step_median": round(1000 * statistics.median(times), 2),
         "compile_s": round(compile_s, 3),
@@ -320,6 +327,7 @@ def _run(
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
     names += ["inner_lr", "filters", "steps", "threads", "task_execution"]
+    names += ["unroll_inner_loop"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
 

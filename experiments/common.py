@@ -449,6 +449,7 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
         "task_weighting": config["task_weighting"],
         "jit_compile": config["jit_compile"],
         "task_execution": config.get("task_execution", "loop"),
+        "unroll_inner_loop": config.get("unroll_inner_loop", True),
         "inner_optimizer": make_inner_optimizer(
             config["inner_optimizer"],
             config["inner_lr"],

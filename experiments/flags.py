@@ -89,6 +89,8 @@ _BOOLS = {
     "jit_compile": "compile the meta-steps with XLA",
     "recompute": "MAML (second order): keep only each inner step's parameters and recompute its "
     "activations in the backward pass (less memory with many inner steps, ~1 more inner step of compute each)",
+    "unroll_inner_loop": "unroll a differentiated inner loop (second-order MAML) in Python (default); "
+    "--nounroll_inner_loop: a differentiated tf.while_loop (compile time and graph memory flat in the inner steps)",
     "deterministic": "LEO: z and w are the means of their distributions (no sampling, no KL)",
 }
 _LISTS = {

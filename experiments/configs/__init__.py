@@ -96,6 +96,7 @@ BASE: dict[str, Any] = {
     "transductive": True,
     "task_weighting": "uniform",
     "task_execution": "loop",
+    "unroll_inner_loop": True,
     "noisy_task_fraction": 0.0,
     "jit_compile": False,
     "filters": 64,

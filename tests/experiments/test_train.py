@@ -113,6 +113,10 @@ def test_bad_settings_are_refused_before_data_is_read():
     common.check_config(config)
     learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
     assert learner.task_execution == "map_fn"
+    config = get_config("maml", "omniglot")
+    config["unroll_inner_loop"] = False
+    learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
+    assert not learner.unroll_inner_loop
 
 
 def test_binary_fails_fast_on_missing_data(tmp_path):

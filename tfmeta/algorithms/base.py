@@ -79,6 +79,12 @@ class MetaLearner:
       jit_compile: compile the meta-steps with XLA.
       task_execution: "loop" or "map_fn", how the per-task function runs over
         a meta-batch (module docstring); the results are the same.
+      unroll_inner_loop: True: a differentiated inner loop (second-order MAML)
+        is unrolled in Python, one copy of the step per inner step in the
+        graph. False: it runs in a ``tf.while_loop`` differentiated by
+        TensorFlow (second derivatives included), so the graph, compile time
+        and its memory do not grow with the inner steps; the meta-gradient is
+        the same.
       inner_optimizer: the inner update rule (default SGD with ``inner_lr``).
       seed: seeds randomness inside the steps (e.g. Reptile's inner mini-batches).
     """
@@ -101,6 +107,7 @@ class MetaLearner:
         inner_optimizer: InnerSGD | InnerAdam | None = None,
         seed: int = 0,
         task_execution: str = "loop",
+        unroll_inner_loop: bool = True,
     ):
         if problem not in PROBLEMS:
             raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
@@ -134,6 +141,7 @@ class MetaLearner:
         self.task_weighting = task_weighting
         self.jit_compile = jit_compile
         self.task_execution = task_execution
+        self.unroll_inner_loop = unroll_inner_loop
         self.inner_optimizer = inner_optimizer or InnerSGD(inner_lr)
         self.seed = seed
         self.variables = list(model.trainable_variables)
@@ -262,8 +270,9 @@ class MetaLearner:
     ) -> FastWeights:
         """theta'  after ``steps`` inner updates from ``params`` on the support set.
 
-        differentiable=True unrolls the steps in Python so that an enclosing tape
-        sees theta' as a function of theta (second-order MAML); the first
+        differentiable=True lets an enclosing tape see theta' as a function of
+        theta (second-order MAML), with the steps unrolled in Python or, with
+        ``unroll_inner_loop=False``, in a differentiated ``tf.while_loop``; the first
         ``first_order_steps`` of them stop the gradient of their inner gradient
         (first order for those steps only). Otherwise the steps run in a
         ``tf.while_loop``: compile time does not grow with the number of steps,
@@ -285,11 +294,25 @@ class MetaLearner:
                 first_order,
             )
 
-        if differentiable:
+        if differentiable and self.unroll_inner_loop:
             for step in range(steps):
                 adapted, state = one_step(
                     step, adapted, state, first_order=step < first_order_steps
                 )
+        elif differentiable:
+            # First-order steps, then second-order ones: one loop each.
+            first = min(first_order_steps, steps)
+            for start, end, first_order in ((0, first, True), (first, steps, False)):
+                if end > start:
+                    _, adapted, state = tf.while_loop(
+                        lambda step, *_, end=end: step < end,
+                        lambda step, adapted, state, first_order=first_order: (
+                            step + 1,
+                            *one_step(step, adapted, state, first_order),
+                        ),
+                        (tf.constant(start), adapted, state),
+                        maximum_iterations=end - start,
+                    )
         elif steps > 0:
             _, adapted, state = tf.while_loop(
                 lambda step, *_: step < steps,
