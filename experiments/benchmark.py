@@ -229,27 +229,21 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "inner_lr": FLAGS.inner_lr,
         "inner_steps": FLAGS.inner_steps,
         "jit_compile": jit_compile,
+        "task_execution": FLAGS.task_execution,
     }
     if algorithm == "leo":
         # The reference code's networks and settings (64 latents, 5 fine-tuning
         # steps, dropout, sampling), the latent steps from --inner_steps.
         model = LEOModel(FLAGS.leo_embedding_dim, num_latents=64, seed=0)
-        del common["inner_lr"]
+        del common["inner_lr"], common["task_execution"]  # LEO runs its loop
         learner = LEO(model, keras.optimizers.Adam(OUTER_LR), n_way=n, **common)
     elif algorithm == "reptile":
         model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
-        learner = Reptile(
-            model,
-            outer,
-            inner_batch_size=None,
-            task_execution=FLAGS.task_execution,
-            **common,
-        )
+        learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
         model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
         extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
-        extra["task_execution"] = FLAGS.task_execution
         extra["unroll_inner_loop"] = FLAGS.unroll_inner_loop
         learner_class = MAML if algorithm == "maml" else FOMAML
         learner = learner_class(
@@ -326,8 +320,8 @@ def _run(
 
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
-    names += ["inner_lr", "filters", "steps", "threads", "task_execution"]
-    names += ["unroll_inner_loop"]
+    names += ["inner_lr", "filters", "steps", "threads"]
+    names += ["task_execution", "unroll_inner_loop"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
 

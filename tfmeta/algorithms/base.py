@@ -299,8 +299,8 @@ class MetaLearner:
                 adapted, state = one_step(
                     step, adapted, state, first_order=step < first_order_steps
                 )
-        elif differentiable:
-            # First-order steps, then second-order ones: one loop each.
+        else:
+            # First-order steps, then second-order ones: one tf.while_loop each.
             first = min(first_order_steps, steps)
             for start, end, first_order in ((0, first, True), (first, steps, False)):
                 if end > start:
@@ -313,15 +313,6 @@ class MetaLearner:
                         (tf.constant(start), adapted, state),
                         maximum_iterations=end - start,
                     )
-        elif steps > 0:
-            _, adapted, state = tf.while_loop(
-                lambda step, *_: step < steps,
-                lambda step, adapted, state: (
-                    step + 1,
-                    *one_step(step, adapted, state),
-                ),
-                (tf.constant(0), adapted, state),
-            )
         return self._merge(params, adapted)
 
     # ------------------------------------------------------- public interface
@@ -392,19 +383,10 @@ class MetaLearner:
         tasks ``first_task ...`` of a meta-batch of ``total_tasks``, seeded as
         on one device."""
         support_x, support_y, query_x, query_y = episode
-        tasks = support_x.shape[0]
-        total = tasks if total_tasks is None else total_tasks
-        step = tf.cast(self.outer_optimizer.iterations, tf.int64)
-        first = tf.cast(first_task, tf.int64)
+        seeds = self._task_seeds(support_x.shape[0], first_task, total_tasks)
         return [
-            self._task_fn(
-                support_x[i],
-                support_y[i],
-                query_x[i],
-                query_y[i],
-                tf.stack([tf.constant(self.seed, tf.int64), step * total + first + i]),
-            )
-            for i in range(tasks)
+            self._task_fn(support_x[i], support_y[i], query_x[i], query_y[i], seeds[i])
+            for i in range(support_x.shape[0])
         ]
 
     def _task_seeds(self, tasks: int, first_task=0, total_tasks=None) -> tf.Tensor:
@@ -440,20 +422,14 @@ class MetaLearner:
         is (first task, meta-batch size over all replicas, all_sum)."""
         if self.task_execution == "map_fn":
             return self._train_step_stacked(episode, replica)
-        if replica is None:
-            results = self._run_tasks(episode)
-            weights = weighting.task_weights(
-                self.task_weighting, [r.update for r in results]
-            )
-        else:
-            first_task, total_tasks, all_sum = replica
-            results = self._run_tasks(episode, first_task, total_tasks)
-            weights = weighting.task_weights(
-                self.task_weighting,
-                [r.update for r in results],
-                all_sum=all_sum,
-                total_tasks=total_tasks,
-            )
+        first_task, total_tasks, all_sum = replica or (0, None, None)
+        results = self._run_tasks(episode, first_task, total_tasks)
+        weights = weighting.task_weights(
+            self.task_weighting,
+            [r.update for r in results],
+            all_sum=all_sum,
+            total_tasks=total_tasks,
+        )
         tasks = len(results)
         meta_gradient = [
             tf.add_n(

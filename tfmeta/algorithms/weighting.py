@@ -50,14 +50,14 @@ def check_task_weighting(name: str) -> None:
 def gram_matrix(updates: Sequence[Sequence[tf.Tensor]]) -> tf.Tensor:
     """G_ij = g_i . g_j ``[T, T]`` for T tasks; ``updates[i]`` is a list of tensors
     (one per variable) that together make g_i."""
-    gram = None
-    for parts in zip(*updates):
-        flat = tf.stack(
-            [tf.reshape(part, [-1]) for part in parts]
-        )  # [T, size of this variable]
-        term = tf.matmul(flat, flat, transpose_b=True)
-        gram = term if gram is None else gram + term
-    return gram
+    return stacked_gram_matrix([tf.stack(list(parts)) for parts in zip(*updates)])
+
+
+def stacked_gram_matrix(stacks: Sequence[tf.Tensor]) -> tf.Tensor:
+    """``gram_matrix`` from the updates stacked per variable ``[T, ...]``."""
+    tasks = int(stacks[0].shape[0])
+    flat = [tf.reshape(s, [tasks, -1]) for s in stacks]
+    return tf.add_n([tf.matmul(f, f, transpose_b=True) for f in flat])
 
 
 def gradient_agreement_weights(gram: tf.Tensor) -> tf.Tensor:
@@ -83,12 +83,10 @@ def task_weights(
     update vector theta - theta'_i as a list of tensors. See
     ``stacked_task_weights`` for ``all_sum`` and ``total_tasks``."""
     check_task_weighting(name)
-    if name == "uniform":
-        # The updates are not needed: no stacking.
-        return stacked_task_weights(
-            name, [tf.zeros([len(updates)], updates[0][0].dtype)], all_sum, total_tasks
-        )
-    stacks = [tf.stack(list(parts)) for parts in zip(*updates)]
+    if name == "uniform":  # needs only T and the dtype: nothing to stack
+        stacks = [tf.zeros([len(updates)], updates[0][0].dtype)]
+    else:
+        stacks = [tf.stack(list(parts)) for parts in zip(*updates)]
     return stacked_task_weights(name, stacks, all_sum, total_tasks)
 
 
@@ -112,15 +110,14 @@ def stacked_task_weights(
     check_task_weighting(name)
     tasks = int(stacks[0].shape[0])
     dtype = stacks[0].dtype
-    flat = [tf.reshape(s, [tasks, -1]) for s in stacks]
     if all_sum is None:
         if name == "gradient_agreement":
-            gram = tf.add_n([tf.matmul(f, f, transpose_b=True) for f in flat])
-            return gradient_agreement_weights(gram)
+            return gradient_agreement_weights(stacked_gram_matrix(stacks))
         return tf.fill([tasks], tf.constant(1.0 / tasks, dtype))
     total = tf.constant(float(total_tasks), dtype)
     if name == "uniform":
         return tf.fill([tasks], 1.0 / total)
+    flat = [tf.reshape(s, [tasks, -1]) for s in stacks]
     batch_sum = all_sum([tf.reduce_sum(f, axis=0) for f in flat])
     # sum_j g_i . g_j for this replica's tasks i
     agreement = tf.add_n(
