@@ -1,0 +1,4 @@
+"""tfmeta's training, evaluation, export and benchmark binaries."""
+
+# tfmeta first, so TensorFlow starts with its runtime defaults (oneDNN kernels).
+import tfmeta  # noqa: F401

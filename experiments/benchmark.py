@@ -113,6 +113,11 @@ def define_flags() -> None:
         True,
         "MAML: unroll the differentiated inner loop (else a tf.while_loop)",
     )
+    flags.DEFINE_bool(
+        "fused_batch_norm",
+        True,
+        "conv learners: batch norm through TensorFlow's fused kernel (else composed ops)",
+    )
     flags.DEFINE_enum(
         "task_execution",
         "loop",
@@ -210,6 +215,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
+    import tfmeta
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
     from tfmeta.models import LEOModel, conv4
 
@@ -238,11 +244,25 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         del common["inner_lr"], common["task_execution"]  # LEO runs its loop
         learner = LEO(model, keras.optimizers.Adam(OUTER_LR), n_way=n, **common)
     elif algorithm == "reptile":
-        model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
+        model = conv4(
+            n,
+            IMAGE_SHAPE,
+            filters=FLAGS.filters,
+            pooling="max",
+            seed=0,
+            fused_batch_norm=FLAGS.fused_batch_norm,
+        )
         outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
         learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
-        model = conv4(n, IMAGE_SHAPE, filters=FLAGS.filters, pooling="max", seed=0)
+        model = conv4(
+            n,
+            IMAGE_SHAPE,
+            filters=FLAGS.filters,
+            pooling="max",
+            seed=0,
+            fused_batch_norm=FLAGS.fused_batch_norm,
+        )
         extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
         extra["unroll_inner_loop"] = FLAGS.unroll_inner_loop
         learner_class = MAML if algorithm == "maml" else FOMAML
@@ -277,6 +297,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "xla": "on" if jit_compile else "off",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "onednn": tfmeta.onednn_enabled(),
         "threads": FLAGS.threads or "default",
         "meta_batch_size": b,
         "n_way": n,
@@ -287,6 +308,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "recompute": bool(FLAGS.recompute and algorithm == "maml"),
         "task_execution": "loop" if algorithm == "leo" else FLAGS.task_execution,
         "unroll_inner_loop": FLAGS.unroll_inner_loop,
+        "fused_batch_norm": FLAGS.fused_batch_norm,
         "steps": FLAGS.steps,
         "ms_per_step_median": round(1000 * statistics.median(times), 2),
         "compile_s": round(compile_s, 3),
@@ -321,7 +343,7 @@ def _run(
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
     names += ["inner_lr", "filters", "steps", "threads"]
-    names += ["task_execution", "unroll_inner_loop"]
+    names += ["task_execution", "unroll_inner_loop", "fused_batch_norm"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
 
@@ -398,6 +420,8 @@ def _check_flags() -> None:
 def _describe(result: dict[str, Any]) -> str:
     if result["impl"] == "tfmeta":
         name = f"tfmeta {result['algorithm']} xla={result['xla']}"
+        if "onednn" in result:
+            name += f" oneDNN={'on' if result['onednn'] else 'off'}"
         extra = (
             f", compile {result['compile_s']:.1f} s, peak RSS "
             f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import floatx, tiny_conv
+from tests.helpers import classification_task, floatx, tiny_conv
+from tfmeta.algorithms import MAML
 from tfmeta.models import MetaBatchNorm, conv4, mlp, normalization_reference
 
 
@@ -44,6 +45,67 @@ def test_second_derivative_of_variance_is_exact():
         np.testing.assert_allclose(
             hessian_direction.numpy(), numeric.numpy(), rtol=1e-6, atol=1e-8
         )
+
+
+def _maml_meta_gradient(model, task):
+    """Second-order meta-gradient of one task, 2 inner steps, with ``model``'s
+    own dtype, and the op types of the graph that computed it."""
+    learner = MAML(model, keras.optimizers.SGD(1.0), inner_lr=0.4, inner_steps=2)
+    dtype = model.trainable_variables[0].dtype
+    task = [tf.cast(t, dtype) if t.dtype.is_floating else t for t in task]
+    seed = tf.constant([0, 0], tf.int64)
+    result = learner._task_fn(*task, seed)
+    graph = learner._task_fn.get_concrete_function(*task, seed).graph
+    op_types = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        op_types |= {node.op for node in function.node_def}
+    return [g.numpy().astype(np.float64) for g in result.meta_gradient], op_types
+
+
+def _set_fused(model, fused):
+    for layer in model.layers:
+        if isinstance(layer, MetaBatchNorm):
+            layer.fused = fused
+
+
+def test_fused_kernel_gives_the_exact_second_order_meta_gradient():
+    """float32 through TensorFlow's fused batch norm equals the composed ops in
+    float64 (exact, see the finite-difference tests) to float32 round-off;
+    Keras' layer, with the mean's gradient stopped in the variance, is ~3e-3 off."""
+    task = classification_task(np.random.default_rng(3), dtype="float32")
+    model32 = tiny_conv(pooling="max")
+    fused, fused_ops = _maml_meta_gradient(model32, task)
+    _set_fused(model32, False)
+    composed32, composed_ops = _maml_meta_gradient(model32, task)
+    assert "FusedBatchNormV3" in fused_ops and "FusedBatchNormGradV3" in fused_ops
+    assert "FusedBatchNormV3" not in composed_ops
+    with floatx("float64"):
+        model64 = tiny_conv(pooling="max")
+        model64.set_weights([w.astype(np.float64) for w in model32.get_weights()])
+        exact, exact_ops = _maml_meta_gradient(model64, task)
+    assert "FusedBatchNormV3" not in exact_ops  # float64 runs the composed ops
+
+    def relative_error(grads):
+        # Global norm: a conv bias before batch norm has an exactly-zero
+        # gradient, so its entries are round-off in any float32 computation.
+        diff = np.sqrt(sum(np.sum((g - e) ** 2) for g, e in zip(grads, exact)))
+        return diff / np.sqrt(sum(np.sum(e**2) for e in exact))
+
+    assert relative_error(fused) < 1e-5
+    assert relative_error(composed32) < 1e-5
+
+
+def test_fused_kernel_uses_the_fast_weights_of_stateless_call():
+    x = tf.constant(np.random.default_rng(4).normal(size=(6, 5, 5, 3)), tf.float32)
+    layer = MetaBatchNorm()
+    layer.build(x.shape)
+    gamma, beta = tf.constant([2.0, 0.5, -1.0]), tf.constant([0.3, 0.0, -0.2])
+    outputs = {}
+    for fused in (True, False):
+        layer.fused = fused
+        outputs[fused], _ = layer.stateless_call([gamma, beta], [], x)
+    np.testing.assert_allclose(outputs[True].numpy(), outputs[False].numpy(), atol=1e-5)
+    assert np.abs(outputs[True].numpy() - layer(x).numpy()).max() > 0.1
 
 
 def test_reference_rows_set_the_statistics():

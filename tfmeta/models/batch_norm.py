@@ -14,6 +14,16 @@ statistics). Inside ``normalization_reference(n)`` the statistics come from the
 first ``n`` rows only; a learner feeds ``concat([support_x, query_x])`` and sets
 ``n = len(support_x)``, so every query is normalized with support statistics and
 its prediction does not depend on the other queries.
+
+Fused kernel: with the TensorFlow backend, in the transductive case and for a
+float32 ``[batch, height, width, channels]`` input, the layer runs TensorFlow's
+fused batch norm (``FusedBatchNormV3`` in training mode), one op forward and
+one backward instead of a dozen elementwise ops and reductions. Its gradient
+is the exact gradient of training-mode batch norm and TensorFlow
+differentiates that gradient again exactly, so second-order meta-gradients are
+unchanged (test: equal to the composed ops to float32 round-off, where Keras'
+layer is off by ~0.3%). ``fused=False`` keeps the composed ops; float64 and the
+non-transductive case always use them.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from collections.abc import Iterator
 
 import keras
 from keras import ops
+
+# TensorFlow's fused kernel raises epsilon to this minimum.
+_FUSED_MIN_EPSILON = 1.001e-5
 
 _state = threading.local()
 
@@ -52,12 +65,18 @@ class MetaBatchNorm(keras.layers.Layer):
     """
 
     def __init__(
-        self, epsilon: float = 1e-3, center: bool = True, scale: bool = True, **kwargs
+        self,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        fused: bool = True,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.epsilon = epsilon
         self.center = center
         self.scale = scale
+        self.fused = fused
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -72,9 +91,37 @@ class MetaBatchNorm(keras.layers.Layer):
             else None
         )
 
+    def _can_fuse(self, inputs, num_reference) -> bool:
+        return (
+            self.fused
+            and num_reference is None
+            and keras.backend.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and self.epsilon >= _FUSED_MIN_EPSILON
+        )
+
+    def _fused_call(self, inputs):
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        # ``.value``: the weights of ``stateless_call``, not the variable's.
+        scale = self.gamma.value if self.gamma is not None else tf.ones([channels])
+        offset = self.beta.value if self.beta is not None else tf.zeros([channels])
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            scale,
+            offset,
+            epsilon=self.epsilon,
+            is_training=True,
+        )
+        return outputs
+
     def call(self, inputs):
         reference = inputs
         num_reference = current_normalization_reference()
+        if self._can_fuse(inputs, num_reference):
+            return self._fused_call(inputs)
         if num_reference is not None:
             reference = inputs[:num_reference]
         axes = tuple(range(len(inputs.shape) - 1))
@@ -92,5 +139,7 @@ class MetaBatchNorm(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self.epsilon, center=self.center, scale=self.scale)
+        config.update(
+            epsilon=self.epsilon, center=self.center, scale=self.scale, fused=self.fused
+        )
         return config

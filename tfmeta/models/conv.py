@@ -24,6 +24,7 @@ def conv4(
     batch_norm: bool = True,
     seed: int | None = None,
     name: str = "conv4",
+    fused_batch_norm: bool = True,
 ) -> keras.Sequential:
     """``depth`` blocks of 3x3 conv (``filters`` channels), batch norm, ReLU.
 
@@ -34,7 +35,8 @@ def conv4(
     reference (28 -> 14 -> 7 -> 4 -> 2, 2*2*filters features).
 
     Input ``[batch, H, W, C]``; output logits ``[batch, num_classes]``.
-    Batch norm is ``MetaBatchNorm`` (exact second derivatives, batch statistics).
+    Batch norm is ``MetaBatchNorm`` (exact second derivatives, batch statistics;
+    ``fused_batch_norm=False`` keeps it off TensorFlow's fused kernel).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -56,7 +58,9 @@ def conv4(
             )
         )
         if batch_norm:
-            layers.append(MetaBatchNorm(name=f"norm{block}"))
+            layers.append(
+                MetaBatchNorm(fused=fused_batch_norm, name=f"norm{block}")
+            )
         layers.append(keras.layers.ReLU(name=f"relu{block}"))
         if pooling == "max":
             layers.append(
