@@ -2,8 +2,8 @@
 
 import os as _os
 
-# TensorFlow's oneDNN kernels are on by default only on CPUs with AVX-512 VNNI,
-# BF16 or AMX; on others (e.g. AVX2 CPUs) its Eigen kernels run. For the
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with newer
+# vector and matrix extensions; on others (e.g. AVX2 CPUs) its Eigen kernels run. For the
 # small convolutions of meta-learning the oneDNN kernels are faster and use
 # less memory (BUILD_NOTES.md: second-order MAML 20-way step -25%, FOMAML
 # -20%), so tfmeta turns them on unless the user chose. TensorFlow reads the
