@@ -186,6 +186,7 @@ def test_second_order_only_on_last_steps_interpolates_between_first_and_second_o
         assert relative_error(last_only, gradient(first_order=True)) > 1e-3
 
 
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "while-loops"])
 @pytest.mark.parametrize(
     "case",
     [
@@ -196,10 +197,11 @@ def test_second_order_only_on_last_steps_interpolates_between_first_and_second_o
     ],
     ids=["conv-bn", "non-transductive-last-2-second-order", "head-only", "mlp-adam"],
 )
-def test_recompute_gives_the_stored_activations_meta_gradient(case):
+def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
     """Recomputing each inner step's activations in the backward pass changes
     nothing: BatchNorm in both modes, ANIL (the body's gradient flows through
-    every step), a first-order prefix, and an inner optimizer with state."""
+    every step), a first-order prefix, and an inner optimizer with state;
+    with the passes unrolled or as tf.while_loops."""
     case = dict(case)
     with floatx("float64"):
         rng = np.random.default_rng(11)
@@ -220,6 +222,7 @@ def test_recompute_gives_the_stored_activations_meta_gradient(case):
                 inner_lr=0.3,
                 inner_steps=4,
                 recompute=recompute,
+                unroll_inner_loop=unroll or not recompute,
                 **case,
             )
             return learner._task_fn(*task, seed_tensor())

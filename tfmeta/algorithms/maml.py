@@ -31,7 +31,10 @@ class MAML(MetaLearner):
     vector-Jacobian product of that step (a Hessian-vector product) with the
     incoming cotangent. Peak memory then holds one step's activations plus
     ``inner_steps`` copies of the adapted parameters, for about one more inner
-    step of compute per step. The meta-gradient is the same.
+    step of compute per step. The meta-gradient is the same. With
+    ``unroll_inner_loop=False`` both passes are ``tf.while_loop``s (the
+    parameters kept in ``TensorArray``s), so neither the graph nor the tensor
+    memory grows with the inner steps.
     """
 
     name = "maml"
@@ -112,6 +115,10 @@ class MAML(MetaLearner):
     ):
         """``task_result`` of second-order MAML by reverse-mode over the inner
         steps, recomputing each step's activations (see ``recompute``)."""
+        if not self.unroll_inner_loop and self.inner_steps > 0:
+            return self._recomputed_task_result_looped(
+                support_x, support_y, query_x, query_y, task_seed, first_order_steps
+            )
         zero = tf.UnconnectedGradients.ZERO
         params = self.parameters()
         task = (support_x, support_y, task_seed, True)
@@ -159,6 +166,101 @@ class MAML(MetaLearner):
             )
             for i, g in zip(fixed, fixed_gradient):
                 meta_gradient[i] = meta_gradient[i] + g
+        for i, g in zip(self._adapted, cotangent):
+            meta_gradient[i] = g
+        return meta_gradient, query_loss, self.metric(outputs, query_y), fast
+
+    def _recomputed_task_result_looped(
+        self, support_x, support_y, query_x, query_y, task_seed, first_order_steps
+    ):
+        """``_recomputed_task_result`` with the forward and the reverse pass
+        each a ``tf.while_loop``; step ``s``'s parameters and inner optimizer
+        state are kept in ``TensorArray``s for the reverse pass."""
+        zero = tf.UnconnectedGradients.ZERO
+        steps = self.inner_steps
+        params = self.parameters()
+        task = (support_x, support_y, task_seed, True)
+        adapted = [params[i] for i in self._adapted]
+        state = self.inner_optimizer.init(adapted)
+
+        def arrays(values):
+            return [
+                tf.TensorArray(v.dtype, size=steps, element_shape=v.shape)
+                for v in values
+            ]
+
+        def forward(step, adapted, state, kept, kept_state):
+            kept = [a.write(step, t) for a, t in zip(kept, adapted)]
+            flat = tf.nest.flatten(state)
+            kept_state = [a.write(step, t) for a, t in zip(kept_state, flat)]
+            adapted, state = self.inner_step(params, adapted, state, step, task)
+            return step + 1, adapted, state, kept, kept_state
+
+        _, adapted, state, kept, kept_state = tf.while_loop(
+            lambda step, *_: step < steps,
+            forward,
+            (
+                tf.constant(0),
+                adapted,
+                state,
+                arrays(adapted),
+                arrays(tf.nest.flatten(state)),
+            ),
+            maximum_iterations=steps,
+        )
+        fast = self._merge(params, adapted)
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            outputs = self.query_outputs(fast, support_x, query_x)
+            query_loss = self.loss(outputs, query_y)
+        meta_gradient = tape.gradient(query_loss, fast, unconnected_gradients=zero)
+        fixed = [i for i in range(len(params)) if i not in set(self._adapted)]
+        cotangent = [meta_gradient[i] for i in self._adapted]
+        state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
+        fixed_gradient = [tf.zeros_like(params[i]) for i in fixed]
+
+        def backward(step, cotangent, state_cotangent, fixed_gradient, first_order):
+            before = [a.read(step) for a in kept]
+            state_before = [a.read(step) for a in kept_state]
+            inputs = list(params)
+            for i in fixed:
+                inputs[i] = tf.identity(params[i])
+            sources = (before, state_before, [inputs[i] for i in fixed])
+            with tf.GradientTape() as tape:
+                tape.watch(sources)
+                after, state_after = self.inner_step(
+                    inputs,
+                    before,
+                    tf.nest.pack_sequence_as(state, state_before),
+                    step,
+                    task,
+                    first_order=first_order,
+                )
+            cotangent, state_cotangent, gradient = tape.gradient(
+                [*after, *tf.nest.flatten(state_after)],
+                sources,
+                output_gradients=[*cotangent, *state_cotangent],
+                unconnected_gradients=zero,
+            )
+            fixed_gradient = [a + g for a, g in zip(fixed_gradient, gradient)]
+            return step - 1, cotangent, state_cotangent, fixed_gradient
+
+        # Reverse: the second-order steps (the last ones), then the first-order
+        # prefix; one step at a time, so one step's activations are alive.
+        first = min(first_order_steps, steps)
+        for start, end, first_order in ((first, steps, False), (0, first, True)):
+            if end > start:
+                _, cotangent, state_cotangent, fixed_gradient = tf.while_loop(
+                    lambda step, *_, start=start: step >= start,
+                    lambda step, *carry, first_order=first_order: backward(
+                        step, *carry, first_order
+                    ),
+                    (tf.constant(end - 1), cotangent, state_cotangent, fixed_gradient),
+                    maximum_iterations=end - start,
+                    parallel_iterations=1,
+                )
+        for i, g in zip(fixed, fixed_gradient):
+            meta_gradient[i] = meta_gradient[i] + g
         for i, g in zip(self._adapted, cotangent):
             meta_gradient[i] = g
         return meta_gradient, query_loss, self.metric(outputs, query_y), fast
