@@ -16,6 +16,7 @@ from tests.helpers import REPO
 FIELDS = (
     "ms_per_step_median",
     "compile_s",
+    "first_call_s",
     "peak_rss_mib",
     "built_rss_mib",
     "rss_growth_mib",
@@ -26,7 +27,15 @@ FIELDS = (
     "algorithm,extra",
     [
         ("fomaml", []),
-        ("maml", ["--recompute", "--inner_steps=2", "--task_execution=map_fn"]),
+        (
+            "maml",
+            [
+                "--recompute",
+                "--inner_steps=2",
+                "--task_execution=map_fn",
+                "--nounroll_inner_loop",
+            ],
+        ),
         ("leo", []),
     ],
 )
@@ -67,6 +76,10 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
         else:
             assert value >= 0, (field, value)
     assert result["peak_rss_mib"] >= result["built_rss_mib"]
+    # compile time: the first call less a step
+    assert result["compile_s"] < result["first_call_s"]
+    assert result["onednn"] is True
+    assert result["unroll_inner_loop"] == ("--nounroll_inner_loop" not in extra)
     assert result["task_execution"] == ("map_fn" if algorithm == "maml" else "loop")
     if algorithm == "maml":
         # The allocator's peak of live tensors: at least the 2 tasks' inputs.
