@@ -214,28 +214,56 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def random_episode(
+    meta_batch_size: int,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    example_shape: tuple[int, ...] = IMAGE_SHAPE,
+) -> tuple:
+    """A seeded random episode (timing does not depend on the values)."""
+    import numpy as np
+    import tensorflow as tf
+
+    b, n, k, q = meta_batch_size, n_way, k_shot, q_query
+    rng = np.random.default_rng(0)
+    return (
+        tf.constant(rng.standard_normal((b, n * k, *example_shape)), tf.float32),
+        tf.constant(np.tile(np.repeat(np.arange(n), k), (b, 1)), tf.int32),
+        tf.constant(rng.standard_normal((b, n * q, *example_shape)), tf.float32),
+        tf.constant(np.tile(np.repeat(np.arange(n), q), (b, 1)), tf.int32),
+    )
+
+
+def conv_network(n_way: int, filters: int = YARDSTICK_FILTERS, fused_batch_norm=True):
+    """The yardstick's network: max-pool conv4, seeded."""
+    from tfmeta.models import conv4
+
+    return conv4(
+        n_way,
+        IMAGE_SHAPE,
+        filters=filters,
+        pooling="max",
+        seed=0,
+        fused_batch_norm=fused_batch_norm,
+    )
+
+
 def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     """Times one tfmeta configuration in this process (flags give the rest)."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import tfmeta
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
-    from tfmeta.models import LEOModel, conv4
+    from tfmeta.models import LEOModel
 
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
-    rng = np.random.default_rng(0)
     example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
-    episode = (
-        tf.constant(rng.standard_normal((b, n * k, *example)), tf.float32),
-        tf.constant(np.tile(np.repeat(np.arange(n), k), (b, 1)), tf.int32),
-        tf.constant(rng.standard_normal((b, n * q, *example)), tf.float32),
-        tf.constant(np.tile(np.repeat(np.arange(n), q), (b, 1)), tf.int32),
-    )
+    episode = random_episode(b, n, k, q, example)
     common = {
         "inner_lr": FLAGS.inner_lr,
         "inner_steps": FLAGS.inner_steps,
@@ -249,25 +277,11 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         del common["inner_lr"], common["task_execution"]  # LEO runs its loop
         learner = LEO(model, keras.optimizers.Adam(OUTER_LR), n_way=n, **common)
     elif algorithm == "reptile":
-        model = conv4(
-            n,
-            IMAGE_SHAPE,
-            filters=FLAGS.filters,
-            pooling="max",
-            seed=0,
-            fused_batch_norm=FLAGS.fused_batch_norm,
-        )
+        model = conv_network(n, FLAGS.filters, FLAGS.fused_batch_norm)
         outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
         learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
-        model = conv4(
-            n,
-            IMAGE_SHAPE,
-            filters=FLAGS.filters,
-            pooling="max",
-            seed=0,
-            fused_batch_norm=FLAGS.fused_batch_norm,
-        )
+        model = conv_network(n, FLAGS.filters, FLAGS.fused_batch_norm)
         extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
         extra["unroll_inner_loop"] = FLAGS.unroll_inner_loop
         learner_class = MAML if algorithm == "maml" else FOMAML

@@ -6,24 +6,32 @@ import sys
 
 import pytest
 
-CODE = "import tfmeta, tensorflow as tf; print(tfmeta.onednn_enabled())"
+from tests.helpers import REPO
 
 
-def _enabled(env_value: str | None) -> str:
+def _python(code: str, onednn_env: str | None) -> list[str]:
+    """The words ``code`` prints in a fresh interpreter at the repository root,
+    with TF_ENABLE_ONEDNN_OPTS set to ``onednn_env`` (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if env_value is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    if onednn_env is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn_env
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run(
-        [sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    return done.stdout.split()[-1]
+    return done.stdout.split()
 
 
 @pytest.mark.parametrize("env_value, expected", [(None, "True"), ("0", "False")])
 def test_onednn_kernels_on_unless_the_user_chose(env_value, expected):
     # Importing tfmeta before TensorFlow turns oneDNN on; a user's setting wins.
-    assert _enabled(env_value) == expected
+    code = "import tfmeta, tensorflow as tf; print(tfmeta.onednn_enabled())"
+    assert _python(code, env_value)[-1] == expected
 
 
 def test_benchmark_driver_does_not_load_tensorflow():
@@ -33,13 +41,4 @@ def test_benchmark_driver_does_not_load_tensorflow():
         "import os, sys, experiments.benchmark; "
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-    assert done.stdout.split() == ["False", "1"]
+    assert _python(code, None) == ["False", "1"]

@@ -74,34 +74,31 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import tfmeta  # noqa: F401  (before TensorFlow: oneDNN kernels)
     import keras
-    import numpy as np
     import tensorflow as tf
 
+    from experiments.benchmark import (
+        OUTER_LR,
+        REPTILE_OUTER_LR,
+        conv_network,
+        random_episode,
+    )
     from tfmeta.algorithms import MAML, Reptile
-    from tfmeta.models import conv4
 
     b, n = FLAGS.meta_batch_size, FLAGS.n_way
-    rng = np.random.default_rng(0)
-    episode = (
-        tf.constant(rng.standard_normal((b, n, 28, 28, 1)), tf.float32),
-        tf.constant(np.tile(np.arange(n), (b, 1)), tf.int32),
-        tf.constant(rng.standard_normal((b, n, 28, 28, 1)), tf.float32),
-        tf.constant(np.tile(np.arange(n), (b, 1)), tf.int32),
-    )
-    model = conv4(
-        n, (28, 28, 1), pooling="max", seed=0, fused_batch_norm=FLAGS.fused_batch_norm
-    )
+    episode = random_episode(b, n, k_shot=1, q_query=1)
+    model = conv_network(n, fused_batch_norm=FLAGS.fused_batch_norm)
     common = {
         "inner_lr": 0.4,
         "inner_steps": FLAGS.inner_steps,
         "task_execution": FLAGS.task_execution,
     }
     if FLAGS.algorithm == "reptile":
-        learner = Reptile(model, keras.optimizers.SGD(1.0), inner_batch_size=None, **common)
+        outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
+        learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
         learner = MAML(
             model,
-            keras.optimizers.Adam(1e-3),
+            keras.optimizers.Adam(OUTER_LR),
             first_order=FLAGS.algorithm == "fomaml",
             recompute=FLAGS.recompute,
             unroll_inner_loop=FLAGS.unroll_inner_loop,

@@ -146,6 +146,8 @@ class MetaLearner:
         self.seed = seed
         self.variables = list(model.trainable_variables)
         self._adapted = self._adapted_indices(adapt_variables)
+        adapted = set(self._adapted)  # and the variables that do not adapt:
+        self._fixed = [i for i in range(len(self.variables)) if i not in adapted]
         # Under ``strategy.scope()`` the variables are mirrored and the
         # meta-batch is split across the replicas (``_distributed_train_step``).
         self.strategy = tf.distribute.get_strategy()

@@ -70,12 +70,8 @@ class MAML(MetaLearner):
             fast = self.inner_loop(
                 params, support_x, support_y, self.inner_steps, False, task_seed
             )
-            with tf.GradientTape() as tape:
-                tape.watch(fast)
-                outputs = self.query_outputs(fast, support_x, query_x)
-                query_loss = self.loss(outputs, query_y)
-            meta_gradient = tape.gradient(
-                query_loss, fast, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            meta_gradient, query_loss, outputs = self._query_gradient(
+                fast, support_x, query_x, query_y
             )
         else:
             second = (
@@ -110,6 +106,51 @@ class MAML(MetaLearner):
             )
         return meta_gradient, query_loss, self.metric(outputs, query_y), fast
 
+    def _query_gradient(self, fast, support_x, query_x, query_y):
+        """(gradient of the query loss at ``fast``, the loss, the outputs)."""
+        with tf.GradientTape() as tape:
+            tape.watch(fast)
+            outputs = self.query_outputs(fast, support_x, query_x)
+            query_loss = self.loss(outputs, query_y)
+        gradient = tape.gradient(
+            query_loss, fast, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        return gradient, query_loss, outputs
+
+    def _step_vjp(
+        self,
+        params,
+        before,
+        state_before,
+        state_structure,
+        step,
+        task,
+        first_order,
+        cotangent,
+        state_cotangent,
+    ):
+        """Recompute inner step ``step`` from ``before`` (adapted tensors) and
+        the flat ``state_before`` under a tape, and pull the cotangents of its
+        outputs back: (cotangent of ``before``, of the state, of the
+        parameters that do not adapt)."""
+        sources = (before, state_before, [params[i] for i in self._fixed])
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            after, state_after = self.inner_step(
+                params,
+                before,
+                tf.nest.pack_sequence_as(state_structure, state_before),
+                step,
+                task,
+                first_order=first_order,
+            )
+        return tape.gradient(
+            [*after, *tf.nest.flatten(state_after)],
+            sources,
+            output_gradients=[*cotangent, *state_cotangent],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+
     def _recomputed_task_result(
         self, support_x, support_y, query_x, query_y, task_seed, first_order_steps
     ):
@@ -119,7 +160,6 @@ class MAML(MetaLearner):
             return self._recomputed_task_result_looped(
                 support_x, support_y, query_x, query_y, task_seed, first_order_steps
             )
-        zero = tf.UnconnectedGradients.ZERO
         params = self.parameters()
         task = (support_x, support_y, task_seed, True)
         adapted = [params[i] for i in self._adapted]
@@ -129,12 +169,9 @@ class MAML(MetaLearner):
             stored.append((adapted, state))
             adapted, state = self.inner_step(params, adapted, state, step, task)
         fast = self._merge(params, adapted)
-        with tf.GradientTape() as tape:
-            tape.watch(fast)
-            outputs = self.query_outputs(fast, support_x, query_x)
-            query_loss = self.loss(outputs, query_y)
-        meta_gradient = tape.gradient(query_loss, fast, unconnected_gradients=zero)
-        fixed = [i for i in range(len(params)) if i not in set(self._adapted)]
+        meta_gradient, query_loss, outputs = self._query_gradient(
+            fast, support_x, query_x, query_y
+        )
         cotangent = [meta_gradient[i] for i in self._adapted]
         state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
         for step in reversed(range(self.inner_steps)):
@@ -147,24 +184,18 @@ class MAML(MetaLearner):
                     tf.identity(t) for t in tf.nest.flatten(stored[step][1])
                 ]
                 gated = [tf.identity(t) for t in params]
-            sources = (before, state_before, [gated[i] for i in fixed])
-            with tf.GradientTape() as tape:
-                tape.watch(sources)
-                after, state_after = self.inner_step(
-                    gated,
-                    before,
-                    tf.nest.pack_sequence_as(stored[step][1], state_before),
-                    step,
-                    task,
-                    first_order=step < first_order_steps,
-                )
-            cotangent, state_cotangent, fixed_gradient = tape.gradient(
-                [*after, *tf.nest.flatten(state_after)],
-                sources,
-                output_gradients=[*cotangent, *state_cotangent],
-                unconnected_gradients=zero,
+            cotangent, state_cotangent, fixed_gradient = self._step_vjp(
+                gated,
+                before,
+                state_before,
+                state,
+                step,
+                task,
+                step < first_order_steps,
+                cotangent,
+                state_cotangent,
             )
-            for i, g in zip(fixed, fixed_gradient):
+            for i, g in zip(self._fixed, fixed_gradient):
                 meta_gradient[i] = meta_gradient[i] + g
         for i, g in zip(self._adapted, cotangent):
             meta_gradient[i] = g
@@ -176,7 +207,6 @@ class MAML(MetaLearner):
         """``_recomputed_task_result`` with the forward and the reverse pass
         each a ``tf.while_loop``; step ``s``'s parameters and inner optimizer
         state are kept in ``TensorArray``s for the reverse pass."""
-        zero = tf.UnconnectedGradients.ZERO
         steps = self.inner_steps
         params = self.parameters()
         task = (support_x, support_y, task_seed, True)
@@ -209,38 +239,24 @@ class MAML(MetaLearner):
             maximum_iterations=steps,
         )
         fast = self._merge(params, adapted)
-        with tf.GradientTape() as tape:
-            tape.watch(fast)
-            outputs = self.query_outputs(fast, support_x, query_x)
-            query_loss = self.loss(outputs, query_y)
-        meta_gradient = tape.gradient(query_loss, fast, unconnected_gradients=zero)
-        fixed = [i for i in range(len(params)) if i not in set(self._adapted)]
+        meta_gradient, query_loss, outputs = self._query_gradient(
+            fast, support_x, query_x, query_y
+        )
         cotangent = [meta_gradient[i] for i in self._adapted]
         state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
-        fixed_gradient = [tf.zeros_like(params[i]) for i in fixed]
+        fixed_gradient = [tf.zeros_like(params[i]) for i in self._fixed]
 
         def backward(step, cotangent, state_cotangent, fixed_gradient, first_order):
-            before = [a.read(step) for a in kept]
-            state_before = [a.read(step) for a in kept_state]
-            inputs = list(params)
-            for i in fixed:
-                inputs[i] = tf.identity(params[i])
-            sources = (before, state_before, [inputs[i] for i in fixed])
-            with tf.GradientTape() as tape:
-                tape.watch(sources)
-                after, state_after = self.inner_step(
-                    inputs,
-                    before,
-                    tf.nest.pack_sequence_as(state, state_before),
-                    step,
-                    task,
-                    first_order=first_order,
-                )
-            cotangent, state_cotangent, gradient = tape.gradient(
-                [*after, *tf.nest.flatten(state_after)],
-                sources,
-                output_gradients=[*cotangent, *state_cotangent],
-                unconnected_gradients=zero,
+            cotangent, state_cotangent, gradient = self._step_vjp(
+                [tf.identity(t) for t in params],
+                [a.read(step) for a in kept],
+                [a.read(step) for a in kept_state],
+                state,
+                step,
+                task,
+                first_order,
+                cotangent,
+                state_cotangent,
             )
             fixed_gradient = [a + g for a, g in zip(fixed_gradient, gradient)]
             return step - 1, cotangent, state_cotangent, fixed_gradient
@@ -259,7 +275,7 @@ class MAML(MetaLearner):
                     maximum_iterations=end - start,
                     parallel_iterations=1,
                 )
-        for i, g in zip(fixed, fixed_gradient):
+        for i, g in zip(self._fixed, fixed_gradient):
             meta_gradient[i] = meta_gradient[i] + g
         for i, g in zip(self._adapted, cotangent):
             meta_gradient[i] = g
