@@ -2,11 +2,13 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import classification_task, floatx, tiny_conv
 from tfmeta.algorithms import MAML
 from tfmeta.models import MetaBatchNorm, conv4, mlp, normalization_reference
+from tfmeta.models.batch_norm import batch_norm_grad_grad, fused_batch_norm
 
 
 def test_forward_equals_keras_batch_normalization_in_training_mode():
@@ -93,6 +95,75 @@ def test_fused_kernel_gives_the_exact_second_order_meta_gradient():
 
     assert relative_error(fused) < 1e-5
     assert relative_error(composed32) < 1e-5
+
+
+def _composed_batch_norm(x, scale, offset, epsilon):
+    mean = tf.reduce_mean(x, [0, 1, 2])
+    variance = tf.reduce_mean(tf.square(x - mean), [0, 1, 2])
+    return (x - mean) * tf.math.rsqrt(variance + epsilon) * scale + offset
+
+
+@pytest.mark.parametrize(
+    "connected", [(1, 1, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]
+)
+def test_closed_form_gradient_of_the_backward_pass(connected):
+    """batch_norm_grad_grad equals automatic differentiation of the composed
+    backward pass in float64, with any of its cotangents absent (None)."""
+    rng = np.random.default_rng(5)
+    epsilon = 1e-3
+    x = tf.constant(rng.normal(size=(5, 3, 3, 4)) * 2.0 + 1.0)
+    scale, offset = tf.constant(rng.normal(size=4)), tf.constant(rng.normal(size=4))
+    dy = tf.constant(rng.normal(size=x.shape))
+    cotangents = [
+        tf.constant(rng.normal(size=x.shape)),
+        tf.constant(rng.normal(size=4)),
+        tf.constant(rng.normal(size=4)),
+    ]
+    with tf.GradientTape() as outer:
+        outer.watch([x, scale, dy])
+        with tf.GradientTape() as inner:
+            inner.watch([x, scale, offset])
+            y = _composed_batch_norm(x, scale, offset, epsilon)
+        backward = inner.gradient(y, [x, scale, offset], output_gradients=dy)
+        objective = sum(
+            c * tf.reduce_sum(b * t)
+            for c, b, t in zip(connected, backward, cotangents)
+        )
+    expected = outer.gradient(objective, [dy, x, scale], unconnected_gradients="zero")
+    ours = batch_norm_grad_grad(
+        x,
+        scale,
+        dy,
+        *[t if c else None for c, t in zip(connected, cotangents)],
+        epsilon,
+    )
+    for got, want in zip(ours, expected):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_fused_batch_norm_second_derivatives_equal_the_composed_ops():
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(6, 4, 4, 3)), tf.float32)
+    scale = tf.constant(rng.normal(size=3), tf.float32)
+    offset = tf.constant(rng.normal(size=3), tf.float32)
+    weights = tf.constant(rng.normal(size=x.shape), tf.float32)
+
+    def hessian_terms(batch_norm):
+        with tf.GradientTape() as outer:
+            outer.watch([x, scale, offset])
+            with tf.GradientTape() as inner:
+                inner.watch([x, scale, offset])
+                loss = tf.reduce_sum(tf.sin(batch_norm(x, scale, offset, 1e-3)) * weights)
+            grads = inner.gradient(loss, [x, scale, offset])
+            objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
+        return outer.gradient(objective, [x, scale, offset])
+
+    for got, want in zip(
+        hessian_terms(fused_batch_norm), hessian_terms(_composed_batch_norm)
+    ):
+        scale_of = np.abs(want.numpy()).max()
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6 * scale_of)
 
 
 def test_fused_kernel_uses_the_fast_weights_of_stateless_call():
