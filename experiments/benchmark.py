@@ -91,7 +91,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("filters", YARDSTICK_FILTERS, "conv filters per block")
     flags.DEFINE_integer("steps", 10, "timed meta-steps per measurement")
     flags.DEFINE_integer("repeats", 2, "rounds over all configurations")
-    flags.DEFINE_integer("threads", 0, "CPU threads (0: library default)")
+    flags.DEFINE_integer(
+        "threads",
+        0,
+        "CPU threads, intra- and inter-op alike (0: as --cpu_threading sets them)",
+    )
+    flags.DEFINE_enum(
+        "cpu_threading",
+        "tasks",
+        ["tasks", "ops"],
+        "tasks: each op on one thread, tasks side by side (the training binaries' "
+        "default); ops: TensorFlow's default, each op over all cores",
+    )
     flags.DEFINE_enum(
         "mode",
         "speed",
@@ -261,6 +272,8 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    else:
+        tfmeta.set_cpu_threading(FLAGS.cpu_threading)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
     example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
     episode = random_episode(b, n, k, q, example)
@@ -318,6 +331,9 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "keras": keras.__version__,
         "onednn": tfmeta.onednn_enabled(),
         "threads": FLAGS.threads or "default",
+        "cpu_threading": "-" if FLAGS.threads else FLAGS.cpu_threading,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "meta_batch_size": b,
         "n_way": n,
         "k_shot": k,
@@ -364,7 +380,7 @@ def _run(
 
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
-    names += ["inner_lr", "filters", "steps", "threads"]
+    names += ["inner_lr", "filters", "steps", "threads", "cpu_threading"]
     names += ["task_execution", "unroll_inner_loop", "fused_batch_norm"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
@@ -507,7 +523,7 @@ def run_benchmark() -> dict[str, Any]:
         f"meta-batch {FLAGS.meta_batch_size}, {FLAGS.inner_steps} inner step(s), "
         f"alpha {FLAGS.inner_lr}, {FLAGS.filters} filters, max-pool conv4; "
         f"{FLAGS.steps} timed steps x {FLAGS.repeats} round(s), "
-        f"threads {FLAGS.threads or 'default'}, task execution {FLAGS.task_execution}, "
+        f"threads {FLAGS.threads or FLAGS.cpu_threading}, task execution {FLAGS.task_execution}, "
         f"inner loop {'unrolled' if FLAGS.unroll_inner_loop else 'tf.while_loop'}, "
         f"recompute {'on' if FLAGS.recompute else 'off'} (MAML), fused batch norm "
         f"{'on' if FLAGS.fused_batch_norm else 'off'}",
@@ -630,6 +646,7 @@ def run_benchmark() -> dict[str, Any]:
                 "steps",
                 "repeats",
                 "threads",
+                "cpu_threading",
                 "algorithms",
                 "xla",
                 "torch_python",

@@ -39,6 +39,24 @@ class TaskData:
     split: str = ""  # the class split, without paths (stored with the run)
 
 
+def set_cpu_threading(mode: str) -> None:
+    """``tfmeta.set_cpu_threading``, logged; if TensorFlow has already started
+    (the binary called from a program), a warning and its current settings."""
+    import tfmeta
+
+    try:
+        tfmeta.set_cpu_threading(mode)
+    except RuntimeError as error:
+        logging.warning("%s; keeping TensorFlow's current thread settings", error)
+        return
+    logging.info(
+        "CPU threading %s: intra_op %d, inter_op %d thread(s) (0: TensorFlow's choice)",
+        mode,
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+
+
 def resolve_data_dir(config: dict[str, Any]) -> str:
     """--data_dir, else $TFMETA_OMNIGLOT_DIR (omniglot only), else "" (tfds)."""
     if config["data_dir"]:

@@ -83,6 +83,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    common.set_cpu_threading(FLAGS.cpu_threading)
     evaluate_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
 
 

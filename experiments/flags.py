@@ -18,6 +18,13 @@ flags.DEFINE_string(
     "a named config of experiments/configs for this algorithm and dataset "
     "(e.g. leo_miniimagenet_1shot); default: the pair's default config",
 )
+flags.DEFINE_enum(
+    "cpu_threading",
+    "tasks",
+    ["tasks", "ops"],
+    "tasks: each op on one thread and tasks side by side (faster for meta-batches "
+    "of small networks); ops: TensorFlow's default, each op split over all cores",
+)
 flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
 )

@@ -48,7 +48,9 @@ def main(argv):
     common.check_config(config)
     from tfmeta.training.distribute import make_strategy, worker_workdir
 
-    # Before any other TensorFlow work: logical devices are fixed once it starts.
+    # Before any other TensorFlow work: thread pools and logical devices are
+    # fixed once it starts.
+    common.set_cpu_threading(FLAGS.cpu_threading)
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     except ValueError as error:

@@ -42,3 +42,24 @@ def test_benchmark_driver_does_not_load_tensorflow():
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     )
     assert _python(code, None) == ["False", "1"]
+
+
+def test_cpu_threading_sets_the_thread_pools_before_tensorflow_starts():
+    code = (
+        "import os, tfmeta, tensorflow as tf\n"
+        "t = tf.config.threading\n"
+        "tfmeta.set_cpu_threading('tasks')\n"
+        "print(t.get_intra_op_parallelism_threads(), "
+        "t.get_inter_op_parallelism_threads() == len(os.sched_getaffinity(0)))\n"
+        "tf.constant(1.0) + 1.0\n"
+        "tfmeta.set_cpu_threading('tasks')  # already so: no error\n"
+        "try:\n"
+        "    tfmeta.set_cpu_threading('ops')\n"
+        "except RuntimeError as error:\n"
+        "    print('before TensorFlow starts' in str(error))\n"
+        "try:\n"
+        "    tfmeta.set_cpu_threading('cores')\n"
+        "except ValueError as error:\n"
+        "    print(\"('tasks', 'ops')\" in str(error))\n"
+    )
+    assert _python(code, None) == ["1", "True", "True", "True"]
