@@ -98,10 +98,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_enum(
         "cpu_threading",
-        "tasks",
-        ["tasks", "ops"],
-        "tasks: each op on one thread, tasks side by side (the training binaries' "
-        "default); ops: TensorFlow's default, each op over all cores",
+        "auto",
+        ["auto", "tasks", "ops"],
+        "tasks: each op on one thread, tasks side by side; ops: TensorFlow's "
+        "default, each op over all cores; auto (the training binaries' default): "
+        "ops with XLA, else tasks",
     )
     flags.DEFINE_enum(
         "mode",
@@ -269,11 +270,14 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
     from tfmeta.models import LEOModel
 
+    from experiments.common import resolve_cpu_threading
+
+    cpu_threading = resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     else:
-        tfmeta.set_cpu_threading(FLAGS.cpu_threading)
+        tfmeta.set_cpu_threading(cpu_threading)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
     example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
     episode = random_episode(b, n, k, q, example)
@@ -331,7 +335,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "keras": keras.__version__,
         "onednn": tfmeta.onednn_enabled(),
         "threads": FLAGS.threads or "default",
-        "cpu_threading": "-" if FLAGS.threads else FLAGS.cpu_threading,
+        "cpu_threading": "-" if FLAGS.threads else cpu_threading,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "meta_batch_size": b,
@@ -460,6 +464,8 @@ def _describe(result: dict[str, Any]) -> str:
         name = f"tfmeta {result['algorithm']} xla={result['xla']}"
         if "onednn" in result:
             name += f" oneDNN={'on' if result['onednn'] else 'off'}"
+        if result.get("cpu_threading") not in (None, "-"):
+            name += f" threading={result['cpu_threading']}"
         extra = (
             f", compile {result['compile_s']:.1f} s, peak RSS "
             f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"

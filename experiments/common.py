@@ -39,6 +39,21 @@ class TaskData:
     split: str = ""  # the class split, without paths (stored with the run)
 
 
+CPU_THREADING_FLAG = ("auto", "tasks", "ops")
+
+
+def resolve_cpu_threading(mode: str, jit_compile: bool) -> str:
+    """The binaries' ``--cpu_threading``: "auto" is "ops" for an XLA-compiled
+    step (one computation, threaded by XLA) and "tasks" otherwise."""
+    if mode not in CPU_THREADING_FLAG:
+        raise ValueError(
+            f"--cpu_threading must be one of {CPU_THREADING_FLAG}, got {mode!r}"
+        )
+    if mode == "auto":
+        return "ops" if jit_compile else "tasks"
+    return mode
+
+
 def set_cpu_threading(mode: str) -> None:
     """``tfmeta.set_cpu_threading``, logged; if TensorFlow has already started
     (the binary called from a program), a warning and its current settings."""

@@ -20,10 +20,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum(
     "cpu_threading",
-    "tasks",
-    ["tasks", "ops"],
+    "auto",
+    ["auto", "tasks", "ops"],
     "tasks: each op on one thread and tasks side by side (faster for meta-batches "
-    "of small networks); ops: TensorFlow's default, each op split over all cores",
+    "of small networks); ops: TensorFlow's default, each op split over all cores; "
+    "auto: ops with --jit_compile, else tasks",
 )
 flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."

@@ -29,8 +29,13 @@ def set_cpu_threading(mode: str) -> None:
     independent chains of small ops, so whole tasks run side by side instead
     of each small op being split over the cores and joined again (measured:
     second-order MAML 13% faster at 20-way, 27% at 5-way on 2 cores;
-    BUILD_NOTES.md). "ops": TensorFlow's default (each op split over the
-    cores), better for one large model or a single task.
+    BUILD_NOTES.md). It pays when a meta-batch has at least as many tasks as
+    there are cores. "ops": TensorFlow's default (each op split over the
+    cores), for one large model, a single task, or more cores than tasks.
+
+    An XLA-compiled meta-step is one computation that XLA spreads over the
+    intra-op threads itself: use "ops" with ``jit_compile=True`` ("tasks"
+    runs it on one thread; measured 1.6-1.8x slower).
 
     TensorFlow fixes its thread pools when it starts: call this before any
     TensorFlow op runs, as the training binaries do.

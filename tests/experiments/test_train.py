@@ -143,6 +143,7 @@ def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
     first = run_binary(*args, "--num_steps=10")
     assert first.returncode == 0, first.stderr[-2000:]
     assert "step 10/10" in first.stdout and "meta-test" in first.stdout
+    assert "CPU threading tasks: intra_op 1, inter_op" in first.stderr
     second = run_binary(*args, "--num_steps=20")
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resumed from" in second.stdout and "step 20/20" in second.stdout
@@ -158,6 +159,14 @@ def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
     refused = run_binary(*args, "--num_steps=30", "--hidden=20,20")
     assert refused.returncode != 0
     assert "hidden: stored [40, 40], requested [20, 20]" in refused.stderr
+
+
+def test_cpu_threading_flag_resolves_auto_by_xla():
+    assert common.resolve_cpu_threading("auto", jit_compile=False) == "tasks"
+    assert common.resolve_cpu_threading("auto", jit_compile=True) == "ops"
+    assert common.resolve_cpu_threading("tasks", jit_compile=True) == "tasks"
+    with pytest.raises(ValueError, match="auto"):
+        common.resolve_cpu_threading("cores", jit_compile=False)
 
 
 def test_short_omniglot_run_beats_chance(tmp_path):
