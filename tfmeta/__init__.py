@@ -35,7 +35,7 @@ def set_cpu_threading(mode: str) -> None:
 
     An XLA-compiled meta-step is one computation that XLA spreads over the
     intra-op threads itself: use "ops" with ``jit_compile=True`` ("tasks"
-    runs it on one thread; measured 1.6-1.8x slower).
+    runs it on one thread; measured 1.3-1.5x slower).
 
     TensorFlow fixes its thread pools when it starts: call this before any
     TensorFlow op runs, as the training binaries do.
