@@ -50,6 +50,8 @@ from typing import Any
 
 from absl import app, flags
 
+from experiments import define_cpu_threading_flag
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ALGORITHMS = ("maml", "fomaml", "reptile", "leo")
 MODES = ("speed", "memory")
@@ -96,14 +98,7 @@ def define_flags() -> None:
         0,
         "CPU threads, intra- and inter-op alike (0: as --cpu_threading sets them)",
     )
-    flags.DEFINE_enum(
-        "cpu_threading",
-        "auto",
-        ["auto", "tasks", "ops"],
-        "tasks: each op on one thread, tasks side by side; ops: TensorFlow's "
-        "default, each op over all cores; auto (the training binaries' default): "
-        "ops with XLA, else tasks",
-    )
+    define_cpu_threading_flag()
     flags.DEFINE_enum(
         "mode",
         "speed",

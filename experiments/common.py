@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from experiments import CPU_THREADING_MODES
 from tfmeta import data as tfmeta_data
 from tfmeta import models
 from tfmeta.algorithms import (
@@ -39,26 +40,25 @@ class TaskData:
     split: str = ""  # the class split, without paths (stored with the run)
 
 
-CPU_THREADING_FLAG = ("auto", "tasks", "ops")
-
-
 def resolve_cpu_threading(mode: str, jit_compile: bool) -> str:
     """The binaries' ``--cpu_threading``: "auto" is "ops" for an XLA-compiled
     step (one computation, threaded by XLA) and "tasks" otherwise."""
-    if mode not in CPU_THREADING_FLAG:
+    if mode not in CPU_THREADING_MODES:
         raise ValueError(
-            f"--cpu_threading must be one of {CPU_THREADING_FLAG}, got {mode!r}"
+            f"--cpu_threading must be one of {CPU_THREADING_MODES}, got {mode!r}"
         )
     if mode == "auto":
         return "ops" if jit_compile else "tasks"
     return mode
 
 
-def set_cpu_threading(mode: str) -> None:
-    """``tfmeta.set_cpu_threading``, logged; if TensorFlow has already started
-    (the binary called from a program), a warning and its current settings."""
+def set_cpu_threading(mode: str, jit_compile: bool) -> None:
+    """``tfmeta.set_cpu_threading`` with ``--cpu_threading`` resolved, logged;
+    if TensorFlow has already started (the binary called from a program), a
+    warning and its current settings."""
     import tfmeta
 
+    mode = resolve_cpu_threading(mode, jit_compile)
     try:
         tfmeta.set_cpu_threading(mode)
     except RuntimeError as error:

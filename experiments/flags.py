@@ -6,6 +6,7 @@ from typing import Any
 
 from absl import flags
 
+from experiments import define_cpu_threading_flag
 from experiments.configs import get_config
 
 FLAGS = flags.FLAGS
@@ -18,14 +19,7 @@ flags.DEFINE_string(
     "a named config of experiments/configs for this algorithm and dataset "
     "(e.g. leo_miniimagenet_1shot); default: the pair's default config",
 )
-flags.DEFINE_enum(
-    "cpu_threading",
-    "auto",
-    ["auto", "tasks", "ops"],
-    "tasks: each op on one thread and tasks side by side (faster for meta-batches "
-    "of small networks); ops: TensorFlow's default, each op split over all cores; "
-    "auto: ops with --jit_compile, else tasks",
-)
+define_cpu_threading_flag()
 flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
 )

@@ -50,9 +50,7 @@ def main(argv):
 
     # Before any other TensorFlow work: thread pools and logical devices are
     # fixed once it starts.
-    common.set_cpu_threading(
-        common.resolve_cpu_threading(FLAGS.cpu_threading, config["jit_compile"])
-    )
+    common.set_cpu_threading(FLAGS.cpu_threading, config["jit_compile"])
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     except ValueError as error:
