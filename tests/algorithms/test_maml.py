@@ -194,8 +194,17 @@ def test_second_order_only_on_last_steps_interpolates_between_first_and_second_o
         {"model": "conv", "transductive": False, "second_order_steps": 2},
         {"model": "conv", "adapt_variables": "head"},
         {"model": "mlp", "inner_optimizer": "adam"},
+        {"model": "conv", "transductive": True, "inner_steps": 1},
+        {"model": "mlp", "inner_steps": 2, "second_order_steps": 0},
     ],
-    ids=["conv-bn", "non-transductive-last-2-second-order", "head-only", "mlp-adam"],
+    ids=[
+        "conv-bn",
+        "non-transductive-last-2-second-order",
+        "head-only",
+        "mlp-adam",
+        "one-step",
+        "all-first-order",
+    ],
 )
 def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
     """Recomputing each inner step's activations in the backward pass changes
@@ -203,6 +212,7 @@ def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
     every step), a first-order prefix, and an inner optimizer with state;
     with the passes unrolled or as tf.while_loops."""
     case = dict(case)
+    steps = case.pop("inner_steps", 4)
     with floatx("float64"):
         rng = np.random.default_rng(11)
         if case.pop("model") == "conv":
@@ -220,7 +230,7 @@ def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
                 model,
                 keras.optimizers.SGD(0.0),
                 inner_lr=0.3,
-                inner_steps=4,
+                inner_steps=steps,
                 recompute=recompute,
                 unroll_inner_loop=unroll or not recompute,
                 **case,

@@ -31,10 +31,13 @@ class MAML(MetaLearner):
     vector-Jacobian product of that step (a Hessian-vector product) with the
     incoming cotangent. Peak memory then holds one step's activations plus
     ``inner_steps`` copies of the adapted parameters, for about one more inner
-    step of compute per step. The meta-gradient is the same. With
-    ``unroll_inner_loop=False`` both passes are ``tf.while_loop``s (the
-    parameters kept in ``TensorArray``s), so neither the graph nor the tensor
-    memory grows with the inner steps.
+    step of compute per step. The last step's activations are used as soon as
+    they are made, so they are kept, not recomputed (with one inner step
+    nothing is recomputed). The meta-gradient is the same. With
+    ``unroll_inner_loop=False`` and more than one step both passes are
+    ``tf.while_loop``s (the parameters kept in ``TensorArray``s) that
+    recompute every step, so neither the graph nor the tensor memory grows
+    with the inner steps.
     """
 
     name = "maml"
@@ -151,12 +154,59 @@ class MAML(MetaLearner):
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
 
+    def _last_step_and_query(
+        self, params, adapted, state, task, first_order, query_x, query_y
+    ):
+        """The last inner step and the query loss under one tape: its
+        activations are used as soon as they are made, so they are kept rather
+        than recomputed. Returns the cotangents of ``adapted`` and of the
+        flat inner optimizer ``state`` before that step, the gradient of the
+        parameters that do not adapt, and (query loss, query outputs, fast
+        weights)."""
+        fixed = [params[i] for i in self._fixed]
+        flat_state = tf.nest.flatten(state)
+        with tf.GradientTape() as tape:
+            tape.watch((adapted, flat_state, fixed))
+            after, _ = self.inner_step(
+                params,
+                adapted,
+                state,
+                self.inner_steps - 1,
+                task,
+                first_order=first_order,
+            )
+            fast = self._merge(params, after)
+            outputs = self.query_outputs(fast, task[0], query_x)
+            query_loss = self.loss(outputs, query_y)
+        cotangent, state_cotangent, fixed_gradient = tape.gradient(
+            query_loss,
+            (adapted, flat_state, fixed),
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        return cotangent, state_cotangent, fixed_gradient, (query_loss, outputs, fast)
+
+    def _assemble(self, cotangent, fixed_gradient):
+        """The meta-gradient in the order of the parameters."""
+        meta_gradient = [None] * (len(self._adapted) + len(self._fixed))
+        for i, g in zip(self._adapted, cotangent):
+            meta_gradient[i] = g
+        for i, g in zip(self._fixed, fixed_gradient):
+            meta_gradient[i] = g
+        return meta_gradient
+
     def _recomputed_task_result(
         self, support_x, support_y, query_x, query_y, task_seed, first_order_steps
     ):
         """``task_result`` of second-order MAML by reverse-mode over the inner
-        steps, recomputing each step's activations (see ``recompute``)."""
-        if not self.unroll_inner_loop and self.inner_steps > 0:
+        steps, recomputing each step's activations but the last's (see
+        ``recompute``)."""
+        if self.inner_steps == 0:
+            params = self.parameters()
+            meta_gradient, query_loss, outputs = self._query_gradient(
+                params, support_x, query_x, query_y
+            )
+            return meta_gradient, query_loss, self.metric(outputs, query_y), params
+        if not self.unroll_inner_loop and self.inner_steps > 1:
             return self._recomputed_task_result_looped(
                 support_x, support_y, query_x, query_y, task_seed, first_order_steps
             )
@@ -164,17 +214,17 @@ class MAML(MetaLearner):
         task = (support_x, support_y, task_seed, True)
         adapted = [params[i] for i in self._adapted]
         state = self.inner_optimizer.init(adapted)
+        last = self.inner_steps - 1
         stored = []
-        for step in range(self.inner_steps):  # forward: keep only the parameters
+        for step in range(last):  # forward: keep only the parameters
             stored.append((adapted, state))
             adapted, state = self.inner_step(params, adapted, state, step, task)
-        fast = self._merge(params, adapted)
-        meta_gradient, query_loss, outputs = self._query_gradient(
-            fast, support_x, query_x, query_y
+        cotangent, state_cotangent, fixed_gradient, (query_loss, outputs, fast) = (
+            self._last_step_and_query(
+                params, adapted, state, task, last < first_order_steps, query_x, query_y
+            )
         )
-        cotangent = [meta_gradient[i] for i in self._adapted]
-        state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
-        for step in reversed(range(self.inner_steps)):
+        for step in reversed(range(last)):
             # The recomputation waits for the cotangent of its output, so the
             # executor cannot run every step's recomputation (and hold all the
             # activations) at once.
@@ -184,7 +234,7 @@ class MAML(MetaLearner):
                     tf.identity(t) for t in tf.nest.flatten(stored[step][1])
                 ]
                 gated = [tf.identity(t) for t in params]
-            cotangent, state_cotangent, fixed_gradient = self._step_vjp(
+            cotangent, state_cotangent, gradient = self._step_vjp(
                 gated,
                 before,
                 state_before,
@@ -195,10 +245,8 @@ class MAML(MetaLearner):
                 cotangent,
                 state_cotangent,
             )
-            for i, g in zip(self._fixed, fixed_gradient):
-                meta_gradient[i] = meta_gradient[i] + g
-        for i, g in zip(self._adapted, cotangent):
-            meta_gradient[i] = g
+            fixed_gradient = [a + g for a, g in zip(fixed_gradient, gradient)]
+        meta_gradient = self._assemble(cotangent, fixed_gradient)
         return meta_gradient, query_loss, self.metric(outputs, query_y), fast
 
     def _recomputed_task_result_looped(
@@ -206,7 +254,12 @@ class MAML(MetaLearner):
     ):
         """``_recomputed_task_result`` with the forward and the reverse pass
         each a ``tf.while_loop``; step ``s``'s parameters and inner optimizer
-        state are kept in ``TensorArray``s for the reverse pass."""
+        state are kept in ``TensorArray``s for the reverse pass. Every step,
+        the last too, is recomputed, so the graph holds the step twice (once
+        in each loop) whatever the number of steps; keeping the last step's
+        activations as the unrolled form does would add a third copy
+        (measured at 20-way, 5 steps: 4% less time per step for 3 s more
+        compile and 60 MiB more memory)."""
         steps = self.inner_steps
         params = self.parameters()
         task = (support_x, support_y, task_seed, True)
@@ -275,10 +328,10 @@ class MAML(MetaLearner):
                     maximum_iterations=end - start,
                     parallel_iterations=1,
                 )
-        for i, g in zip(self._fixed, fixed_gradient):
-            meta_gradient[i] = meta_gradient[i] + g
-        for i, g in zip(self._adapted, cotangent):
-            meta_gradient[i] = g
+        fixed_gradient = [
+            meta_gradient[i] + g for i, g in zip(self._fixed, fixed_gradient)
+        ]
+        meta_gradient = self._assemble(cotangent, fixed_gradient)
         return meta_gradient, query_loss, self.metric(outputs, query_y), fast
 
 
