@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 CPU_THREADING_MODES = ("auto", "tasks", "ops")
+MALLOC_ARENAS_CHOICES = ("cores", "glibc")
 
 
 def define_cpu_threading_flag() -> None:
@@ -23,4 +24,45 @@ def define_cpu_threading_flag() -> None:
         "tasks: each op on one thread and tasks side by side (faster for "
         "meta-batches of small networks); ops: TensorFlow's default, each op "
         "split over all cores; auto: ops with XLA, else tasks",
+    )
+
+
+def resolve_malloc_arenas(value: str) -> int | None:
+    """``--malloc_arenas``: "cores" is one arena per CPU core this process may
+    use, "glibc" (None) leaves glibc's default."""
+    if value == "glibc":
+        return None
+    if value == "cores":
+        return len(os.sched_getaffinity(0))
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise ValueError(
+        f"--malloc_arenas must be one of {MALLOC_ARENAS_CHOICES} or a positive "
+        f"number, got {value!r}"
+    )
+
+
+def _valid_malloc_arenas(value: str) -> bool:
+    try:
+        resolve_malloc_arenas(value)
+    except ValueError:
+        return False
+    return True
+
+
+def define_malloc_arenas_flag() -> None:
+    """``--malloc_arenas``, shared by the training binaries and the benchmark."""
+    from absl import flags
+
+    flags.DEFINE_string(
+        "malloc_arenas",
+        "cores",
+        "heap arenas of glibc's malloc: cores (one per CPU core; less memory "
+        "held by freed tensors, see tfmeta.set_malloc_arenas), glibc (its "
+        "default, up to eight per core) or a positive number",
+    )
+    flags.register_validator(
+        "malloc_arenas",
+        _valid_malloc_arenas,
+        message=f"must be one of {MALLOC_ARENAS_CHOICES} or a positive number",
     )

@@ -50,7 +50,11 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import define_cpu_threading_flag
+from experiments import (
+    define_cpu_threading_flag,
+    define_malloc_arenas_flag,
+    resolve_malloc_arenas,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ALGORITHMS = ("maml", "fomaml", "reptile", "leo")
@@ -99,6 +103,7 @@ def define_flags() -> None:
         "CPU threads, intra- and inter-op alike (0: as --cpu_threading sets them)",
     )
     define_cpu_threading_flag()
+    define_malloc_arenas_flag()
     flags.DEFINE_enum(
         "mode",
         "speed",
@@ -267,6 +272,9 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
 
     from experiments.common import resolve_cpu_threading
 
+    malloc_arenas = resolve_malloc_arenas(FLAGS.malloc_arenas)
+    if malloc_arenas is not None and not tfmeta.set_malloc_arenas(malloc_arenas):
+        malloc_arenas = None  # not glibc
     cpu_threading = resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -331,6 +339,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "onednn": tfmeta.onednn_enabled(),
         "threads": FLAGS.threads or "default",
         "cpu_threading": "-" if FLAGS.threads else cpu_threading,
+        "malloc_arenas": malloc_arenas or "glibc",
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "meta_batch_size": b,
@@ -380,6 +389,7 @@ def _run(
 def _shared_args() -> list[str]:
     names = ["meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps"]
     names += ["inner_lr", "filters", "steps", "threads", "cpu_threading"]
+    names += ["malloc_arenas"]
     names += ["task_execution", "unroll_inner_loop", "fused_batch_norm"]
     return [f"--{name}={getattr(FLAGS, name)}" for name in names]
 
@@ -461,6 +471,8 @@ def _describe(result: dict[str, Any]) -> str:
             name += f" oneDNN={'on' if result['onednn'] else 'off'}"
         if result.get("cpu_threading") not in (None, "-"):
             name += f" threading={result['cpu_threading']}"
+        if "malloc_arenas" in result:
+            name += f" arenas={result['malloc_arenas']}"
         extra = (
             f", compile {result['compile_s']:.1f} s, peak RSS "
             f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"
@@ -524,7 +536,8 @@ def run_benchmark() -> dict[str, Any]:
         f"meta-batch {FLAGS.meta_batch_size}, {FLAGS.inner_steps} inner step(s), "
         f"alpha {FLAGS.inner_lr}, {FLAGS.filters} filters, max-pool conv4; "
         f"{FLAGS.steps} timed steps x {FLAGS.repeats} round(s), "
-        f"threads {FLAGS.threads or FLAGS.cpu_threading}, task execution {FLAGS.task_execution}, "
+        f"threads {FLAGS.threads or FLAGS.cpu_threading}, malloc arenas "
+        f"{FLAGS.malloc_arenas}, task execution {FLAGS.task_execution}, "
         f"inner loop {'unrolled' if FLAGS.unroll_inner_loop else 'tf.while_loop'}, "
         f"recompute {'on' if FLAGS.recompute else 'off'} (MAML), fused batch norm "
         f"{'on' if FLAGS.fused_batch_norm else 'off'}",
@@ -648,6 +661,7 @@ def run_benchmark() -> dict[str, Any]:
                 "repeats",
                 "threads",
                 "cpu_threading",
+                "malloc_arenas",
                 "algorithms",
                 "xla",
                 "torch_python",

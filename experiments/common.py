@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from experiments import CPU_THREADING_MODES
+from experiments import CPU_THREADING_MODES, resolve_malloc_arenas
 from tfmeta import data as tfmeta_data
 from tfmeta import models
 from tfmeta.algorithms import (
@@ -50,6 +50,19 @@ def resolve_cpu_threading(mode: str, jit_compile: bool) -> str:
     if mode == "auto":
         return "ops" if jit_compile else "tasks"
     return mode
+
+
+def set_malloc_arenas(value: str) -> None:
+    """``tfmeta.set_malloc_arenas`` with ``--malloc_arenas`` resolved, logged."""
+    import tfmeta
+
+    count = resolve_malloc_arenas(value)
+    if count is None:
+        return
+    if tfmeta.set_malloc_arenas(count):
+        logging.info("malloc arenas: at most %d", count)
+    else:
+        logging.warning("--malloc_arenas=%s: the C library is not glibc; ignored", value)
 
 
 def set_cpu_threading(mode: str, jit_compile: bool) -> None:

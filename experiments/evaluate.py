@@ -84,6 +84,7 @@ def main(argv):
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     jit_compile = read_config(FLAGS.workdir).get("jit_compile", False)
+    common.set_malloc_arenas(FLAGS.malloc_arenas)
     common.set_cpu_threading(FLAGS.cpu_threading, jit_compile)
     evaluate_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
 

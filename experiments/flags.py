@@ -6,7 +6,7 @@ from typing import Any
 
 from absl import flags
 
-from experiments import define_cpu_threading_flag
+from experiments import define_cpu_threading_flag, define_malloc_arenas_flag
 from experiments.configs import get_config
 
 FLAGS = flags.FLAGS
@@ -20,6 +20,7 @@ flags.DEFINE_string(
     "(e.g. leo_miniimagenet_1shot); default: the pair's default config",
 )
 define_cpu_threading_flag()
+define_malloc_arenas_flag()
 flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
 )

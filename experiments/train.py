@@ -48,8 +48,9 @@ def main(argv):
     common.check_config(config)
     from tfmeta.training.distribute import make_strategy, worker_workdir
 
-    # Before any other TensorFlow work: thread pools and logical devices are
-    # fixed once it starts.
+    # Before any other TensorFlow work: malloc arenas, thread pools and
+    # logical devices are fixed once it starts.
+    common.set_malloc_arenas(FLAGS.malloc_arenas)
     common.set_cpu_threading(FLAGS.cpu_threading, config["jit_compile"])
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)

@@ -63,6 +63,33 @@ def set_cpu_threading(mode: str) -> None:
         ) from error
 
 
+def set_malloc_arenas(count: int | None = None) -> bool:
+    """Caps the heap arenas of the C library's malloc at ``count`` (``None``:
+    one per CPU core this process may use).
+
+    glibc gives each thread that allocates its own arena, up to eight per
+    core. TensorFlow's threads allocate and free tensors in many arenas, and
+    memory freed in one arena is not reused by another, so the process holds
+    more memory than its tensors need. With one arena per core the meta-step's
+    peak resident memory is 20-45 MiB lower on 2 cores and no slower
+    (BUILD_NOTES.md). It applies to arenas made after the call: call it at
+    program start, before TensorFlow runs an op, as the training binaries do.
+
+    Returns False, changing nothing, where the C library is not glibc.
+    """
+    if count is None:
+        count = len(_os.sched_getaffinity(0))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"malloc arenas must be a positive integer, got {count!r}")
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    m_arena_max = -8  # glibc's malloc.h
+    return bool(libc.mallopt(m_arena_max, count))
+
+
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its oneDNN CPU kernels in this process."""
     from tensorflow.python.util import _pywrap_util_port
@@ -85,5 +112,6 @@ __all__ = [
     "mlp",
     "onednn_enabled",
     "set_cpu_threading",
+    "set_malloc_arenas",
     "sinusoid_dataset",
 ]

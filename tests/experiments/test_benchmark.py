@@ -36,7 +36,7 @@ FIELDS = (
                 "--nounroll_inner_loop",
             ],
         ),
-        ("leo", []),
+        ("leo", ["--malloc_arenas=glibc"]),
     ],
 )
 def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
@@ -66,7 +66,10 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
         "off",
     )
     assert result["recompute"] == ("--recompute" in extra)
-    assert result["inner_steps"] == (2 if extra else 1)
+    assert result["inner_steps"] == (2 if "--inner_steps=2" in extra else 1)
+    assert result["malloc_arenas"] == (
+        "glibc" if "--malloc_arenas=glibc" in extra else len(os.sched_getaffinity(0))
+    )
     assert (result["meta_batch_size"], result["filters"], result["steps"]) == (2, 8, 1)
     for field in FIELDS:
         value = result[field]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import common
+from experiments import common, resolve_malloc_arenas
 from experiments.configs import get_config
 from tests.helpers import REPO, omniglot_dir
 from tfmeta.training import Trainer, evaluate
@@ -167,6 +167,19 @@ def test_cpu_threading_flag_resolves_auto_by_xla():
     assert common.resolve_cpu_threading("tasks", jit_compile=True) == "tasks"
     with pytest.raises(ValueError, match="auto"):
         common.resolve_cpu_threading("cores", jit_compile=False)
+
+
+def test_malloc_arenas_flag_resolves_and_refuses_bad_values(tmp_path):
+    assert resolve_malloc_arenas("cores") == len(os.sched_getaffinity(0))
+    assert resolve_malloc_arenas("glibc") is None
+    assert resolve_malloc_arenas("3") == 3
+    for bad in ("0", "-1", "two", ""):
+        with pytest.raises(ValueError, match="positive number"):
+            resolve_malloc_arenas(bad)
+    refused = run_binary(f"--workdir={tmp_path / 'run'}", "--malloc_arenas=0")
+    assert refused.returncode != 0
+    assert "--malloc_arenas=0: must be one of ('cores', 'glibc')" in refused.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_short_omniglot_run_beats_chance(tmp_path):
