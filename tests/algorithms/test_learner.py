@@ -109,12 +109,31 @@ def test_non_transductive_needs_support_set():
         learner.predict(learner.parameters(), tf.zeros([2, 8, 8, 1]))
 
 
+@pytest.mark.parametrize("weighting", ["uniform", "gradient_agreement"])
+def test_task_results_carry_updates_only_for_gradient_agreement(weighting):
+    """Uniform weights never read theta - theta'_i, so the per-task function
+    does not return it (an unused output costs compile time and memory)."""
+    learner = make("maml", tiny_conv(seed=9), task_weighting=weighting)
+    result = learner._task_fn(
+        *classification_task(np.random.default_rng(9), dtype="float32"), seed_tensor()
+    )
+    expected = 0 if weighting == "uniform" else len(learner.variables)
+    assert len(result.update) == expected
+    assert len(result.meta_gradient) == len(learner.variables)
+
+
 def test_head_only_adaptation_moves_only_the_last_layer():
-    learner = make("fomaml", tiny_conv(seed=8), adapt_variables="head")
+    learner = make(
+        "fomaml",
+        tiny_conv(seed=8),
+        adapt_variables="head",
+        task_weighting="gradient_agreement",  # the weighting that reads updates
+    )
     result = learner._task_fn(
         *classification_task(np.random.default_rng(8), dtype="float32"), seed_tensor()
     )
     head = {id(v) for v in learner.model.layers[-1].trainable_variables}
+    assert len(result.update) == len(learner.variables)
     for variable, update in zip(learner.variables, result.update):
         moved = float(tf.reduce_max(tf.abs(update))) > 0
         assert moved == (id(variable) in head), variable.path

@@ -107,7 +107,13 @@ def test_second_order_gradient_matches_finite_differences_conv_batch_norm(steps)
 def test_first_order_equals_query_gradient_at_adapted_weights():
     with floatx("float64"):
         model = tiny_conv(seed=2)
-        learner = FOMAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=2)
+        learner = FOMAML(
+            model,
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.5,
+            inner_steps=2,
+            task_weighting="gradient_agreement",  # the weighting that reads updates
+        )
         task = classification_task(np.random.default_rng(2))
         result = learner._task_fn(*task, seed_tensor())
         _, fast = maml_objective(learner, learner.parameters(), task, 2)
@@ -118,6 +124,7 @@ def test_first_order_equals_query_gradient_at_adapted_weights():
         for got, want in zip(result.meta_gradient, expected):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
         # theta - theta' is the sum of the inner steps' moves
+        assert len(result.update) == len(fast)
         for update, p, f in zip(result.update, learner.parameters(), fast):
             np.testing.assert_allclose(
                 update.numpy(), (p - f).numpy(), rtol=1e-9, atol=1e-12
@@ -288,6 +295,7 @@ def test_while_loop_inner_loop_gives_the_unrolled_meta_gradient(case):
                 inner_lr=0.3,
                 inner_steps=4,
                 unroll_inner_loop=unroll,
+                task_weighting="gradient_agreement",  # so the updates are returned
                 **case,
             )
             return learner._task_fn(*task, seed_tensor())
@@ -295,6 +303,7 @@ def test_while_loop_inner_loop_gives_the_unrolled_meta_gradient(case):
         unrolled, looped = result(True), result(False)
         for a, b in zip(unrolled.meta_gradient, looped.meta_gradient):
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-13)
+        assert len(unrolled.update) == len(looped.update) == len(unrolled.meta_gradient)
         for a, b in zip(unrolled.update, looped.update):
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-14)
         assert max(float(tf.norm(g)) for g in unrolled.meta_gradient) > 1e-6

@@ -78,13 +78,16 @@ def task_weights(
     updates: Sequence[Sequence[tf.Tensor]],
     all_sum: Callable[[Any], Any] | None = None,
     total_tasks: int | None = None,
+    dtype: tf.DType | None = None,
 ) -> tf.Tensor:
-    """Weights ``[T]`` (the updates' dtype) for T tasks; ``updates[i]`` is task i's
-    update vector theta - theta'_i as a list of tensors. See
+    """Weights ``[T]`` (``dtype``, else the updates') for T tasks; ``updates[i]``
+    is task i's update vector theta - theta'_i as a list of tensors (may be
+    empty for uniform weights, which need only T). See
     ``stacked_task_weights`` for ``all_sum`` and ``total_tasks``."""
     check_task_weighting(name)
     if name == "uniform":  # needs only T and the dtype: nothing to stack
-        stacks = [tf.zeros([len(updates)], updates[0][0].dtype)]
+        dtype = dtype or updates[0][0].dtype
+        stacks = [tf.zeros([len(updates)], dtype)]
     else:
         stacks = [tf.stack(list(parts)) for parts in zip(*updates)]
     return stacked_task_weights(name, stacks, all_sum, total_tasks)
