@@ -401,12 +401,11 @@ class MetaLearner:
         is seeded by (seed, s * B + i). Under ``tf.distribute`` a replica runs
         tasks ``first_task ...`` of a meta-batch of ``total_tasks``, seeded as
         on one device."""
-        support_x, support_y, query_x, query_y = episode
-        seeds = self._task_seeds(support_x.shape[0], first_task, total_tasks)
-        return [
-            self._task_fn(support_x[i], support_y[i], query_x[i], query_y[i], seeds[i])
-            for i in range(support_x.shape[0])
-        ]
+        tasks = int(episode[0].shape[0])
+        seeds = self._task_seeds(tasks, first_task, total_tasks)
+        # One Unpack per tensor, not a strided slice (and its constants) per task.
+        per_task = zip(*(tf.unstack(t, num=tasks) for t in (*episode, seeds)))
+        return [self._task_fn(*task) for task in per_task]
 
     def _task_seeds(self, tasks: int, first_task=0, total_tasks=None) -> tf.Tensor:
         """``[tasks, 2]`` seeds of ``_run_tasks``, as one tensor."""
@@ -452,15 +451,22 @@ class MetaLearner:
             dtype=self.variables[0].dtype,
         )
         tasks = len(results)
-        meta_gradient = [
-            tf.add_n(
-                [
-                    tf.cast(weights[i], g.dtype) * results[i].meta_gradient[k]
-                    for i in range(tasks)
-                ]
-            )
-            for k, g in enumerate(results[0].meta_gradient)
-        ]
+        if self.task_weighting == "uniform":
+            # Equal weights: sum the tasks' gradients, then scale once.
+            meta_gradient = [
+                tf.add_n(parts) * tf.cast(weights[0], parts[0].dtype)
+                for parts in zip(*(r.meta_gradient for r in results))
+            ]
+        else:
+            meta_gradient = [
+                tf.add_n(
+                    [
+                        tf.cast(weights[i], g.dtype) * results[i].meta_gradient[k]
+                        for i in range(tasks)
+                    ]
+                )
+                for k, g in enumerate(results[0].meta_gradient)
+            ]
         losses = tf.stack([r.query_loss for r in results])
         metrics = tf.stack([r.query_metric for r in results])
         return self._apply_meta_gradient(meta_gradient, weights, losses, metrics, replica)
@@ -579,7 +585,6 @@ class MetaLearner:
         return self.loss(outputs, query_y), self.metric(outputs, query_y)
 
     def _eval_step(self, episode, steps: int):
-        support_x, support_y, query_x, query_y = episode
         if self.task_execution == "map_fn":
             scalar = tf.TensorSpec([], self.variables[0].dtype)
             loss, metric = self._map_tasks(
@@ -588,12 +593,9 @@ class MetaLearner:
                 (scalar, scalar),
             )
             return {"loss": loss, self.metric_name: metric}
-        results = [
-            self._eval_task_fn(
-                support_x[i], support_y[i], query_x[i], query_y[i], steps
-            )
-            for i in range(support_x.shape[0])
-        ]
+        tasks = int(episode[0].shape[0])
+        per_task = zip(*(tf.unstack(t, num=tasks) for t in episode))
+        results = [self._eval_task_fn(*task, steps) for task in per_task]
         return {
             "loss": tf.stack([r[0] for r in results]),
             self.metric_name: tf.stack([r[1] for r in results]),
