@@ -13,6 +13,8 @@ setup(
     packages=find_packages(
         include=["tfmeta", "tfmeta.*", "experiments", "experiments.*"]
     ),
+    # The native kernel's source, compiled on first use (tfmeta.models.kernels).
+    package_data={"tfmeta.models.kernels": ["*.cc"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",  # 2.16 is the first release with Keras 3

@@ -308,6 +308,11 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         learner = learner_class(
             model, keras.optimizers.Adam(OUTER_LR), **common, **extra
         )
+    # Build (or load) the native batch-norm kernel now: its one-time compile
+    # is not the step's, and its library is not the step's memory.
+    from tfmeta.models import kernels
+
+    native_kernels = kernels.batch_norm_grad_grad_op() is not None
     built_rss = _peak_rss_mib()
     # With TF_CPU_ALLOCATOR_USE_BFC=true (the memory mode sets it), the CPU
     # allocator counts the bytes of live tensors: the step's own memory, apart
@@ -352,6 +357,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "task_execution": "loop" if algorithm == "leo" else FLAGS.task_execution,
         "unroll_inner_loop": FLAGS.unroll_inner_loop,
         "fused_batch_norm": FLAGS.fused_batch_norm,
+        "native_kernels": native_kernels,
         "steps": FLAGS.steps,
         "ms_per_step_median": round(1000 * statistics.median(times), 2),
         # The first call traces, compiles and runs one step: compile time is
@@ -473,6 +479,8 @@ def _describe(result: dict[str, Any]) -> str:
             name += f" threading={result['cpu_threading']}"
         if "malloc_arenas" in result:
             name += f" arenas={result['malloc_arenas']}"
+        if "native_kernels" in result:
+            name += f" native={'on' if result['native_kernels'] else 'off'}"
         extra = (
             f", compile {result['compile_s']:.1f} s, peak RSS "
             f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"

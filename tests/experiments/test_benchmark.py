@@ -82,6 +82,7 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
     # compile time: the first call less a step
     assert result["compile_s"] < result["first_call_s"]
     assert result["onednn"] is True
+    assert result["native_kernels"] is True  # built (or loaded) before timing
     assert result["unroll_inner_loop"] == ("--nounroll_inner_loop" not in extra)
     assert result["task_execution"] == ("map_fn" if algorithm == "maml" else "loop")
     if algorithm == "maml":

@@ -124,6 +124,23 @@ def batch_norm_grad_grad(x, scale, dy, ddx, ddscale, ddoffset, epsilon):
     return grad_dy, grad_x, grad_scale
 
 
+def _native_grad_grad():
+    """The native kernel (``tfmeta.models.kernels``) where it can run here:
+    on CPU-only machines, outside XLA-compiled functions (XLA has no kernel
+    for it); None otherwise."""
+    import tensorflow as tf
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    from tfmeta.models import kernels
+
+    if not kernels.enabled() or tf.config.list_physical_devices("GPU"):
+        return None
+    if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
+        return None
+    return kernels.batch_norm_grad_grad_op()
+
+
 def fused_batch_norm(x, scale, offset, epsilon):
     """Training-mode batch norm of a float32 ``[N, H, W, C]`` tensor on
     TensorFlow's fused kernels, differentiable twice: the backward pass is
@@ -161,8 +178,20 @@ def fused_batch_norm(x, scale, offset, epsilon):
             )
 
             def backward_grad(ddx, ddscale, ddoffset):
-                return batch_norm_grad_grad(
-                    x, scale, dy, ddx, ddscale, ddoffset, epsilon
+                op = _native_grad_grad() if ddx is not None else None
+                if op is None:
+                    return batch_norm_grad_grad(
+                        x, scale, dy, ddx, ddscale, ddoffset, epsilon
+                    )
+                zero = tf.zeros_like(scale)
+                return op(
+                    x,
+                    scale,
+                    dy,
+                    ddx,
+                    zero if ddscale is None else ddscale,
+                    zero if ddoffset is None else ddoffset,
+                    epsilon=epsilon,
                 )
 
             return (dx, dscale, doffset), backward_grad
