@@ -1,6 +1,7 @@
 """The native batch-norm kernel: built here, equal to the closed form, used
 where it can run and replaced by TensorFlow ops where it cannot."""
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -12,7 +13,11 @@ import pytest
 import tensorflow as tf
 
 from tfmeta.models import kernels
-from tfmeta.models.batch_norm import batch_norm_grad_grad, fused_batch_norm
+from tfmeta.models.batch_norm import (
+    batch_norm_grad_grad,
+    fused_batch_norm,
+    native_kernels,
+)
 
 
 def _inputs(shape, seed, mean=0.0):
@@ -58,7 +63,7 @@ def test_native_kernel_refuses_mismatched_shapes():
         _native()(x, scale[:2], dy, ddx, ddscale, ddoffset, epsilon=1e-3)
 
 
-def _second_order_graph_and_values(jit_compile=False):
+def _second_order_graph_and_values(jit_compile=False, native=True):
     rng = np.random.default_rng(7)
     x = tf.constant(rng.normal(size=(6, 4, 4, 3)), tf.float32)
     scale = tf.constant(rng.normal(size=3), tf.float32)
@@ -77,7 +82,8 @@ def _second_order_graph_and_values(jit_compile=False):
             objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
         return outer.gradient(objective, [x, scale, offset])
 
-    graph = hessian_terms.get_concrete_function(x, scale, offset).graph
+    with native_kernels() if native else contextlib.nullcontext():
+        graph = hessian_terms.get_concrete_function(x, scale, offset).graph
     types = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:
         types |= {node.op for node in function.node_def}
@@ -147,3 +153,30 @@ def test_the_build_is_cached_and_reused_by_later_processes(tmp_path):
     # A later process loads that build: the file is not written again.
     built, again = _op_in_a_new_process(env)
     assert built and again == path and path.stat().st_mtime_ns == stamp
+
+
+def test_only_meta_train_steps_use_the_native_kernel():
+    """Functions traced outside ``native_kernels`` (exported models above all,
+    which must load where the kernel is not built) get TensorFlow ops; a
+    learner's meta-train step gets the kernel."""
+    _native()
+    types, outside = _second_order_graph_and_values(native=False)
+    assert "TfmetaBatchNormGradGrad" not in types
+    _, inside = _second_order_graph_and_values()
+    for got, want in zip(inside, outside):
+        np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max())
+
+    import keras
+
+    from tests.helpers import classification_task
+    from tfmeta.algorithms import MAML
+    from tfmeta.models import conv4
+
+    model = conv4(3, (8, 8, 1), filters=4, seed=0)
+    learner = MAML(model, keras.optimizers.SGD(0.1), inner_lr=0.1, inner_steps=1)
+    rng = np.random.default_rng(0)
+    tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
+    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
+    graph = learner._train_fn.get_concrete_function(episode).graph
+    library = graph.as_graph_def().library.function
+    assert any(n.op == "TfmetaBatchNormGradGrad" for f in library for n in f.node_def)

@@ -24,6 +24,7 @@ AutoGraph (its source transformation took ~2-3 s of a 20-way trace).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -32,7 +33,7 @@ import tensorflow as tf
 
 from tfmeta.algorithms import weighting
 from tfmeta.algorithms.inner_optimizers import InnerAdam, InnerSGD
-from tfmeta.models.batch_norm import normalization_reference
+from tfmeta.models.batch_norm import native_kernels, normalization_reference
 
 FastWeights = list[tf.Tensor]
 PROBLEMS = ("classification", "regression")
@@ -57,6 +58,18 @@ def _per_task_function(fn: Callable) -> Callable:
         reduce_retracing=False,
         autograph=False,
     )
+
+
+def _with_native_kernels(step: Callable) -> Callable:
+    """``step`` traced within ``native_kernels``: a meta-train step (never
+    exported) may use the native batch-norm kernel."""
+
+    @functools.wraps(step)
+    def traced(*args, **kwargs):
+        with native_kernels():
+            return step(*args, **kwargs)
+
+    return traced
 
 
 class MetaLearner:
@@ -167,7 +180,9 @@ class MetaLearner:
         self._task_fn = _per_task_function(self._task_result_with_update)
         self._eval_task_fn = _per_task_function(self._eval_task)
         self._train_fn = tf.function(
-            self._distributed_train_step if self.distributed else self._train_step,
+            _with_native_kernels(
+                self._distributed_train_step if self.distributed else self._train_step
+            ),
             jit_compile=jit_compile,
             reduce_retracing=False,
             autograph=False,

@@ -124,17 +124,41 @@ def batch_norm_grad_grad(x, scale, dy, ddx, ddscale, ddoffset, epsilon):
     return grad_dy, grad_x, grad_scale
 
 
+# How many traces of meta-train steps are under way (see native_kernels).
+_native_scopes = [0]
+_native_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_kernels() -> Iterator[None]:
+    """Functions traced within this context may run the native kernel for
+    batch norm's second derivative (``tfmeta.models.kernels``). The learners
+    trace their meta-train steps in it; everything else (exported and saved
+    functions above all, which must load where the kernel is not built, TF
+    Serving included) gets the same closed form as TensorFlow ops. Counted
+    process-wide, not per thread: tf.distribute traces replicas in threads."""
+    with _native_lock:
+        _native_scopes[0] += 1
+    try:
+        yield
+    finally:
+        with _native_lock:
+            _native_scopes[0] -= 1
+
+
 def _native_grad_grad():
-    """The native kernel (``tfmeta.models.kernels``) where it can run here:
-    on CPU-only machines, outside XLA-compiled functions (XLA has no kernel
-    for it); None otherwise."""
+    """The native kernel where it can run: while a meta-train step traces
+    (``native_kernels``), on CPU-only machines, outside XLA-compiled
+    functions (XLA has no kernel for it); None otherwise."""
     import tensorflow as tf
     from tensorflow.python.framework import ops as tf_ops
     from tensorflow.python.ops import control_flow_util
 
     from tfmeta.models import kernels
 
-    if not kernels.enabled() or tf.config.list_physical_devices("GPU"):
+    if not _native_scopes[0] or not kernels.enabled():
+        return None
+    if tf.config.list_physical_devices("GPU"):
         return None
     if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
         return None
