@@ -60,6 +60,13 @@ def _per_task_function(fn: Callable) -> Callable:
     )
 
 
+def _per_task(*tensors: tf.Tensor) -> list[tuple[tf.Tensor, ...]]:
+    """Task i's slice of each ``[B, ...]`` tensor, for i < B: one Unpack per
+    tensor, not a strided slice (and its constants) per task and tensor."""
+    tasks = int(tensors[0].shape[0])
+    return list(zip(*(tf.unstack(t, num=tasks) for t in tensors)))
+
+
 def _with_native_kernels(step: Callable) -> Callable:
     """``step`` traced within ``native_kernels``: a meta-train step (never
     exported) may use the native batch-norm kernel."""
@@ -416,11 +423,8 @@ class MetaLearner:
         is seeded by (seed, s * B + i). Under ``tf.distribute`` a replica runs
         tasks ``first_task ...`` of a meta-batch of ``total_tasks``, seeded as
         on one device."""
-        tasks = int(episode[0].shape[0])
-        seeds = self._task_seeds(tasks, first_task, total_tasks)
-        # One Unpack per tensor, not a strided slice (and its constants) per task.
-        per_task = zip(*(tf.unstack(t, num=tasks) for t in (*episode, seeds)))
-        return [self._task_fn(*task) for task in per_task]
+        seeds = self._task_seeds(int(episode[0].shape[0]), first_task, total_tasks)
+        return [self._task_fn(*task) for task in _per_task(*episode, seeds)]
 
     def _task_seeds(self, tasks: int, first_task=0, total_tasks=None) -> tf.Tensor:
         """``[tasks, 2]`` seeds of ``_run_tasks``, as one tensor."""
@@ -608,9 +612,7 @@ class MetaLearner:
                 (scalar, scalar),
             )
             return {"loss": loss, self.metric_name: metric}
-        tasks = int(episode[0].shape[0])
-        per_task = zip(*(tf.unstack(t, num=tasks) for t in episode))
-        results = [self._eval_task_fn(*task, steps) for task in per_task]
+        results = [self._eval_task_fn(*task, steps) for task in _per_task(*episode)]
         return {
             "loss": tf.stack([r[0] for r in results]),
             self.metric_name: tf.stack([r[1] for r in results]),

@@ -156,9 +156,7 @@ def _native_grad_grad():
 
     from tfmeta.models import kernels
 
-    if not _native_scopes[0] or not kernels.enabled():
-        return None
-    if tf.config.list_physical_devices("GPU"):
+    if not _native_scopes[0] or tf.config.list_physical_devices("GPU"):
         return None
     if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
         return None

@@ -59,12 +59,15 @@ def _arch_flags() -> list[str]:
     return []
 
 
+def _compiler() -> str:
+    return os.environ.get("CXX", "g++")
+
+
 def _build_command(output: pathlib.Path) -> list[str]:
     import tensorflow as tf
 
-    compiler = os.environ.get("CXX", "g++")
     return [
-        compiler,
+        _compiler(),
         "-O3",
         "-shared",
         "-fPIC",
@@ -91,7 +94,7 @@ def library_path() -> pathlib.Path:
 
 
 def _build(path: pathlib.Path) -> None:
-    compiler = os.environ.get("CXX", "g++")
+    compiler = _compiler()
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler {compiler!r} on PATH (set $CXX)")
     path.parent.mkdir(parents=True, exist_ok=True)
