@@ -125,6 +125,12 @@ def define_flags() -> None:
         "second-order MAML recomputes each inner step's activations in the "
         "backward pass (speed mode; the memory mode runs both)",
     )
+    flags.DEFINE_integer(
+        "recompute_steps",
+        None,
+        "with --recompute: recompute only the first this many inner steps and "
+        "keep the later steps' activations (default: all but the last)",
+    )
     flags.DEFINE_bool(
         "unroll_inner_loop",
         True,
@@ -302,7 +308,11 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         learner = Reptile(model, outer, inner_batch_size=None, **common)
     else:
         model = conv_network(n, FLAGS.filters, FLAGS.fused_batch_norm)
-        extra = {"recompute": FLAGS.recompute} if algorithm == "maml" else {}
+        extra = (
+            {"recompute": FLAGS.recompute, "recompute_steps": FLAGS.recompute_steps}
+            if algorithm == "maml"
+            else {}
+        )
         extra["unroll_inner_loop"] = FLAGS.unroll_inner_loop
         learner_class = MAML if algorithm == "maml" else FOMAML
         learner = learner_class(
@@ -354,6 +364,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "inner_steps": FLAGS.inner_steps,
         "filters": FLAGS.filters,
         "recompute": bool(FLAGS.recompute and algorithm == "maml"),
+        "recompute_steps": FLAGS.recompute_steps if algorithm == "maml" else None,
         "task_execution": "loop" if algorithm == "leo" else FLAGS.task_execution,
         "unroll_inner_loop": FLAGS.unroll_inner_loop,
         "fused_batch_norm": FLAGS.fused_batch_norm,
@@ -414,6 +425,8 @@ def _tfmeta(
         command.append(f"--inner_steps={inner_steps}")  # the last flag wins
     if recompute:
         command.append("--recompute")
+        if FLAGS.recompute_steps is not None:
+            command.append(f"--recompute_steps={FLAGS.recompute_steps}")
     extra_env = {"TF_CPU_ALLOCATOR_USE_BFC": "true"} if allocator_stats else None
     return _run(command, f"tfmeta {algorithm} xla={xla}", extra_env)
 
@@ -445,6 +458,18 @@ def _check_flags() -> None:
     for name in ("inner_steps", "threads"):
         if getattr(FLAGS, name) < 0:
             raise app.UsageError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
+    if FLAGS.recompute_steps is not None:
+        if FLAGS.recompute_steps < 0:
+            raise app.UsageError(
+                f"--recompute_steps must be >= 0, got {FLAGS.recompute_steps}"
+            )
+        if not FLAGS.recompute:
+            raise app.UsageError("--recompute_steps needs --recompute")
+        if not FLAGS.unroll_inner_loop:
+            raise app.UsageError(
+                "--recompute_steps applies to the unrolled inner loop: with "
+                "--nounroll_inner_loop every inner step is recomputed"
+            )
     if FLAGS.steps < 1 or FLAGS.repeats < 1:
         raise app.UsageError(
             f"--steps and --repeats must be >= 1, got {FLAGS.steps}, {FLAGS.repeats}"
@@ -537,6 +562,14 @@ def _schedule() -> list[tuple[str, Any]]:
     return jobs
 
 
+def _recompute_label() -> str:
+    if not FLAGS.recompute:
+        return "off"
+    if FLAGS.recompute_steps is None:
+        return "on"
+    return f"on, first {FLAGS.recompute_steps} step(s)"
+
+
 def run_benchmark() -> dict[str, Any]:
     _check_flags()
     print(
@@ -547,7 +580,7 @@ def run_benchmark() -> dict[str, Any]:
         f"threads {FLAGS.threads or FLAGS.cpu_threading}, malloc arenas "
         f"{FLAGS.malloc_arenas}, task execution {FLAGS.task_execution}, "
         f"inner loop {'unrolled' if FLAGS.unroll_inner_loop else 'tf.while_loop'}, "
-        f"recompute {'on' if FLAGS.recompute else 'off'} (MAML), fused batch norm "
+        f"recompute {_recompute_label()} (MAML), fused batch norm "
         f"{'on' if FLAGS.fused_batch_norm else 'off'}",
         flush=True,
     )

@@ -141,6 +141,18 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"--recompute applies to second-order --algorithm=maml, not {config['algorithm']!r}"
         )
+    if config.get("recompute_steps") is not None:
+        if config["recompute_steps"] < 0:
+            raise ValueError(
+                f"--recompute_steps must be >= 0, got {config['recompute_steps']}"
+            )
+        if not config.get("recompute"):
+            raise ValueError("--recompute_steps needs --recompute")
+        if not config.get("unroll_inner_loop", True):
+            raise ValueError(
+                "--recompute_steps applies to the unrolled inner loop: with "
+                "--nounroll_inner_loop every inner step is recomputed"
+            )
     _check_embeddings_and_leo(config)
 
 
@@ -515,4 +527,5 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
     if config["algorithm"] == "maml":
         kwargs["second_order_steps"] = config["second_order_steps"]
         kwargs["recompute"] = config["recompute"]
+        kwargs["recompute_steps"] = config.get("recompute_steps")
     return algorithm(model, build_outer_optimizer(config), **kwargs)

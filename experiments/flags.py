@@ -34,6 +34,8 @@ _INTS = {
     "meta_batch_size": "tasks per meta-step",
     "inner_steps": "inner steps in meta-training",
     "second_order_steps": "MAML: second derivatives through only the last this many inner steps (default all)",
+    "recompute_steps": "MAML with --recompute: recompute the activations of only the first this many "
+    "inner steps and keep the later ones' (default all but the last)",
     "eval_inner_steps": "inner steps at meta-validation/test",
     "inner_batch_size": "Reptile: examples per inner step in training",
     "eval_inner_batch_size": "Reptile: examples per inner step at evaluation",

@@ -81,6 +81,7 @@ BASE: dict[str, Any] = {
     "inner_steps": 1,
     "second_order_steps": None,
     "recompute": False,
+    "recompute_steps": None,
     "eval_inner_steps": 3,
     "report_inner_steps": [],
     "inner_optimizer": "sgd",

@@ -251,6 +251,62 @@ def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
         assert max(float(tf.norm(g)) for g in stored.meta_gradient) > 1e-6
 
 
+@pytest.mark.parametrize("recompute_steps", [0, 1, 2, 3, 7])
+def test_recomputing_only_the_first_steps_gives_the_same_meta_gradient(
+    recompute_steps,
+):
+    """Keeping the activations of the steps after the first ``recompute_steps``
+    (one tape over them and the query loss) changes nothing, with a
+    first-order prefix that straddles the boundary; 7 > inner_steps - 1 is
+    all but the last step."""
+    with floatx("float64"):
+        rng = np.random.default_rng(13)
+        model = tiny_conv(seed=13)
+        task = classification_task(rng)
+
+        def result(**kwargs):
+            learner = MAML(
+                model,
+                keras.optimizers.SGD(0.0),
+                inner_lr=0.3,
+                inner_steps=4,
+                transductive=False,
+                second_order_steps=2,
+                **kwargs,
+            )
+            return learner._task_fn(*task, seed_tensor())
+
+        stored = result()
+        partial = result(recompute=True, recompute_steps=recompute_steps)
+        for a, b in zip(stored.meta_gradient, partial.meta_gradient):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(partial.query_loss, stored.query_loss, rtol=1e-12)
+        assert max(float(tf.norm(g)) for g in stored.meta_gradient) > 1e-6
+
+
+def test_recompute_steps_are_checked():
+    common = dict(inner_lr=0.1, inner_steps=3)
+    with pytest.raises(ValueError, match="recompute_steps needs recompute=True"):
+        MAML(tiny_mlp(), keras.optimizers.SGD(0.1), recompute_steps=1, **common)
+    with pytest.raises(ValueError, match="recompute_steps must be >= 0"):
+        MAML(
+            tiny_mlp(),
+            keras.optimizers.SGD(0.1),
+            recompute=True,
+            recompute_steps=-1,
+            **common,
+        )
+    with pytest.raises(ValueError, match="applies to the unrolled inner loop"):
+        MAML(
+            tiny_mlp(),
+            keras.optimizers.SGD(0.1),
+            recompute=True,
+            recompute_steps=1,
+            unroll_inner_loop=False,
+            **common,
+        )
+
+
 def test_recompute_is_refused_for_first_order():
     with pytest.raises(ValueError, match="recompute applies to second-order MAML"):
         MAML(

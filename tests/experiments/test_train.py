@@ -100,6 +100,17 @@ def test_bad_settings_are_refused_before_data_is_read():
     common.check_config(config)
     learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
     assert learner.recompute and not learner.first_order
+    assert learner.recompute_steps is None
+    config["recompute_steps"] = 1
+    common.check_config(config)
+    learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
+    assert learner.recompute_steps == 1
+    config["recompute"] = False
+    with pytest.raises(ValueError, match="--recompute_steps needs --recompute"):
+        common.check_config(config)
+    config["recompute"], config["unroll_inner_loop"] = True, False
+    with pytest.raises(ValueError, match="applies to the unrolled inner loop"):
+        common.check_config(config)
     config = get_config("maml", "omniglot")
     config["task_execution"] = "vectorized"
     with pytest.raises(ValueError, match="--task_execution must be one of"):

@@ -33,7 +33,12 @@ class MAML(MetaLearner):
     ``inner_steps`` copies of the adapted parameters, for about one more inner
     step of compute per step. The last step's activations are used as soon as
     they are made, so they are kept, not recomputed (with one inner step
-    nothing is recomputed). The meta-gradient is the same. With
+    nothing is recomputed). The meta-gradient is the same.
+
+    ``recompute_steps``: with ``recompute``, recompute the activations of
+    only the first this many inner steps and keep those of the later ones
+    (one tape over them and the query loss), trading memory back for time;
+    None: all but the last (at most ``inner_steps - 1`` are recomputed). With
     ``unroll_inner_loop=False`` and more than one step both passes are
     ``tf.while_loop``s (the parameters kept in ``TensorArray``s) that
     recompute every step, so neither the graph nor the tensor memory grows
@@ -48,6 +53,7 @@ class MAML(MetaLearner):
         first_order: bool = False,
         second_order_steps: int | None = None,
         recompute: bool = False,
+        recompute_steps: int | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -60,9 +66,25 @@ class MAML(MetaLearner):
                 "recompute applies to second-order MAML: first-order MAML keeps no "
                 "inner-loop activations for the meta-gradient"
             )
+        if recompute_steps is not None:
+            if not recompute:
+                raise ValueError(
+                    "recompute_steps needs recompute=True: without it no inner "
+                    "step is recomputed"
+                )
+            if recompute_steps < 0:
+                raise ValueError(
+                    f"recompute_steps must be >= 0 or None, got {recompute_steps}"
+                )
+            if not self.unroll_inner_loop and self.inner_steps > 1:
+                raise ValueError(
+                    "recompute_steps applies to the unrolled inner loop: with "
+                    "unroll_inner_loop=False every inner step is recomputed"
+                )
         self.first_order = first_order
         self.second_order_steps = second_order_steps
         self.recompute = recompute
+        self.recompute_steps = recompute_steps
 
     def query_outputs(self, fast, support_x, query_x):
         return self.predict(fast, query_x, support_x)
@@ -154,27 +176,29 @@ class MAML(MetaLearner):
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
 
-    def _last_step_and_query(
-        self, params, adapted, state, task, first_order, query_x, query_y
+    def _kept_steps_and_query(
+        self, params, adapted, state, task, first_step, first_order_steps, query_x, query_y
     ):
-        """The last inner step and the query loss under one tape: its
-        activations are used as soon as they are made, so they are kept rather
-        than recomputed. Returns the cotangents of ``adapted`` and of the
-        flat inner optimizer ``state`` before that step, the gradient of the
-        parameters that do not adapt, and (query loss, query outputs, fast
-        weights)."""
+        """The inner steps from ``first_step`` on and the query loss under one
+        tape: their activations are kept, not recomputed (the last step's are
+        used as soon as they are made). Returns the cotangents of ``adapted``
+        and of the flat inner optimizer ``state`` before ``first_step``, the
+        gradient of the parameters that do not adapt, and (query loss, query
+        outputs, fast weights)."""
         fixed = [params[i] for i in self._fixed]
         flat_state = tf.nest.flatten(state)
         with tf.GradientTape() as tape:
             tape.watch((adapted, flat_state, fixed))
-            after, _ = self.inner_step(
-                params,
-                adapted,
-                state,
-                self.inner_steps - 1,
-                task,
-                first_order=first_order,
-            )
+            after = adapted
+            for step in range(first_step, self.inner_steps):
+                after, state = self.inner_step(
+                    params,
+                    after,
+                    state,
+                    step,
+                    task,
+                    first_order=step < first_order_steps,
+                )
             fast = self._merge(params, after)
             outputs = self.query_outputs(fast, task[0], query_x)
             query_loss = self.loss(outputs, query_y)
@@ -198,8 +222,8 @@ class MAML(MetaLearner):
         self, support_x, support_y, query_x, query_y, task_seed, first_order_steps
     ):
         """``task_result`` of second-order MAML by reverse-mode over the inner
-        steps, recomputing each step's activations but the last's (see
-        ``recompute``)."""
+        steps, recomputing the activations of the first ``recompute_steps``
+        steps (default all but the last; see ``recompute``)."""
         if self.inner_steps == 0:
             params = self.parameters()
             meta_gradient, query_loss, outputs = self._query_gradient(
@@ -214,17 +238,26 @@ class MAML(MetaLearner):
         task = (support_x, support_y, task_seed, True)
         adapted = [params[i] for i in self._adapted]
         state = self.inner_optimizer.init(adapted)
-        last = self.inner_steps - 1
+        recomputed = self.inner_steps - 1
+        if self.recompute_steps is not None:
+            recomputed = min(self.recompute_steps, recomputed)
         stored = []
-        for step in range(last):  # forward: keep only the parameters
+        for step in range(recomputed):  # forward: keep only the parameters
             stored.append((adapted, state))
             adapted, state = self.inner_step(params, adapted, state, step, task)
         cotangent, state_cotangent, fixed_gradient, (query_loss, outputs, fast) = (
-            self._last_step_and_query(
-                params, adapted, state, task, last < first_order_steps, query_x, query_y
+            self._kept_steps_and_query(
+                params,
+                adapted,
+                state,
+                task,
+                recomputed,
+                first_order_steps,
+                query_x,
+                query_y,
             )
         )
-        for step in reversed(range(last)):
+        for step in reversed(range(recomputed)):
             # The recomputation waits for the cotangent of its output, so the
             # executor cannot run every step's recomputation (and hold all the
             # activations) at once.
