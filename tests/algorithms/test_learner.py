@@ -163,3 +163,37 @@ def test_bad_settings_are_refused(kwargs, message):
 
 def test_learner_classes_are_registered():
     assert ALGORITHMS == {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}
+
+
+@pytest.mark.parametrize(
+    "steps,jit_compile,unroll,looped",
+    [
+        (3, True, True, False),
+        (3, False, True, True),
+        (3, True, False, True),
+        (11, True, True, True),
+    ],
+    ids=["xla-unrolled", "plain-while", "xla-unroll-off", "xla-too-many-steps"],
+)
+def test_inner_loop_without_gradient_unrolls_short_loops_under_xla(
+    steps, jit_compile, unroll, looped
+):
+    """XLA on CPU runs a while loop's convolutions far slower, so a short
+    inner loop with no gradient through it is unrolled there; elsewhere, with
+    unroll_inner_loop=False or with many steps it stays a tf.while_loop. The
+    adapted weights are the same either way."""
+    with floatx("float64"):
+        learner = make("fomaml", tiny_conv(seed=9), unroll_inner_loop=unroll)
+        support_x, support_y, _, _ = classification_task(np.random.default_rng(9))
+
+        def adapt(x, y):
+            return learner.inner_loop(
+                learner.parameters(), x, y, steps, differentiable=False
+            )
+
+        compiled = tf.function(adapt, jit_compile=jit_compile, autograph=False)
+        graph = compiled.get_concrete_function(support_x, support_y).graph
+        types = {op.type for op in graph.get_operations()}
+        assert bool(types & {"While", "StatelessWhile"}) == looped
+        for got, want in zip(compiled(support_x, support_y), adapt(support_x, support_y)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
