@@ -44,8 +44,11 @@ def main(argv):
         raise app.UsageError(
             "--workdir is required (the run's folder; rerun with the same one to resume)"
         )
-    config = resolved_config()
-    common.check_config(config)
+    try:
+        config = resolved_config()
+        common.check_config(config)
+    except ValueError as error:  # a bad setting: its message, no traceback
+        raise app.UsageError(str(error)) from error
     from tfmeta.training.distribute import make_strategy, worker_workdir
 
     # Before any other TensorFlow work: malloc arenas, thread pools and

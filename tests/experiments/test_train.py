@@ -139,6 +139,14 @@ def test_binary_fails_fast_on_missing_data(tmp_path):
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+def test_binary_reports_a_bad_setting_without_a_traceback(tmp_path):
+    result = run_binary("--workdir", str(tmp_path / "w"), "--recompute_steps=1")
+    assert result.returncode != 0
+    assert result.stderr.rstrip().endswith("--recompute_steps needs --recompute")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
 def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
     workdir = str(tmp_path / "run")
     args = [
