@@ -33,16 +33,17 @@ class MAML(MetaLearner):
     ``inner_steps`` copies of the adapted parameters, for about one more inner
     step of compute per step. The last step's activations are used as soon as
     they are made, so they are kept, not recomputed (with one inner step
-    nothing is recomputed). The meta-gradient is the same.
-
-    ``recompute_steps``: with ``recompute``, recompute the activations of
-    only the first this many inner steps and keep those of the later ones
-    (one tape over them and the query loss), trading memory back for time;
-    None: all but the last (at most ``inner_steps - 1`` are recomputed). With
+    nothing is recomputed). The meta-gradient is the same. With
     ``unroll_inner_loop=False`` and more than one step both passes are
     ``tf.while_loop``s (the parameters kept in ``TensorArray``s) that
     recompute every step, so neither the graph nor the tensor memory grows
     with the inner steps.
+
+    ``recompute_steps`` (unrolled inner loop only): with ``recompute``,
+    recompute the activations of only the first this many inner steps and
+    keep those of the later ones (one tape over them and the query loss),
+    trading memory back for time; None: all but the last (at most
+    ``inner_steps - 1`` are recomputed).
     """
 
     name = "maml"
