@@ -199,7 +199,9 @@ def maml_step_flops(
     return meta_batch_size * passes * per_example
 
 
-def cpu_peak_gflops(cpuinfo: str | None = None, cores: int | None = None) -> float | None:
+def cpu_peak_gflops(
+    cpuinfo: str | None = None, cores: int | None = None
+) -> float | None:
     """FP32 peak of this CPU: cores x clock x FLOPs per cycle from the vector
     units /proc/cpuinfo lists (AVX-512: 64, AVX2 with FMA: 32, else SSE: 8;
     two FMA pipes per core). None where /proc/cpuinfo gives no clock."""
@@ -273,10 +275,9 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     import tensorflow as tf
 
     import tfmeta
+    from experiments.common import resolve_cpu_threading
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
     from tfmeta.models import LEOModel
-
-    from experiments.common import resolve_cpu_threading
 
     malloc_arenas = resolve_malloc_arenas(FLAGS.malloc_arenas)
     if malloc_arenas is not None and not tfmeta.set_malloc_arenas(malloc_arenas):

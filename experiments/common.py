@@ -62,7 +62,9 @@ def set_malloc_arenas(value: str) -> None:
     if tfmeta.set_malloc_arenas(count):
         logging.info("malloc arenas: at most %d", count)
     else:
-        logging.warning("--malloc_arenas=%s: the C library is not glibc; ignored", value)
+        logging.warning(
+            "--malloc_arenas=%s: the C library is not glibc; ignored", value
+        )
 
 
 def set_cpu_threading(mode: str, jit_compile: bool) -> None:

@@ -72,7 +72,8 @@ def op_times(xspace_bytes: bytes) -> tuple[dict[str, float], dict[str, int]]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import tfmeta  # noqa: F401  (before TensorFlow: oneDNN kernels)
+    # tfmeta first, before TensorFlow loads: it turns on the oneDNN kernels.
+    import tfmeta  # noqa: I001
     import keras
     import tensorflow as tf
 

@@ -195,5 +195,7 @@ def test_inner_loop_without_gradient_unrolls_short_loops_under_xla(
         graph = compiled.get_concrete_function(support_x, support_y).graph
         types = {op.type for op in graph.get_operations()}
         assert bool(types & {"While", "StatelessWhile"}) == looped
-        for got, want in zip(compiled(support_x, support_y), adapt(support_x, support_y)):
+        for got, want in zip(
+            compiled(support_x, support_y), adapt(support_x, support_y)
+        ):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)

@@ -285,7 +285,7 @@ def test_recomputing_only_the_first_steps_gives_the_same_meta_gradient(
 
 
 def test_recompute_steps_are_checked():
-    common = dict(inner_lr=0.1, inner_steps=3)
+    common = {"inner_lr": 0.1, "inner_steps": 3}
     with pytest.raises(ValueError, match="recompute_steps needs recompute=True"):
         MAML(tiny_mlp(), keras.optimizers.SGD(0.1), recompute_steps=1, **common)
     with pytest.raises(ValueError, match="recompute_steps must be >= 0"):

@@ -104,7 +104,9 @@ def test_map_fn_with_xla_equals_the_loop():
 def _graph_nodes(task_execution, tasks):
     learner = make("maml", task_execution)
     episode = episodes(count=1, tasks=tasks)[0]
-    episode = tuple(tf.cast(t, tf.float32) if t.dtype.is_floating else t for t in episode)
+    episode = tuple(
+        tf.cast(t, tf.float32) if t.dtype.is_floating else t for t in episode
+    )
     graph = learner._train_fn.get_concrete_function(episode).graph
     return len(graph.as_graph_def().node)
 

@@ -126,8 +126,7 @@ def test_closed_form_gradient_of_the_backward_pass(connected):
             y = _composed_batch_norm(x, scale, offset, epsilon)
         backward = inner.gradient(y, [x, scale, offset], output_gradients=dy)
         objective = sum(
-            c * tf.reduce_sum(b * t)
-            for c, b, t in zip(connected, backward, cotangents)
+            c * tf.reduce_sum(b * t) for c, b, t in zip(connected, backward, cotangents)
         )
     expected = outer.gradient(objective, [dy, x, scale], unconnected_gradients="zero")
     ours = batch_norm_grad_grad(
@@ -154,7 +153,9 @@ def test_fused_batch_norm_second_derivatives_equal_the_composed_ops():
             outer.watch([x, scale, offset])
             with tf.GradientTape() as inner:
                 inner.watch([x, scale, offset])
-                loss = tf.reduce_sum(tf.sin(batch_norm(x, scale, offset, 1e-3)) * weights)
+                loss = tf.reduce_sum(
+                    tf.sin(batch_norm(x, scale, offset, 1e-3)) * weights
+                )
             grads = inner.gradient(loss, [x, scale, offset])
             objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
         return outer.gradient(objective, [x, scale, offset])

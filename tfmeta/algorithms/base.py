@@ -454,8 +454,14 @@ class MetaLearner:
         """``[tasks, 2]`` seeds of ``_run_tasks``, as one tensor."""
         total = tasks if total_tasks is None else total_tasks
         step = tf.cast(self.outer_optimizer.iterations, tf.int64)
-        index = step * total + tf.cast(first_task, tf.int64) + tf.range(tasks, dtype=tf.int64)
-        return tf.stack([tf.fill([tasks], tf.constant(self.seed, tf.int64)), index], axis=1)
+        index = (
+            step * total
+            + tf.cast(first_task, tf.int64)
+            + tf.range(tasks, dtype=tf.int64)
+        )
+        return tf.stack(
+            [tf.fill([tasks], tf.constant(self.seed, tf.int64)), index], axis=1
+        )
 
     def _map_tasks(self, fn: Callable, elems: tuple, signature) -> object:
         """``fn`` on every task of the stacked ``elems``, in one ``tf.map_fn``
@@ -512,7 +518,9 @@ class MetaLearner:
             ]
         losses = tf.stack([r.query_loss for r in results])
         metrics = tf.stack([r.query_metric for r in results])
-        return self._apply_meta_gradient(meta_gradient, weights, losses, metrics, replica)
+        return self._apply_meta_gradient(
+            meta_gradient, weights, losses, metrics, replica
+        )
 
     def _apply_meta_gradient(
         self, meta_gradient, weights, losses, metrics, replica

@@ -178,7 +178,15 @@ class MAML(MetaLearner):
         )
 
     def _kept_steps_and_query(
-        self, params, adapted, state, task, first_step, first_order_steps, query_x, query_y
+        self,
+        params,
+        adapted,
+        state,
+        task,
+        first_step,
+        first_order_steps,
+        query_x,
+        query_y,
     ):
         """The inner steps from ``first_step`` on and the query loss under one
         tape: their activations are kept, not recomputed (the last step's are

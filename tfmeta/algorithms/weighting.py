@@ -123,9 +123,7 @@ def stacked_task_weights(
     flat = [tf.reshape(s, [tasks, -1]) for s in stacks]
     batch_sum = all_sum([tf.reduce_sum(f, axis=0) for f in flat])
     # sum_j g_i . g_j for this replica's tasks i
-    agreement = tf.add_n(
-        [tf.linalg.matvec(f, g) for f, g in zip(flat, batch_sum)]
-    )
+    agreement = tf.add_n([tf.linalg.matvec(f, g) for f, g in zip(flat, batch_sum)])
     squares = tf.add_n([tf.reduce_sum(f * f, axis=1) for f in flat])
     denominator, scale = all_sum(
         [tf.reduce_sum(tf.abs(agreement)), tf.reduce_sum(squares)]

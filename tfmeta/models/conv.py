@@ -58,9 +58,7 @@ def conv4(
             )
         )
         if batch_norm:
-            layers.append(
-                MetaBatchNorm(fused=fused_batch_norm, name=f"norm{block}")
-            )
+            layers.append(MetaBatchNorm(fused=fused_batch_norm, name=f"norm{block}"))
         layers.append(keras.layers.ReLU(name=f"relu{block}"))
         if pooling == "max":
             layers.append(

@@ -104,7 +104,10 @@ def _build(path: pathlib.Path) -> None:
     os.close(handle)
     try:
         result = subprocess.run(
-            _build_command(pathlib.Path(partial)), capture_output=True, text=True
+            _build_command(pathlib.Path(partial)),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-5:])
