@@ -15,13 +15,19 @@ import os
 import time
 from typing import Any
 
+import tensorflow as tf
 from absl import app, flags
 
 from experiments import common
 from experiments.flags import FLAGS
 from tfmeta.training import Trainer, evaluate, format_result, read_config, write_json
 
-flags.DEFINE_string("checkpoint", "best", "best (by meta-validation) | latest")
+flags.DEFINE_enum(
+    "checkpoint",
+    "best",
+    ["best", "latest"],
+    "best (by meta-validation; the latest if none) | latest",
+)
 
 
 def evaluate_workdir(
@@ -83,7 +89,19 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    jit_compile = read_config(FLAGS.workdir).get("jit_compile", False)
+    try:
+        config = read_config(FLAGS.workdir)
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
+    if not any(
+        tf.train.latest_checkpoint(os.path.join(FLAGS.workdir, folder))
+        for folder in ("checkpoints", "best")
+    ):
+        raise app.UsageError(
+            f"no checkpoint in {FLAGS.workdir}/checkpoints or {FLAGS.workdir}/best: "
+            "has this run saved one yet?"
+        )
+    jit_compile = config.get("jit_compile", False)
     common.set_malloc_arenas(FLAGS.malloc_arenas)
     common.set_cpu_threading(FLAGS.cpu_threading, jit_compile)
     evaluate_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
