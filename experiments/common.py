@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from absl import logging
+from absl import app, logging
 
 from experiments import CPU_THREADING_MODES, resolve_malloc_arenas
 from tfmeta import data as tfmeta_data
@@ -531,3 +531,24 @@ def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
         kwargs["recompute"] = config["recompute"]
         kwargs["recompute_steps"] = config.get("recompute_steps")
     return algorithm(model, build_outer_optimizer(config), **kwargs)
+
+
+def trained_workdir_config(workdir: str) -> dict[str, Any]:
+    """The stored config of a training workdir that holds a checkpoint;
+    otherwise a usage error saying what is missing (before any data or model
+    is built)."""
+    from tfmeta.training import read_config
+
+    try:
+        config = read_config(workdir)
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
+    if not any(
+        tf.train.latest_checkpoint(os.path.join(workdir, folder))
+        for folder in ("checkpoints", "best")
+    ):
+        raise app.UsageError(
+            f"no checkpoint in {workdir}/checkpoints or {workdir}/best: "
+            "has this run saved one yet?"
+        )
+    return config

@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-import tensorflow as tf
 from absl import app, flags
 
 from experiments import common
@@ -89,18 +88,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    try:
-        config = read_config(FLAGS.workdir)
-    except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(str(error)) from error
-    if not any(
-        tf.train.latest_checkpoint(os.path.join(FLAGS.workdir, folder))
-        for folder in ("checkpoints", "best")
-    ):
-        raise app.UsageError(
-            f"no checkpoint in {FLAGS.workdir}/checkpoints or {FLAGS.workdir}/best: "
-            "has this run saved one yet?"
-        )
+    config = common.trained_workdir_config(FLAGS.workdir)
     jit_compile = config.get("jit_compile", False)
     common.set_malloc_arenas(FLAGS.malloc_arenas)
     common.set_cpu_threading(FLAGS.cpu_threading, jit_compile)

@@ -165,6 +165,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise app.UsageError("--workdir and --export_dir are required")
+    common.trained_workdir_config(FLAGS.workdir)
     result = export_workdir(
         FLAGS.workdir,
         FLAGS.export_dir,
