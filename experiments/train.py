@@ -68,14 +68,17 @@ def main(argv):
     if replicas > 1 and config["algorithm"] == "leo":
         raise app.UsageError("--algorithm=leo runs with --strategy=default only")
     workdir = worker_workdir(FLAGS.workdir, strategy)
-    # Everything that can fail on user input fails here, before training starts.
-    data = common.build_data(config)
-    config["data_source"] = data.split
-
     from experiments.evaluate import evaluate_workdir
     from tfmeta.training import Trainer, prepare_workdir
 
-    resuming = prepare_workdir(workdir, config, FIXED_KEYS, defaults=BASE)
+    # Everything that can fail on user input fails here, before training
+    # starts: missing data, too few classes or images, a changed config on resume.
+    try:
+        data = common.build_data(config)
+        config["data_source"] = data.split
+        resuming = prepare_workdir(workdir, config, FIXED_KEYS, defaults=BASE)
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
     with strategy.scope():
         model = common.build_model(config, data.input_shape)
         learner = common.build_learner(config, model)

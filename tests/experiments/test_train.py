@@ -136,6 +136,7 @@ def test_binary_fails_fast_on_missing_data(tmp_path):
     )
     assert result.returncode != 0
     assert str(tmp_path / "absent") in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
@@ -178,6 +179,7 @@ def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
     refused = run_binary(*args, "--num_steps=30", "--hidden=20,20")
     assert refused.returncode != 0
     assert "hidden: stored [40, 40], requested [20, 20]" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_cpu_threading_flag_resolves_auto_by_xla():
