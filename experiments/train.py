@@ -77,7 +77,7 @@ def main(argv):
         data = common.build_data(config)
         config["data_source"] = data.split
         resuming = prepare_workdir(workdir, config, FIXED_KEYS, defaults=BASE)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise app.UsageError(str(error)) from error
     with strategy.scope():
         model = common.build_model(config, data.input_shape)

@@ -1,10 +1,12 @@
 """Tests of the Omniglot preprocessing and loaders in tfmeta.data.omniglot."""
 
 import collections
+import contextlib
 import os
 import pathlib
 import zipfile
 import zlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from tfmeta.data import (
     load_omniglot_tfds,
     preprocess_omniglot_image,
 )
+from tfmeta.data import omniglot as omniglot_module
 
 MINIMAL_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 
@@ -242,10 +245,17 @@ def _fake_tfds_split(self, split, **kwargs):
     return tf.data.Dataset.from_tensor_slices(columns)
 
 
+@contextlib.contextmanager
 def _mock_tfds():
-    return tfds.testing.mock_data(
-        policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_fake_tfds_split
-    )
+    # mock_data makes download_and_prepare a no-op, but the builder still
+    # reports "not prepared": the loader would probe the download host first.
+    with (
+        tfds.testing.mock_data(
+            policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_fake_tfds_split
+        ),
+        mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True),
+    ):
+        yield
 
 
 def test_tfds_loader_dedups_and_equals_folder_loader(tmp_path):
@@ -270,6 +280,35 @@ def test_tfds_loader_split_subset_keeps_first_source_in_archive_order(tmp_path):
     ]
     with pytest.raises(ValueError, match=r"got \('train', 'validation'\)"):
         load_omniglot_tfds(splits=("train", "validation"))
+
+
+def test_unreachable_download_host_fails_at_once_with_the_hint(tmp_path, monkeypatch):
+    attempts = []
+
+    def refuse(address, timeout):
+        attempts.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    for name in omniglot_module._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(omniglot_module.socket, "create_connection", refuse)
+    with pytest.raises(ConnectionError, match="cannot reach github.com") as error:
+        load_omniglot_tfds(data_dir=str(tmp_path))
+    assert attempts == [(("github.com", 443), 10.0)]
+    assert "TFMETA_OMNIGLOT_DIR" in str(error.value)
+    assert not list(tmp_path.iterdir())  # nothing downloaded or prepared
+    # Behind a proxy a direct connection says nothing: no probe, the download runs.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    with (
+        mock.patch.object(
+            tfds.core.DatasetBuilder,
+            "download_and_prepare",
+            side_effect=RuntimeError("downloading through the proxy"),
+        ),
+        pytest.raises(RuntimeError, match="through the proxy"),
+    ):
+        load_omniglot_tfds(data_dir=str(tmp_path))
+    assert len(attempts) == 1
 
 
 def test_tfds_loader_errors_carry_offline_hint(tmp_path):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 import re
+import socket
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 
@@ -49,6 +51,25 @@ _OFFLINE_HINT = (
     "folder and pass it as --data_dir or set TFMETA_OMNIGLOT_DIR "
     "(read by tfmeta.data.load_omniglot_folder)."
 )
+
+# Where tensorflow-datasets' omniglot builder downloads the archives from.
+_DOWNLOAD_HOST = "github.com"
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _check_download_host(timeout: float = 10.0) -> None:
+    """Fails within ``timeout`` seconds, with the offline hint, when the
+    download host cannot be reached (the download itself retries for minutes
+    first). Skipped behind a proxy, which a direct connection does not use."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    try:
+        socket.create_connection((_DOWNLOAD_HOST, 443), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"cannot reach {_DOWNLOAD_HOST} to download Omniglot ({error}). "
+            + _OFFLINE_HINT
+        ) from error
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -331,8 +352,10 @@ def load_omniglot_tfds(
       data_dir: tensorflow-datasets data dir (None: its default).
       splits: any of "train", "test", "small1", "small2".
       image_size: side of the preprocessed images.
-      download: download and prepare the data set when missing. Errors while
-        downloading or reading propagate with a hint for offline use.
+      download: download and prepare the data set when missing. With no
+        route to the download host this fails at once (``ConnectionError``);
+        other errors while downloading or reading propagate with a hint for
+        offline use.
 
     Returns:
       One record per distinct character, sorted by `(alphabet, character)`.
@@ -346,6 +369,8 @@ def load_omniglot_tfds(
         )
     ordered = [s for s in _TFDS_SPLIT_SOURCE if s in splits]
     builder = tfds.builder("omniglot", data_dir=data_dir)
+    if download and not builder.is_prepared():
+        _check_download_host()
     try:
         if download:
             builder.download_and_prepare()
