@@ -299,30 +299,32 @@ def main(argv):
         raise app.UsageError(
             "--output_dir is required (the root of the embeddings layout)"
         )
-    run(
-        {
-            name: getattr(FLAGS, name)
-            for name in (
-                "output_dir",
-                "data_dir",
-                "embedding_dataset",
-                "embedding_crop",
-                "split_protocol",
-                "split_seed",
-                "image_size",
-                "rotations",
-                "filters",
-                "depth",
-                "epochs",
-                "max_steps",
-                "batch_size",
-                "learning_rate",
-                "seed",
-                "format",
-                "eval_tasks",
-            )
-        }
-    )
+    config = {
+        name: getattr(FLAGS, name)
+        for name in (
+            "output_dir",
+            "data_dir",
+            "embedding_dataset",
+            "embedding_crop",
+            "split_protocol",
+            "split_seed",
+            "image_size",
+            "rotations",
+            "filters",
+            "depth",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "learning_rate",
+            "seed",
+            "format",
+            "eval_tasks",
+        )
+    }
+    try:
+        run(config)
+    except (FileNotFoundError, ConnectionError) as error:  # no data: no traceback
+        raise app.UsageError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """experiments.embed and the embeddings path of the training binary."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +13,7 @@ from tests.experiments.test_train import fake_omniglot
 from tfmeta.algorithms import LEO, MAML
 from tfmeta.data import ClassImages, load_embedding_file
 from tfmeta.data.embeddings import class_of_key
+from tests.helpers import REPO
 from tfmeta.training import Trainer, evaluate
 
 
@@ -188,3 +193,25 @@ def test_bad_embedding_settings_are_refused(algorithm, dataset, overrides, messa
 def test_leo_needs_the_embeddings_dataset():
     with pytest.raises(ValueError, match="does not run on --dataset=omniglot"):
         get_config("leo", "omniglot")
+
+
+def test_binary_reports_missing_data_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.embed",
+            f"--output_dir={tmp_path / 'out'}",
+            f"--data_dir={tmp_path / 'absent'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"Omniglot folder {tmp_path / 'absent'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
