@@ -10,10 +10,10 @@ import pytest
 from experiments import common, embed
 from experiments.configs import CONFIG_CHOICES, get_config
 from tests.experiments.test_train import fake_omniglot
+from tests.helpers import REPO
 from tfmeta.algorithms import LEO, MAML
 from tfmeta.data import ClassImages, load_embedding_file
 from tfmeta.data.embeddings import class_of_key
-from tests.helpers import REPO
 from tfmeta.training import Trainer, evaluate
 
 
