@@ -53,6 +53,7 @@ from absl import app, flags
 from experiments import (
     define_cpu_threading_flag,
     define_malloc_arenas_flag,
+    recompute_steps_error,
     resolve_malloc_arenas,
 )
 
@@ -459,18 +460,11 @@ def _check_flags() -> None:
     for name in ("inner_steps", "threads"):
         if getattr(FLAGS, name) < 0:
             raise app.UsageError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
-    if FLAGS.recompute_steps is not None:
-        if FLAGS.recompute_steps < 0:
-            raise app.UsageError(
-                f"--recompute_steps must be >= 0, got {FLAGS.recompute_steps}"
-            )
-        if not FLAGS.recompute:
-            raise app.UsageError("--recompute_steps needs --recompute")
-        if not FLAGS.unroll_inner_loop:
-            raise app.UsageError(
-                "--recompute_steps applies to the unrolled inner loop: with "
-                "--nounroll_inner_loop every inner step is recomputed"
-            )
+    error = recompute_steps_error(
+        FLAGS.recompute_steps, FLAGS.recompute, FLAGS.unroll_inner_loop
+    )
+    if error:
+        raise app.UsageError(error)
     if FLAGS.steps < 1 or FLAGS.repeats < 1:
         raise app.UsageError(
             f"--steps and --repeats must be >= 1, got {FLAGS.steps}, {FLAGS.repeats}"

@@ -11,7 +11,11 @@ import keras
 import tensorflow as tf
 from absl import app, logging
 
-from experiments import CPU_THREADING_MODES, resolve_malloc_arenas
+from experiments import (
+    CPU_THREADING_MODES,
+    recompute_steps_error,
+    resolve_malloc_arenas,
+)
 from tfmeta import data as tfmeta_data
 from tfmeta import models
 from tfmeta.algorithms import (
@@ -143,18 +147,13 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"--recompute applies to second-order --algorithm=maml, not {config['algorithm']!r}"
         )
-    if config.get("recompute_steps") is not None:
-        if config["recompute_steps"] < 0:
-            raise ValueError(
-                f"--recompute_steps must be >= 0, got {config['recompute_steps']}"
-            )
-        if not config.get("recompute"):
-            raise ValueError("--recompute_steps needs --recompute")
-        if not config.get("unroll_inner_loop", True):
-            raise ValueError(
-                "--recompute_steps applies to the unrolled inner loop: with "
-                "--nounroll_inner_loop every inner step is recomputed"
-            )
+    error = recompute_steps_error(
+        config.get("recompute_steps"),
+        config.get("recompute", False),
+        config.get("unroll_inner_loop", True),
+    )
+    if error:
+        raise ValueError(error)
     _check_embeddings_and_leo(config)
 
 

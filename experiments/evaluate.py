@@ -92,7 +92,7 @@ def main(argv):
     jit_compile = config.get("jit_compile", False)
     common.set_malloc_arenas(FLAGS.malloc_arenas)
     common.set_cpu_threading(FLAGS.cpu_threading, jit_compile)
-    evaluate_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
+    evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ import tensorflow as tf
 
 from tfmeta.algorithms import weighting
 from tfmeta.algorithms.inner_optimizers import InnerAdam, InnerSGD
-from tfmeta.models.batch_norm import native_kernels, normalization_reference
+from tfmeta.models.batch_norm import (
+    native_kernels,
+    normalization_reference,
+    tracing_for_xla,
+)
 
 FastWeights = list[tf.Tensor]
 PROBLEMS = ("classification", "regression")
@@ -48,12 +52,9 @@ XLA_CPU_UNROLL_MAX_STEPS = 10
 
 def _unroll_for_xla_cpu(steps: int) -> bool:
     """True while tracing for XLA on a CPU-only machine, for short loops."""
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.ops import control_flow_util
-
     if steps > XLA_CPU_UNROLL_MAX_STEPS or tf.config.list_physical_devices("GPU"):
         return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+    return tracing_for_xla()
 
 
 class TaskResult(NamedTuple):

@@ -151,16 +151,22 @@ def _native_grad_grad():
     (``native_kernels``), on CPU-only machines, outside XLA-compiled
     functions (XLA has no kernel for it); None otherwise."""
     import tensorflow as tf
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.ops import control_flow_util
 
     from tfmeta.models import kernels
 
     if not _native_scopes[0] or tf.config.list_physical_devices("GPU"):
         return None
-    if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
+    if tracing_for_xla():
         return None
     return kernels.batch_norm_grad_grad_op()
+
+
+def tracing_for_xla() -> bool:
+    """True while the current graph (or one it is nested in) is traced for XLA."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
 def fused_batch_norm(x, scale, offset, epsilon):
