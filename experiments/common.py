@@ -13,17 +13,13 @@ from absl import app, logging
 
 from experiments import (
     CPU_THREADING_MODES,
-    recompute_steps_error,
     resolve_malloc_arenas,
 )
 from tfmeta import data as tfmeta_data
 from tfmeta import models
-from tfmeta.algorithms import (
-    annealed_outer_optimizer,
-    get_algorithm,
-    make_inner_optimizer,
-)
-from tfmeta.algorithms.base import TASK_EXECUTIONS, MetaLearner
+from tfmeta.algorithms import get_algorithm
+from tfmeta.core import Learner
+from tfmeta.core.outer_optimizers import check_outer_optimizer, make_outer_optimizer
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 ROTATIONS = ("train", "all", "none")
@@ -102,7 +98,7 @@ def resolve_data_dir(config: dict[str, Any]) -> str:
 
 def check_config(config: dict[str, Any]) -> None:
     """Raises ValueError for settings that cannot work, before any data is read."""
-    get_algorithm(config["algorithm"])
+    algorithm = get_algorithm(config["algorithm"])
     positive = [
         "n_way",
         "k_shot",
@@ -130,30 +126,13 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             "--dataset=folder needs --data_dir=<root> holding train/, val/ and test/ class folders"
         )
-    if config["inner_lr"] <= 0 or config["outer_lr"] <= 0:
-        raise ValueError(
-            f"learning rates must be > 0, got inner_lr={config['inner_lr']}, outer_lr={config['outer_lr']}"
-        )
-    if config.get("task_execution", "loop") not in TASK_EXECUTIONS:
-        raise ValueError(
-            f"--task_execution must be one of {TASK_EXECUTIONS}, got {config.get('task_execution')!r}"
-        )
-    if config.get("task_execution", "loop") != "loop" and config["algorithm"] == "leo":
-        raise ValueError(
-            "--algorithm=leo runs its tasks with --task_execution=loop only, got "
-            f"{config.get('task_execution')!r}"
-        )
-    if config.get("recompute") and config["algorithm"] != "maml":
-        raise ValueError(
-            f"--recompute applies to second-order --algorithm=maml, not {config['algorithm']!r}"
-        )
-    error = recompute_steps_error(
-        config.get("recompute_steps"),
-        config.get("recompute", False),
-        config.get("unroll_inner_loop", True),
+    check_outer_optimizer(
+        config["outer_optimizer"],
+        config["outer_lr"],
+        config["gradient_clip_norm"],
+        config["final_outer_lr"],
     )
-    if error:
-        raise ValueError(error)
+    algorithm.check_config(config)
     _check_embeddings_and_leo(config)
 
 
@@ -161,8 +140,9 @@ def model_name(config: dict[str, Any]) -> str:
     """--model, else leo (LEO), linear (embeddings), mlp (sinusoid) or conv4."""
     if config.get("model"):
         return config["model"]
-    if config["algorithm"] == "leo":
-        return "leo"
+    required = get_algorithm(config["algorithm"]).model
+    if required:
+        return required
     if config["dataset"] == "embeddings":
         return "linear"
     return "mlp" if config["dataset"] == "sinusoid" else "conv4"
@@ -178,8 +158,13 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
             f"--model={model} does not fit --dataset={config['dataset']}: embedding "
             "vectors take --model=linear (or leo with --algorithm=leo), images conv4, sinusoid mlp"
         )
-    if (model == "leo") != (config["algorithm"] == "leo"):
-        raise ValueError("--model=leo and --algorithm=leo go together")
+    required = get_algorithm(config["algorithm"]).model
+    if required and model != required:
+        raise ValueError(
+            f"algorithm {config['algorithm']} needs model {required}, got {model!r}"
+        )
+    if model == "leo" and required != "leo":
+        raise ValueError(f"model leo needs algorithm leo, got {config['algorithm']!r}")
     if embeddings:
         if not config["data_dir"] or not config["embedding_dataset"]:
             raise ValueError(
@@ -191,31 +176,6 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
                 "--dataset=embeddings holds feature vectors, which cannot be rotated: "
                 f"use --rotations=none, got {config['rotations']!r}"
             )
-    if config["algorithm"] != "leo":
-        return
-    if config["task_weighting"] != "uniform":
-        raise ValueError(
-            f"--algorithm=leo supports only --task_weighting=uniform, got {config['task_weighting']!r}"
-        )
-    if config["kl_estimator"] not in KL_ESTIMATORS:
-        raise ValueError(
-            f"--kl_estimator must be one of {KL_ESTIMATORS}, got {config['kl_estimator']!r}"
-        )
-    if not 0.0 <= config["dropout_rate"] < 1.0:
-        raise ValueError(
-            f"--dropout_rate must be in [0, 1), got {config['dropout_rate']}"
-        )
-    if (
-        int(config["finetune_steps"]) < 0
-        or not config["num_latents"]
-        or int(config["num_latents"]) < 1
-    ):
-        raise ValueError(
-            f"--finetune_steps must be >= 0 and --num_latents >= 1, got "
-            f"{config['finetune_steps']} and {config['num_latents']}"
-        )
-    if config["finetune_lr"] <= 0:
-        raise ValueError(f"--finetune_lr must be > 0, got {config['finetune_lr']}")
 
 
 def _episodes(
@@ -455,81 +415,24 @@ def build_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras.M
 
 
 def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
-    name, lr, clip = (
+    return make_outer_optimizer(
         config["outer_optimizer"],
         config["outer_lr"],
-        config["gradient_clip_norm"],
-    )
-    if name == "adam":
-        return keras.optimizers.Adam(lr, global_clipnorm=clip)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, global_clipnorm=clip)
-    if name == "annealed_sgd":
-        return annealed_outer_optimizer(
-            lr, config["num_steps"], config["final_outer_lr"]
-        )
-    raise ValueError(
-        f"--outer_optimizer must be adam, sgd or annealed_sgd, got {name!r}"
+        clip_norm=config["gradient_clip_norm"],
+        schedule_steps=int(config.get("schedule_steps") or config["num_steps"]),
+        final_lr=config["final_outer_lr"],
     )
 
 
-def build_learner(config: dict[str, Any], model: keras.Model) -> MetaLearner:
+def problem_of(config: dict[str, Any]) -> str:
+    return "regression" if config["dataset"] == "sinusoid" else "classification"
+
+
+def build_learner(config: dict[str, Any], model: keras.Model) -> Learner:
     algorithm = get_algorithm(config["algorithm"])
-    if config["algorithm"] == "leo":
-        return algorithm(
-            model,
-            build_outer_optimizer(config),
-            n_way=config["n_way"],
-            inner_steps=config["inner_steps"],
-            finetune_steps=config["finetune_steps"],
-            eval_inner_steps=config["eval_inner_steps"],
-            kl_weight=config["kl_weight"],
-            encoder_penalty_weight=config["encoder_penalty_weight"],
-            l2_penalty_weight=config["l2_penalty_weight"],
-            orthogonality_penalty_weight=config["orthogonality_penalty_weight"],
-            dropout_rate=config["dropout_rate"],
-            kl_estimator=config["kl_estimator"],
-            deterministic=config["deterministic"],
-            gradient_clip_value=config["gradient_clip_value"],
-            gradient_clip_variable_norm=config["gradient_clip_variable_norm"],
-            task_weighting=config["task_weighting"],
-            jit_compile=config["jit_compile"],
-            seed=config["seed"],
-        )
-    kwargs: dict[str, Any] = {
-        "inner_lr": config["inner_lr"],
-        "inner_steps": config["inner_steps"],
-        "eval_inner_steps": config["eval_inner_steps"],
-        "problem": "regression"
-        if config["dataset"] == "sinusoid"
-        else "classification",
-        "adapt_variables": config["adapt_variables"],
-        "transductive": config["transductive"],
-        "task_weighting": config["task_weighting"],
-        "jit_compile": config["jit_compile"],
-        "task_execution": config.get("task_execution", "loop"),
-        "unroll_inner_loop": config.get("unroll_inner_loop", True),
-        "inner_optimizer": make_inner_optimizer(
-            config["inner_optimizer"],
-            config["inner_lr"],
-            **(
-                {"beta1": config["inner_beta1"]}
-                if config["inner_optimizer"] == "adam"
-                else {}
-            ),
-        ),
-        "seed": config["seed"],
-    }
-    if config["algorithm"] == "reptile":
-        kwargs.update(
-            inner_batch_size=config["inner_batch_size"],
-            eval_inner_batch_size=config["eval_inner_batch_size"],
-        )
-    if config["algorithm"] == "maml":
-        kwargs["second_order_steps"] = config["second_order_steps"]
-        kwargs["recompute"] = config["recompute"]
-        kwargs["recompute_steps"] = config.get("recompute_steps")
-    return algorithm(model, build_outer_optimizer(config), **kwargs)
+    return algorithm.build(
+        config, model, build_outer_optimizer(config), problem_of(config)
+    )
 
 
 def trained_workdir_config(workdir: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import os as _os
 # (TF_ENABLE_ONEDNN_OPTS=0 keeps the Eigen kernels).
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from tfmeta.algorithms import FOMAML, MAML, MetaLearner, Reptile, get_algorithm
+from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile, get_algorithm
+from tfmeta.core import FastWeightLearner, Learner
 from tfmeta.data import Episode, episode_dataset, sinusoid_dataset
 from tfmeta.models import MetaBatchNorm, conv4, mlp
 from tfmeta.training import Trainer, evaluate
@@ -99,10 +100,12 @@ def onednn_enabled() -> bool:
 
 __all__ = [
     "FOMAML",
+    "LEO",
     "MAML",
     "Episode",
+    "FastWeightLearner",
+    "Learner",
     "MetaBatchNorm",
-    "MetaLearner",
     "Reptile",
     "Trainer",
     "conv4",

@@ -6,11 +6,14 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import batch, classification_task, floatx, seed_tensor, tiny_conv
-from tfmeta.algorithms import ALGORITHMS, FOMAML, MAML, Reptile
+from tfmeta.algorithms import ALGORITHMS, FOMAML, LEO, MAML, Reptile
+
+# The algorithms that meta-learn any Keras model (LEO needs its own).
+FAST_WEIGHT_ALGORITHMS = sorted(n for n, a in ALGORITHMS.items() if a.model is None)
 
 
 def make(name, model, optimizer=None, **kwargs):
-    return ALGORITHMS[name](
+    return ALGORITHMS[name].learner(
         model, optimizer or keras.optimizers.Adam(1e-2), inner_lr=0.4, **kwargs
     )
 
@@ -20,7 +23,7 @@ def episode(seed=0, tasks=3, dtype="float32"):
     return batch(*[classification_task(rng, dtype=dtype) for _ in range(tasks)])
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", FAST_WEIGHT_ALGORITHMS)
 def test_meta_step_traces_once_and_changes_weights(name):
     learner = make(name, tiny_conv(seed=0), inner_steps=2)
     before = [v.numpy().copy() for v in learner.variables]
@@ -34,7 +37,7 @@ def test_meta_step_traces_once_and_changes_weights(name):
     assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, learner.variables))
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", FAST_WEIGHT_ALGORITHMS)
 def test_xla_step_equals_plain_step(name):
     # SGD, not Adam: Adam turns float32 round-off in near-zero gradients (conv
     # biases before batch norm) into full-size steps.
@@ -63,7 +66,7 @@ def test_meta_gradient_is_mean_of_task_gradients():
         rng = np.random.default_rng(3)
         tasks = [classification_task(rng) for _ in range(3)]
         per_task = [
-            learner._task_fn(*task, seed_tensor(i)).meta_gradient
+            learner.meta_step.task(*task, seed_tensor(i)).meta_gradient
             for i, task in enumerate(tasks)
         ]
         before = [v.numpy().copy() for v in learner.variables]
@@ -114,7 +117,7 @@ def test_task_results_carry_updates_only_for_gradient_agreement(weighting):
     """Uniform weights never read theta - theta'_i, so the per-task function
     does not return it (an unused output costs compile time and memory)."""
     learner = make("maml", tiny_conv(seed=9), task_weighting=weighting)
-    result = learner._task_fn(
+    result = learner.meta_step.task(
         *classification_task(np.random.default_rng(9), dtype="float32"), seed_tensor()
     )
     expected = 0 if weighting == "uniform" else len(learner.variables)
@@ -129,7 +132,7 @@ def test_head_only_adaptation_moves_only_the_last_layer():
         adapt_variables="head",
         task_weighting="gradient_agreement",  # the weighting that reads updates
     )
-    result = learner._task_fn(
+    result = learner.meta_step.task(
         *classification_task(np.random.default_rng(8), dtype="float32"), seed_tensor()
     )
     head = {id(v) for v in learner.model.layers[-1].trainable_variables}
@@ -152,7 +155,7 @@ def test_eval_with_zero_steps_equals_unadapted_prediction():
     [
         ({"problem": "ranking"}, "problem"),
         ({"adapt_variables": "body"}, "adapt_variables"),
-        ({"inner_steps": -1}, "inner steps"),
+        ({"inner_steps": -1}, "inner_steps and eval_inner_steps must be >= 0"),
         ({"task_weighting": "softmax"}, "task_weighting"),
     ],
 )
@@ -162,7 +165,9 @@ def test_bad_settings_are_refused(kwargs, message):
 
 
 def test_learner_classes_are_registered():
-    assert ALGORITHMS == {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}
+    learners = {name: algorithm.learner for name, algorithm in ALGORITHMS.items()}
+    assert learners == {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile, "leo": LEO}
+    assert [a.name for a in ALGORITHMS.values() if a.model] == ["leo"]
 
 
 @pytest.mark.parametrize(

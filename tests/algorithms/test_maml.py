@@ -14,7 +14,7 @@ from tests.helpers import (
     tiny_mlp,
 )
 from tfmeta.algorithms import FOMAML, MAML
-from tfmeta.algorithms.inner_optimizers import make_inner_optimizer
+from tfmeta.core.inner_optimizers import make_inner_optimizer
 
 
 def maml_objective(learner, params, task, steps):
@@ -46,7 +46,7 @@ def test_second_order_gradient_matches_finite_differences_mlp(steps):
             problem="regression",
         )
         task = regression_task(np.random.default_rng(0))
-        result = learner._task_fn(*task, seed_tensor())
+        result = learner.meta_step.task(*task, seed_tensor())
         analytic = np.concatenate([g.numpy().ravel() for g in result.meta_gradient])
         params = learner.parameters()
         sizes = [int(np.prod(p.shape)) for p in params]
@@ -83,7 +83,7 @@ def test_second_order_gradient_matches_finite_differences_conv_batch_norm(steps)
         )
         rng = np.random.default_rng(1)
         task = classification_task(rng)
-        result = learner._task_fn(*task, seed_tensor())
+        result = learner.meta_step.task(*task, seed_tensor())
         params = learner.parameters()
         eps = 1e-5
         for _ in range(4):
@@ -115,7 +115,7 @@ def test_first_order_equals_query_gradient_at_adapted_weights():
             task_weighting="gradient_agreement",  # the weighting that reads updates
         )
         task = classification_task(np.random.default_rng(2))
-        result = learner._task_fn(*task, seed_tensor())
+        result = learner.meta_step.task(*task, seed_tensor())
         _, fast = maml_objective(learner, learner.parameters(), task, 2)
         with tf.GradientTape() as tape:
             tape.watch(fast)
@@ -135,10 +135,10 @@ def test_first_and_second_order_differ_on_nonlinear_model():
     with floatx("float64"):
         model = tiny_conv(seed=4)
         task = classification_task(np.random.default_rng(4))
-        second = MAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5)._task_fn(
+        second = MAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5).meta_step.task(
             *task, seed_tensor()
         )
-        first = FOMAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5)._task_fn(
+        first = FOMAML(model, keras.optimizers.SGD(0.0), inner_lr=0.5).meta_step.task(
             *task, seed_tensor()
         )
         a = np.concatenate([g.numpy().ravel() for g in second.meta_gradient])
@@ -158,7 +158,7 @@ def test_zero_inner_steps_is_plain_gradient():
             problem="regression",
         )
         task = regression_task(np.random.default_rng(5))
-        result = learner._task_fn(*task, seed_tensor())
+        result = learner.meta_step.task(*task, seed_tensor())
         params = learner.parameters()
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -176,7 +176,7 @@ def test_second_order_only_on_last_steps_interpolates_between_first_and_second_o
             learner = MAML(
                 model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=3, **kwargs
             )
-            result = learner._task_fn(*task, seed_tensor())
+            result = learner.meta_step.task(*task, seed_tensor())
             return np.concatenate([g.numpy().ravel() for g in result.meta_gradient])
 
         full = gradient()
@@ -231,18 +231,18 @@ def test_recompute_gives_the_stored_activations_meta_gradient(case, unroll):
             case["problem"] = "regression"
         if case.pop("inner_optimizer", None) == "adam":
             case["inner_optimizer"] = make_inner_optimizer("adam", 0.05)
+            case["inner_lr"] = None  # alpha is the inner optimizer's
 
         def result(recompute):
             learner = MAML(
                 model,
                 keras.optimizers.SGD(0.0),
-                inner_lr=0.3,
                 inner_steps=steps,
                 recompute=recompute,
                 unroll_inner_loop=unroll or not recompute,
-                **case,
+                **{"inner_lr": 0.3, **case},
             )
-            return learner._task_fn(*task, seed_tensor())
+            return learner.meta_step.task(*task, seed_tensor())
 
         stored, recomputed = result(False), result(True)
         for a, b in zip(stored.meta_gradient, recomputed.meta_gradient):
@@ -274,7 +274,7 @@ def test_recomputing_only_the_first_steps_gives_the_same_meta_gradient(
                 second_order_steps=2,
                 **kwargs,
             )
-            return learner._task_fn(*task, seed_tensor())
+            return learner.meta_step.task(*task, seed_tensor())
 
         stored = result()
         partial = result(recompute=True, recompute_steps=recompute_steps)
@@ -343,18 +343,18 @@ def test_while_loop_inner_loop_gives_the_unrolled_meta_gradient(case):
             case["problem"] = "regression"
         if case.pop("inner_optimizer", None) == "adam":
             case["inner_optimizer"] = make_inner_optimizer("adam", 0.05)
+            case["inner_lr"] = None  # alpha is the inner optimizer's
 
         def result(unroll):
             learner = MAML(
                 model,
                 keras.optimizers.SGD(0.0),
-                inner_lr=0.3,
                 inner_steps=4,
                 unroll_inner_loop=unroll,
                 task_weighting="gradient_agreement",  # so the updates are returned
-                **case,
+                **{"inner_lr": 0.3, **case},
             )
-            return learner._task_fn(*task, seed_tensor())
+            return learner.meta_step.task(*task, seed_tensor())
 
         unrolled, looped = result(True), result(False)
         for a, b in zip(unrolled.meta_gradient, looped.meta_gradient):

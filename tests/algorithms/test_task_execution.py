@@ -8,14 +8,14 @@ import tensorflow as tf
 
 from tests.helpers import batch, classification_task, floatx, tiny_conv
 from tfmeta.algorithms import ALGORITHMS
-from tfmeta.algorithms.weighting import stacked_task_weights, task_weights
+from tfmeta.core.weighting import stacked_task_weights, task_weights
 
 
 def make(name, task_execution, weighting="uniform", **kwargs):
     optimizer = (
         keras.optimizers.SGD(0.5) if name == "reptile" else keras.optimizers.Adam(1e-2)
     )
-    return ALGORITHMS[name](
+    return ALGORITHMS[name].learner(
         tiny_conv(seed=4),
         optimizer,
         inner_lr=0.3,
@@ -107,7 +107,7 @@ def _graph_nodes(task_execution, tasks):
     episode = tuple(
         tf.cast(t, tf.float32) if t.dtype.is_floating else t for t in episode
     )
-    graph = learner._train_fn.get_concrete_function(episode).graph
+    graph = learner.meta_step._train_fn.get_concrete_function(episode).graph
     return len(graph.as_graph_def().node)
 
 

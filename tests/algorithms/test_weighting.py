@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tests.helpers import batch, classification_task, floatx, seed_tensor, tiny_conv
 from tfmeta.algorithms import ALGORITHMS
-from tfmeta.algorithms.weighting import (
+from tfmeta.core.weighting import (
     gradient_agreement_weights,
     gram_matrix,
     task_weights,
@@ -72,7 +72,7 @@ def test_gram_matrix_sums_over_variables():
 def test_meta_step_uses_the_weighted_sum_of_task_gradients(name):
     with floatx("float64"):
         model = tiny_conv(seed=11)
-        learner = ALGORITHMS[name](
+        learner = ALGORITHMS[name].learner(
             model,
             keras.optimizers.SGD(1.0),
             inner_lr=0.3,
@@ -82,7 +82,8 @@ def test_meta_step_uses_the_weighted_sum_of_task_gradients(name):
         rng = np.random.default_rng(11)
         tasks = [classification_task(rng) for _ in range(4)]
         results = [
-            learner._task_fn(*task, seed_tensor(i)) for i, task in enumerate(tasks)
+            learner.meta_step.task(*task, seed_tensor(i))
+            for i, task in enumerate(tasks)
         ]
         # by hand: flatten the updates, dot products, weights, weighted sum
         flat = np.stack(
@@ -105,7 +106,7 @@ def test_gradient_agreement_step_under_xla_equals_plain():
     episode = batch(*[classification_task(rng, dtype="float32") for _ in range(3)])
     outputs = []
     for jit in (False, True):
-        learner = ALGORITHMS["maml"](
+        learner = ALGORITHMS["maml"].learner(
             tiny_conv(seed=12),
             keras.optimizers.SGD(0.1),
             inner_lr=0.3,

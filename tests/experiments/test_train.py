@@ -93,7 +93,7 @@ def test_bad_settings_are_refused_before_data_is_read():
         common.check_config(config)
     config = get_config("fomaml", "omniglot")
     config["recompute"] = True
-    with pytest.raises(ValueError, match="--recompute applies to second-order"):
+    with pytest.raises(ValueError, match="recompute applies to second-order MAML"):
         common.check_config(config)
     config = get_config("maml", "omniglot")
     config["recompute"] = True
@@ -106,18 +106,20 @@ def test_bad_settings_are_refused_before_data_is_read():
     learner = common.build_learner(config, common.build_model(config, (28, 28, 1)))
     assert learner.recompute_steps == 1
     config["recompute"] = False
-    with pytest.raises(ValueError, match="--recompute_steps needs --recompute"):
+    with pytest.raises(ValueError, match="recompute_steps needs recompute=True"):
         common.check_config(config)
     config["recompute"], config["unroll_inner_loop"] = True, False
+    common.check_config(config)  # one inner step: no while loop, recompute_steps holds
+    config["inner_steps"] = 2
     with pytest.raises(ValueError, match="applies to the unrolled inner loop"):
         common.check_config(config)
     config = get_config("maml", "omniglot")
     config["task_execution"] = "vectorized"
-    with pytest.raises(ValueError, match="--task_execution must be one of"):
+    with pytest.raises(ValueError, match="task_execution must be one of"):
         common.check_config(config)
     config = get_config("leo", "embeddings")
     config["task_execution"] = "map_fn"
-    with pytest.raises(ValueError, match="--algorithm=leo runs its tasks with"):
+    with pytest.raises(ValueError, match=r"leo supports task_execution \['loop'\]"):
         common.check_config(config)
     config = get_config("reptile", "omniglot")
     config["task_execution"] = "map_fn"
@@ -143,7 +145,9 @@ def test_binary_fails_fast_on_missing_data(tmp_path):
 def test_binary_reports_a_bad_setting_without_a_traceback(tmp_path):
     result = run_binary("--workdir", str(tmp_path / "w"), "--recompute_steps=1")
     assert result.returncode != 0
-    assert result.stderr.rstrip().endswith("--recompute_steps needs --recompute")
+    assert result.stderr.rstrip().endswith(
+        "recompute_steps needs recompute=True: without it no inner step is recomputed"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "w").exists()
 

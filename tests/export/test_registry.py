@@ -1,4 +1,5 @@
-"""Another learner type adds its own signatures; it never silently gets the defaults."""
+"""A learner says what an export serves: its own serving functions, checked
+for the default signature."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import tensorflow as tf
 
 from tests.helpers import tiny_mlp
 from tfmeta.algorithms import MAML
-from tfmeta.export import export_learner, register_signatures, saved_model
+from tfmeta.export import export_learner
 
 
 class ClosedForm(MAML):
-    """A learner with its own adaptation: the fast weights are theta shifted by mean(support_y)."""
+    """A learner with its own adaptation: the fast weights are theta shifted by
+    mean(support_y), served by its own function."""
 
     name = "closed_form"
 
@@ -21,19 +23,23 @@ class ClosedForm(MAML):
         shift = tf.reduce_mean(support_y)
         return [p + shift if p.shape.rank == 1 else p for p in self.parameters()]
 
+    def serving_functions(self, preprocessing=None):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 1], tf.float32, name="support_x"),
+                tf.TensorSpec([None, 1], tf.float32, name="support_y"),
+                tf.TensorSpec([None, 1], tf.float32, name="query_x"),
+            ]
+        )
+        def adapt_and_predict(support_x, support_y, query_x):
+            return {"y": self.forward(self.adapt(support_x, support_y), query_x)}
 
-def closed_form_signatures(learner, image_preprocessing):
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, 1], tf.float32, name="support_x"),
-            tf.TensorSpec([None, 1], tf.float32, name="support_y"),
-            tf.TensorSpec([None, 1], tf.float32, name="query_x"),
-        ]
-    )
-    def adapt_and_predict(support_x, support_y, query_x):
-        return {"y": learner.forward(learner.adapt(support_x, support_y), query_x)}
+        return {"adapt_and_predict": adapt_and_predict}
 
-    return {"adapt_and_predict": adapt_and_predict}
+
+class NoDefault(ClosedForm):
+    def serving_functions(self, preprocessing=None):
+        return {"predict": tf.function(lambda: 0)}
 
 
 def _learner(cls=ClosedForm):
@@ -42,19 +48,11 @@ def _learner(cls=ClosedForm):
     )
 
 
-def test_a_learner_with_its_own_adaptation_must_register_signatures(
-    tmp_path, monkeypatch
-):
-    with pytest.raises(
-        ValueError, match="'closed_form' \\(it overrides adapt\\).*register"
-    ):
-        export_learner(_learner(), str(tmp_path / "model"))
-    assert not (tmp_path / "model").exists()
-
-    monkeypatch.setitem(saved_model._BY_LEARNER, "closed_form", closed_form_signatures)
+def test_a_learner_serves_its_own_functions(tmp_path):
     learner = _learner()
     exported = export_learner(learner, str(tmp_path / "model"))
     assert exported.metadata["signatures"] == "adapt_and_predict,metadata"
+    assert exported.metadata["algorithm"] == "closed_form"
     loaded = tf.saved_model.load(exported.path)
     support_y = np.array([[1.0], [3.0]], np.float32)
     query_x = np.array([[0.5], [-2.0]], np.float32)
@@ -67,17 +65,12 @@ def test_a_learner_with_its_own_adaptation_must_register_signatures(
         learner.adapt(None, tf.constant(support_y)), tf.constant(query_x)
     )
     np.testing.assert_allclose(served.numpy(), expected.numpy(), atol=1e-6)
-    register_signatures(
-        "closed_form", closed_form_signatures
-    )  # the public way, same effect
-    assert saved_model.signature_builder(learner) is closed_form_signatures
+    # theta shifted by mean(support_y) = 2 in every bias: not the plain model
+    plain = learner.forward(learner.parameters(), tf.constant(query_x))
+    assert not np.allclose(served.numpy(), plain.numpy(), atol=1e-3)
 
 
-def test_a_builder_without_the_default_signature_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        saved_model._BY_LEARNER,
-        "closed_form",
-        lambda learner, images: {"predict": tf.function(lambda: 0)},
-    )
+def test_serving_functions_without_the_default_signature_are_refused(tmp_path):
     with pytest.raises(ValueError, match="must include 'adapt_and_predict'"):
-        export_learner(_learner(), str(tmp_path / "model"))
+        export_learner(_learner(NoDefault), str(tmp_path / "model"))
+    assert not (tmp_path / "model").exists()

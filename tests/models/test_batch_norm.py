@@ -56,8 +56,8 @@ def _maml_meta_gradient(model, task):
     dtype = model.trainable_variables[0].dtype
     task = [tf.cast(t, dtype) if t.dtype.is_floating else t for t in task]
     seed = tf.constant([0, 0], tf.int64)
-    result = learner._task_fn(*task, seed)
-    graph = learner._task_fn.get_concrete_function(*task, seed).graph
+    result = learner.meta_step.task(*task, seed)
+    graph = learner.meta_step._task_fn.get_concrete_function(*task, seed).graph
     op_types = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:
         op_types |= {node.op for node in function.node_def}

@@ -182,6 +182,6 @@ def test_only_meta_train_steps_use_the_native_kernel():
     rng = np.random.default_rng(0)
     tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
     episode = tuple(tf.stack(parts) for parts in zip(*tasks))
-    graph = learner._train_fn.get_concrete_function(episode).graph
+    graph = learner.meta_step._train_fn.get_concrete_function(episode).graph
     library = graph.as_graph_def().library.function
     assert any(n.op == "TfmetaBatchNormGradGrad" for f in library for n in f.node_def)

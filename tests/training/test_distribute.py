@@ -51,7 +51,7 @@ def learner(task_execution="loop"):
     settings["task_execution"] = task_execution
     if algorithm == "reptile":
         return Reptile(model, keras.optimizers.SGD(0.5), **settings)
-    return get_algorithm(algorithm)(model, keras.optimizers.Adam(0.01), **settings)
+    return get_algorithm(algorithm).learner(model, keras.optimizers.Adam(0.01), **settings)
 
 
 def run(learner):

@@ -18,96 +18,32 @@ query set D^val, with the networks of ``tfmeta.models.leo``:
 The classifier is softmax(w . x): logits ``x w^T`` ``[M, N]``, no bias.
 
 Where we follow the reference code (google-deepmind/leo) rather than the
-paper's text:
-  - the KL term is the one-sample estimate log q(z) - log p(z) at the drawn z
-    (``kl_estimator="sample"``; "analytic" is the closed form for diagonal
-    Gaussians), averaged over the N*h latent entries, not summed;
-  - the encoder penalty is the mean, not the sum, of the squared entries;
-  - L2 is lambda_1 * sum_w ||w||^2 / 2 (``tf.nn.l2_loss``) over every kernel;
-    the orthogonality penalty lambda_2 * mean((C_d - I)^2) with C_d the
-    correlation matrix of the rows of the decoder kernel ``[h, 2d]``;
-  - standard deviations are parameterized as max(exp(u) - 1 + offset, 1e-10)
-    (see ``tfmeta.models.leo``), and classifier weights are also sampled
-    during meta-training;
-  - dropout (rate ``dropout_rate``) on the input embeddings at the encoder and
-    at every classifier evaluation, support and query, during meta-training;
-  - the inner losses L^tr are the per-example cross-entropies summed and
-    divided by K (the sum over classes of each class's mean). The reference
-    keeps K tiled copies of every class code and averages the logits over
-    them, so each copy receives 1/K of the gradient of the summed loss; with
-    one code per class this is the same step. The paper writes the plain sum.
-  - alpha ``[h]`` and eta ``[d]`` are per-dimension vectors;
-  - the meta-gradient is clipped by value, then every variable's gradient by
-    its own norm (``gradient_clip_value``, ``gradient_clip_variable_norm``), then
-    applied by the outer optimizer (Adam in the reference).
-Where we follow the paper: one code z_n (and one weight vector w_n) is drawn
-per class; the reference draws K of each, one per support example of the
-class. The reference also replaces a NaN meta-gradient by weight decay; here a
-non-finite loss stops training (``tfmeta.training.Trainer``) and the last good
-checkpoint is kept.
+paper's text, term by term (the KL estimate and its mean over entries, the
+mean encoder penalty, L2 and orthogonality, the standard deviations, dropout,
+L^tr divided by K, per-dimension alpha and eta, the clipping), and where we
+follow the paper (one code per class): ``tfmeta.algorithms.leo_losses``.
 
-Task weighting: only "uniform". Gradient Agreement compares update vectors
-theta - theta'_i, and LEO's adapted parameters (w') do not live in the space
-of its meta-parameters.
+Capabilities: only "uniform" task weighting (Gradient Agreement compares
+update vectors theta - theta'_i, and LEO's adapted parameters w' do not live
+in the space of its meta-parameters), tasks run in a loop, on one device.
+
+  python -m experiments.train --algorithm=leo --dataset=embeddings --data_dir=<root> --workdir=/tmp/leo
 """
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+import dataclasses
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
 
-from tfmeta.algorithms.base import MetaLearner
+from tfmeta.algorithms import leo_losses
+from tfmeta.algorithms.leo_losses import KL_ESTIMATORS, orthogonality_penalty
+from tfmeta.core.algorithm import Algorithm, Config, check_finite
+from tfmeta.core.executor import TaskResult
+from tfmeta.core.learner import Learner, check_inner_steps
 from tfmeta.models.leo import LEOModel, LEOParameters
-
-KL_ESTIMATORS = ("sample", "analytic")
-
-
-# ------------------------------------------------------------------ losses
-def gaussian_log_density(x: tf.Tensor, mean: tf.Tensor, stddev: tf.Tensor) -> tf.Tensor:
-    """log N(x; mean, stddev^2), elementwise."""
-    return (
-        -0.5 * tf.square((x - mean) / stddev)
-        - tf.math.log(stddev)
-        - 0.5 * math.log(2.0 * math.pi)
-    )
-
-
-def kl_one_sample(samples: tf.Tensor, mean: tf.Tensor, stddev: tf.Tensor) -> tf.Tensor:
-    """Mean over entries of log q(z) - log p(z) at z = ``samples``, q = N(mean,
-    stddev^2), p = N(0, 1): an unbiased one-sample estimate of the KL per entry."""
-    prior = gaussian_log_density(samples, tf.zeros_like(mean), tf.ones_like(stddev))
-    return tf.reduce_mean(gaussian_log_density(samples, mean, stddev) - prior)
-
-
-def kl_analytic(mean: tf.Tensor, stddev: tf.Tensor) -> tf.Tensor:
-    """Mean over entries of KL(N(mean, stddev^2) || N(0, 1))
-    = -log sigma + (sigma^2 + mu^2) / 2 - 1/2."""
-    return tf.reduce_mean(
-        -tf.math.log(stddev) + 0.5 * (tf.square(stddev) + tf.square(mean)) - 0.5
-    )
-
-
-def orthogonality_penalty(weight: tf.Tensor) -> tf.Tensor:
-    """mean((C - I)^2), C_ij the cosine between rows i and j of ``weight`` ``[rows, cols]``."""
-    norms = tf.norm(weight, axis=1, keepdims=True) + 1e-32
-    correlation = tf.matmul(weight, weight, transpose_b=True) / tf.matmul(
-        norms, norms, transpose_b=True
-    )
-    identity = tf.eye(weight.shape[0], dtype=weight.dtype)
-    return tf.reduce_mean(tf.square(correlation - identity))
-
-
-class LEOTaskResult(NamedTuple):
-    """Per-task outcome of a LEO meta-train step (gradients align with the model's variables)."""
-
-    meta_gradient: list[tf.Tensor]  # d(L^val + beta KL + gamma penalty)/d(params)
-    query_loss: tf.Tensor  # mean query cross-entropy after adaptation
-    query_metric: tf.Tensor  # query accuracy
-    kl: tf.Tensor  # KL term (before beta)
-    encoder_penalty: tf.Tensor  # ||stopgrad(z') - z||^2 term (before gamma)
 
 
 class _Adapted(NamedTuple):
@@ -116,7 +52,42 @@ class _Adapted(NamedTuple):
     encoder_penalty: tf.Tensor
 
 
-class LEO(MetaLearner):
+@dataclasses.dataclass(frozen=True)
+class LEOSettings:
+    """LEO's hyperparameters; defaults from the reference code's config.py."""
+
+    finetune_steps: int = 5  # steps on w in meta-training and evaluation
+    kl_weight: float = 1e-3  # beta
+    encoder_penalty_weight: float = 1e-9  # gamma
+    l2_penalty_weight: float = 1e-8  # lambda_1
+    orthogonality_penalty_weight: float = 1e-3  # lambda_2
+    dropout_rate: float = 0.5  # on the input embeddings in meta-training
+    kl_estimator: str = "sample"  # reference code; "analytic": closed form
+    # z and w are the means of their distributions in meta-training too (no
+    # sampling, no KL); evaluation is always deterministic.
+    deterministic: bool = False
+    gradient_clip_value: float | None = 0.1  # each entry to [-v, v]; None: off
+    gradient_clip_variable_norm: float | None = 0.1  # then each variable's norm
+
+    def __post_init__(self):
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(
+                f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
+            )
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.finetune_steps < 0:
+            raise ValueError(f"finetune_steps must be >= 0, got {self.finetune_steps}")
+        for name in (
+            "kl_weight",
+            "encoder_penalty_weight",
+            "l2_penalty_weight",
+            "orthogonality_penalty_weight",
+        ):
+            check_finite(name, getattr(self, name))
+
+
+class LEO(Learner):
     """Latent Embedding Optimization over embedding vectors ``[N*K, d]``.
 
     Args:
@@ -124,24 +95,19 @@ class LEO(MetaLearner):
       outer_optimizer: Keras optimizer for the meta-parameters (Adam).
       n_way: N, classes per task (labels in [0, N)).
       inner_steps: latent-space steps in meta-training (reference: 5).
-      finetune_steps: steps on w in meta-training and evaluation (reference: 5).
       eval_inner_steps: latent steps at evaluation (default ``inner_steps``).
-      kl_weight: beta.  encoder_penalty_weight: gamma.
-      l2_penalty_weight: lambda_1.  orthogonality_penalty_weight: lambda_2.
-      dropout_rate: dropout on the input embeddings in meta-training.
-      kl_estimator: "sample" (reference code) or "analytic" (closed form).
-      deterministic: z = mu and w = mean of their distributions in
-        meta-training too (no sampling, no KL term); evaluation is always
-        deterministic.
-      gradient_clip_value: clip every meta-gradient entry to [-v, v] (None: off).
-      gradient_clip_variable_norm: then clip each variable's gradient to this norm (None: off).
       task_weighting: must be "uniform".
       jit_compile: compile the meta-steps with XLA. Dropout masks and samples
         are then drawn by XLA's generator: as deterministic, not the same numbers.
       seed: with the step and the task index, seeds dropout and sampling.
+      **settings: the fields of ``LEOSettings``.
     """
 
     name = "leo"
+    task_weightings = ("uniform",)
+    task_executions = ("loop",)
+    distributable = False
+    extra_metrics = ("kl", "encoder_penalty")
 
     def __init__(
         self,
@@ -150,59 +116,28 @@ class LEO(MetaLearner):
         *,
         n_way: int,
         inner_steps: int = 5,
-        finetune_steps: int = 5,
         eval_inner_steps: int | None = None,
-        kl_weight: float = 1e-3,
-        encoder_penalty_weight: float = 1e-9,
-        l2_penalty_weight: float = 1e-8,
-        orthogonality_penalty_weight: float = 1e-3,
-        dropout_rate: float = 0.5,
-        kl_estimator: str = "sample",
-        deterministic: bool = False,
-        gradient_clip_value: float | None = 0.1,
-        gradient_clip_variable_norm: float | None = 0.1,
         task_weighting: str = "uniform",
         jit_compile: bool = False,
         seed: int = 0,
+        **settings,
     ):
         if not isinstance(model, LEOModel):
             raise TypeError(
                 f"LEO needs a tfmeta.models.LEOModel, got {type(model).__name__}"
             )
-        if task_weighting != "uniform":
-            raise ValueError(
-                f"LEO supports only task_weighting='uniform', got {task_weighting!r}: "
-                "Gradient Agreement weighs update vectors theta - theta'_i, and LEO's "
-                "adapted classifier weights are not in the space of its meta-parameters"
-            )
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(
-                f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}"
-            )
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
         if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 2:
             raise ValueError(f"n_way must be an integer >= 2, got {n_way!r}")
-        if finetune_steps < 0:
-            raise ValueError(f"finetune_steps must be >= 0, got {finetune_steps}")
         self.n_way = n_way
-        self.finetune_steps = finetune_steps
-        self.kl_weight = kl_weight
-        self.encoder_penalty_weight = encoder_penalty_weight
-        self.l2_penalty_weight = l2_penalty_weight
-        self.orthogonality_penalty_weight = orthogonality_penalty_weight
-        self.dropout_rate = dropout_rate
-        self.kl_estimator = kl_estimator
-        self.deterministic = deterministic
-        self.gradient_clip_value = gradient_clip_value
-        self.gradient_clip_variable_norm = gradient_clip_variable_norm
+        self.settings = LEOSettings(**settings)
+        for field in dataclasses.fields(LEOSettings):
+            setattr(self, field.name, getattr(self.settings, field.name))
         super().__init__(
             model,
             outer_optimizer,
-            inner_lr=model.inner_lr_init,
+            problem="classification",
             inner_steps=inner_steps,
             eval_inner_steps=eval_inner_steps,
-            problem="classification",
             task_weighting=task_weighting,
             jit_compile=jit_compile,
             seed=seed,
@@ -220,33 +155,20 @@ class LEO(MetaLearner):
             )
 
     def _dropout(self, x: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
-        if not training or self.dropout_rate == 0.0:
-            return x
-        return tf.nn.experimental.stateless_dropout(x, self.dropout_rate, seed=seed)
+        return leo_losses.dropout(x, self.dropout_rate if training else 0.0, seed)
 
     def _sample(self, mean, stddev, seed, training: bool) -> tf.Tensor:
-        if not training or self.deterministic:
-            return mean
-        noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
-        return mean + stddev * noise
+        return leo_losses.sample(
+            mean, stddev, seed, training and not self.deterministic
+        )
 
     def kl(self, samples, mean, stddev) -> tf.Tensor:
         """KL(q(z | D^tr) || N(0, I)) per latent entry, by ``kl_estimator``."""
-        if self.kl_estimator == "analytic":
-            return kl_analytic(mean, stddev)
-        return kl_one_sample(samples, mean, stddev)
+        return leo_losses.kl(self.kl_estimator, samples, mean, stddev)
 
     def inner_loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """L^tr: the sum over classes of each class's mean support cross-entropy.
-
-        With K examples of every class this is the sum of the ``[N*K]``
-        cross-entropies divided by K; a served support set may hold different
-        numbers of examples per class.
-        """
-        labels = tf.cast(labels, tf.int32)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        counts = tf.reduce_sum(tf.one_hot(labels, self.n_way, dtype=losses.dtype), 0)
-        return tf.reduce_sum(losses / tf.gather(counts, labels))
+        """L^tr (``leo_losses.inner_loss``)."""
+        return leo_losses.inner_loss(logits, labels, self.n_way)
 
     def regularization(self, params: LEOParameters) -> tf.Tensor:
         """lambda_1 * sum ||phi||^2 / 2 + lambda_2 * mean((C_d - I)^2)."""
@@ -321,30 +243,6 @@ class LEO(MetaLearner):
             penalty = tf.zeros([], mean.dtype)
         return _Adapted(weights, kl, penalty)
 
-    def inner_loop(
-        self,
-        params,
-        support_x,
-        support_y,
-        steps: int,
-        differentiable: bool = True,
-        task_seed: tf.Tensor | None = None,
-        training: bool = True,
-    ) -> tf.Tensor:
-        """``MetaLearner.inner_loop`` for LEO: w' ``[N, d]`` after ``steps`` latent
-        steps and ``finetune_steps`` steps on w, from ``params`` aligned with the
-        model's variables (always unrolled, so always differentiable)."""
-        del differentiable
-        return self.leo_adapt(
-            self.model.split_parameters(params),
-            support_x,
-            support_y,
-            steps,
-            self.finetune_steps,
-            training,
-            task_seed,
-        ).weights
-
     # ------------------------------------------------------ public interface
     def adapt(
         self, support_x: tf.Tensor, support_y: tf.Tensor, inner_steps: int | None = None
@@ -355,9 +253,14 @@ class LEO(MetaLearner):
         ``finetune_steps`` steps on w.
         """
         steps = self.eval_inner_steps if inner_steps is None else inner_steps
-        return self.inner_loop(
-            self.parameters(), support_x, support_y, steps, training=False
-        )
+        return self.leo_adapt(
+            self.model.split_parameters(self.parameters()),
+            support_x,
+            support_y,
+            steps,
+            self.finetune_steps,
+            training=False,
+        ).weights
 
     def predict(
         self,
@@ -369,7 +272,9 @@ class LEO(MetaLearner):
         del support_x  # no normalization statistics: the classifier is linear
         return tf.matmul(query_x, fast_weights, transpose_b=True)
 
-    def _task_terms(self, support_x, support_y, query_x, query_y, task_seed):
+    def task_result(self, support_x, support_y, query_x, query_y, task_seed):
+        """The meta-gradient of L^val + beta KL + gamma penalty (the L2 and
+        orthogonality terms are added once per step, ``outer_gradient``)."""
         params = self.parameters()
         adapt_seed, query_seed = tf.unstack(
             tf.random.experimental.stateless_split(task_seed, 2)
@@ -397,41 +302,27 @@ class LEO(MetaLearner):
         meta_gradient = tape.gradient(
             objective, params, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
-        return LEOTaskResult(
+        return TaskResult(
             meta_gradient,
             query_loss,
             self.metric(logits, query_y),
-            adapted.kl,
-            adapted.encoder_penalty,
-        ), adapted.weights
-
-    def task_result(self, support_x, support_y, query_x, query_y, task_seed):
-        """(meta_gradient, query_loss, query_accuracy, w') for one task; the
-        meta-gradient is that of L^val + beta KL + gamma penalty (no L2/orthogonality)."""
-        result, weights = self._task_terms(
-            support_x, support_y, query_x, query_y, task_seed
+            None,
+            {"kl": adapted.kl, "encoder_penalty": adapted.encoder_penalty},
         )
-        return result.meta_gradient, result.query_loss, result.query_metric, weights
 
-    def _task_result_with_update(
-        self, support_x, support_y, query_x, query_y, task_seed
-    ) -> LEOTaskResult:
-        return self._task_terms(support_x, support_y, query_x, query_y, task_seed)[0]
+    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
+        logits = self.predict(self.adapt(support_x, support_y, steps), query_x)
+        return self.loss(logits, query_y), self.metric(logits, query_y)
 
     def clip(self, gradients: list[tf.Tensor]) -> list[tf.Tensor]:
         """By value, then each variable's gradient by its norm (reference ``runner.py``)."""
-        if self.gradient_clip_value:
-            v = self.gradient_clip_value
-            gradients = [tf.clip_by_value(g, -v, v) for g in gradients]
-        if self.gradient_clip_variable_norm:
-            gradients = [
-                tf.clip_by_norm(g, self.gradient_clip_variable_norm) for g in gradients
-            ]
-        return gradients
+        return leo_losses.clip(
+            gradients, self.gradient_clip_value, self.gradient_clip_variable_norm
+        )
 
-    def _train_step(self, episode) -> dict[str, tf.Tensor]:
-        results = self._run_tasks(episode)
-        tasks = len(results)
+    def outer_gradient(self, meta_gradient, outputs):
+        """The tasks' mean plus the gradient of the L2 and orthogonality
+        terms; clipped for the update (the norm reported is before clipping)."""
         params = self.parameters()
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -439,39 +330,75 @@ class LEO(MetaLearner):
         regularization_gradient = tape.gradient(
             regularization, params, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
-        meta_gradient = [
-            tf.add_n([r.meta_gradient[k] for r in results]) / tasks
-            + regularization_gradient[k]
-            for k in range(len(params))
-        ]
-        norm = tf.linalg.global_norm(meta_gradient)
-        self.outer_optimizer.apply_gradients(
-            zip(self.clip(meta_gradient), self.variables)
+        meta_gradient = [g + r for g, r in zip(meta_gradient, regularization_gradient)]
+        outputs["regularization"] = regularization
+        outputs["objective"] = (
+            outputs["loss"]
+            + self.kl_weight * outputs["kl"]
+            + self.encoder_penalty_weight * outputs["encoder_penalty"]
+            + regularization
         )
+        return meta_gradient, self.clip(meta_gradient)
 
-        def mean(values):
-            return tf.reduce_mean(tf.stack(values))
+    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
+        from tfmeta.export.leo_signatures import leo_signatures
 
-        query_loss = mean([r.query_loss for r in results])
-        kl = mean([r.kl for r in results])
-        penalty = mean([r.encoder_penalty for r in results])
-        return {
-            "loss": query_loss,
-            "accuracy": mean([r.query_metric for r in results]),
-            "kl": kl,
-            "encoder_penalty": penalty,
-            "regularization": regularization,
-            "objective": query_loss
-            + self.kl_weight * kl
-            + self.encoder_penalty_weight * penalty
-            + regularization,
-            "task_weights": tf.fill([tasks], tf.constant(1.0 / tasks, kl.dtype)),
-            "meta_gradient_norm": norm,
-        }
+        return leo_signatures(self, preprocessing)
 
-    def _eval_task(self, support_x, support_y, query_x, query_y, steps: int):
-        weights = self.inner_loop(
-            self.parameters(), support_x, support_y, steps, training=False
-        )
-        logits = self.predict(weights, query_x)
-        return self.loss(logits, query_y), self.metric(logits, query_y)
+    def describe(self) -> dict[str, Any]:
+        from tfmeta.export.leo_signatures import describe_leo
+
+        return {**super().describe(), **describe_leo(self)}
+
+
+# Defaults: google-deepmind/leo config.py; see experiments/configs/leo_*.py.
+SETTINGS = tuple(field.name for field in dataclasses.fields(LEOSettings))
+DEFAULTS: dict[str, Any] = {
+    **dataclasses.asdict(LEOSettings()),
+    "inner_lr": 1.0,  # alpha's initial value
+    "finetune_lr": 1e-3,  # eta's initial value
+    "num_latents": 64,
+    "inner_steps": 5,
+    "eval_inner_steps": 5,
+    "task_weighting": "uniform",
+    "task_execution": "loop",
+    "jit_compile": False,
+    "gradient_clip_value": None,
+    "gradient_clip_variable_norm": None,
+}
+
+
+def check(config: Config) -> None:
+    LEOSettings(**{key: config[key] for key in SETTINGS})
+    if int(config["n_way"]) < 2:
+        raise ValueError(f"n_way must be >= 2, got {config['n_way']}")
+    for name in ("inner_lr", "finetune_lr"):
+        check_finite(name, config[name], positive=True)
+    if not config["num_latents"] or int(config["num_latents"]) < 1:
+        raise ValueError(f"num_latents must be >= 1, got {config['num_latents']}")
+    check_inner_steps(int(config["inner_steps"]), int(config["eval_inner_steps"]))
+
+
+def build(config: Config, model, outer_optimizer, problem: str) -> LEO:
+    return LEO(
+        model,
+        outer_optimizer,
+        n_way=int(config["n_way"]),
+        inner_steps=int(config["inner_steps"]),
+        eval_inner_steps=int(config["eval_inner_steps"]),
+        task_weighting=config["task_weighting"],
+        jit_compile=bool(config["jit_compile"]),
+        seed=int(config["seed"]),
+        **{key: config[key] for key in SETTINGS},
+    )
+
+
+ALGORITHM = Algorithm(
+    name="leo",
+    learner=LEO,
+    defaults=DEFAULTS,
+    check=check,
+    build=build,
+    model="leo",
+    summary="LEO, latent embedding optimization (Rusu et al. 2019)",
+)

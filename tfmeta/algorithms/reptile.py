@@ -6,38 +6,27 @@ For each task, phi_tilde_i is the result of k steps of an inner optimizer
 examples, starting from phi. The outer update is
   phi <- phi + epsilon * mean_i (phi_tilde_i - phi),
 i.e. plain gradient descent with learning rate epsilon on the pseudo-gradient
-phi - phi_tilde_i; the paper anneals epsilon linearly to 0
-(``annealed_outer_optimizer``).
+phi - phi_tilde_i; the paper anneals epsilon linearly to 0 (the
+``annealed_sgd`` outer optimizer).
+
+  python -m experiments.train --algorithm=reptile --dataset=omniglot --workdir=/tmp/reptile
 """
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
-from tfmeta.algorithms.base import MetaLearner
+from tfmeta.core import fast_weight_config
+from tfmeta.core.algorithm import Algorithm, Config, check_optional_count
+from tfmeta.core.executor import TaskResult
+from tfmeta.core.fast_weight_learner import FastWeightLearner
 
 
-def annealed_outer_optimizer(
-    meta_step_size: float, num_steps: int, final_step_size: float = 0.0
-):
-    """SGD whose learning rate epsilon falls linearly from ``meta_step_size`` at
-    step 0 to ``final_step_size`` at ``num_steps`` (the paper: 1 -> 0)."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    schedule = keras.optimizers.schedules.PolynomialDecay(
-        meta_step_size,
-        decay_steps=num_steps,
-        end_learning_rate=final_step_size,
-        power=1.0,
-    )
-    return keras.optimizers.SGD(learning_rate=schedule)
-
-
-class Reptile(MetaLearner):
+class Reptile(FastWeightLearner):
     """Reptile. ``inner_batch_size`` / ``eval_inner_batch_size``: examples per
     inner step in meta-training / evaluation, cycled through a random
-    permutation of the task's support set (None: the whole set)."""
+    permutation of the task's support set (None: the whole set). Other
+    arguments: ``FastWeightLearner``."""
 
     name = "reptile"
 
@@ -48,13 +37,8 @@ class Reptile(MetaLearner):
         eval_inner_batch_size: int | None = None,
         **kwargs,
     ):
+        check_batch_sizes(inner_batch_size, eval_inner_batch_size)
         super().__init__(*args, **kwargs)
-        for name, value in (
-            ("inner_batch_size", inner_batch_size),
-            ("eval_inner_batch_size", eval_inner_batch_size),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value}")
         self.inner_batch_size = inner_batch_size
         self.eval_inner_batch_size = eval_inner_batch_size
 
@@ -92,9 +76,48 @@ class Reptile(MetaLearner):
         )
         outputs = self.predict(fast, query_x, support_x)
         meta_gradient = [p - f for p, f in zip(params, fast)]
-        return (
+        return TaskResult(
             meta_gradient,
             self.loss(outputs, query_y),
             self.metric(outputs, query_y),
             fast,
         )
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "eval_inner_batch_size": int(self.eval_inner_batch_size or 0),
+        }
+
+
+def check_batch_sizes(inner_batch_size, eval_inner_batch_size) -> None:
+    check_optional_count("inner_batch_size", inner_batch_size, minimum=1)
+    check_optional_count("eval_inner_batch_size", eval_inner_batch_size, minimum=1)
+
+
+DEFAULTS = {"inner_batch_size": None, "eval_inner_batch_size": None}
+
+
+def check(config: Config) -> None:
+    fast_weight_config.check(config)
+    check_batch_sizes(config["inner_batch_size"], config["eval_inner_batch_size"])
+
+
+def build(config: Config, model, outer_optimizer, problem: str) -> Reptile:
+    return Reptile(
+        model,
+        outer_optimizer,
+        inner_batch_size=config["inner_batch_size"],
+        eval_inner_batch_size=config["eval_inner_batch_size"],
+        **fast_weight_config.learner_arguments(config, problem),
+    )
+
+
+ALGORITHM = Algorithm(
+    name="reptile",
+    learner=Reptile,
+    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
+    check=check,
+    build=build,
+    summary="Reptile (Nichol et al. 2018)",
+)

@@ -14,7 +14,6 @@ from tfmeta.export.saved_model import (
     ExportedVersion,
     ServingModule,
     export_learner,
-    register_signatures,
 )
 from tfmeta.export.signatures import PREPROCESSINGS, ImagePreprocessing
 
@@ -30,7 +29,6 @@ __all__ = [
     "export_learner",
     "next_version",
     "read_models_config",
-    "register_signatures",
     "write_models_config",
     "write_version",
 ]

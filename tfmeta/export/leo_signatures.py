@@ -19,11 +19,10 @@ latent step or fine-tuning.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
-from tfmeta.algorithms.leo import LEO
 from tfmeta.export.signatures import (
     ImagePreprocessing,
     _after,
@@ -35,6 +34,9 @@ from tfmeta.export.signatures import (
     classification_outputs,
 )
 
+if TYPE_CHECKING:
+    from tfmeta.algorithms.leo import LEO
+
 
 def leo_signatures(
     learner: LEO, preprocessing: ImagePreprocessing | None
@@ -45,8 +47,6 @@ def leo_signatures(
     ``query_x`` ``[Q, d]`` and return ``logits``, ``probabilities`` ``[Q, N]``
     and ``classes`` int32 ``[Q]``.
     """
-    if not isinstance(learner, LEO):
-        raise TypeError(f"expected a LEO learner, got {type(learner).__name__}")
     if preprocessing is not None:
         raise ValueError(
             "LEO runs on embedding vectors: it has no image signature (embed the images "

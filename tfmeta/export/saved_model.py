@@ -1,18 +1,13 @@
 """Exports a trained meta-learner as a SavedModel that adapts at serving time.
 
-The exported ``tf.Module`` holds theta (the model's variables) and one
+The exported ``tf.Module`` holds theta (the learner's variables) and one
 ``tf.function`` per signature. A request carries a support set and queries;
-the graph runs the learner's own non-differentiable inner loop
-(``learner.adapt``: ``eval_inner_steps`` steps with the inner learning rate
-alpha, in a ``tf.while_loop``) from theta to theta', then predicts the
-queries under theta'. Nothing else about the learner is saved: the learner
-object need not be picklable.
-
-Which signatures a learner gets is looked up by its ``name`` in a registry
-(``register_signatures``), then by its ``problem``: classification and
-regression learners share ``signatures.classification_signatures`` /
-``signatures.regression_signatures``; a learner with another adaptation
-(LEO's latent inner loop: ``leo_signatures``) registers its own builder.
+the graph runs the learner's own non-differentiable adaptation
+(``learner.adapt``), then predicts the queries. The learner says what is
+served: ``learner.serving_functions(preprocessing)`` gives the functions
+(fast-weight learners share ``signatures.classification_signatures`` /
+``regression_signatures``; LEO has its own) and ``learner.describe()`` what a
+client needs to know. Nothing else about the learner is saved.
 """
 
 from __future__ import annotations
@@ -21,72 +16,21 @@ import copy
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
-from tfmeta.algorithms.base import MetaLearner
-from tfmeta.algorithms.leo import LEO
-from tfmeta.algorithms.reptile import Reptile
+from tfmeta.core.learner import Learner
 from tfmeta.export import layout
-from tfmeta.export.leo_signatures import describe_leo, leo_signatures
-from tfmeta.export.signatures import (
-    ImagePreprocessing,
-    classification_signatures,
-    regression_signatures,
-)
+from tfmeta.export.signatures import ImagePreprocessing
 
-SignatureBuilder = Callable[
-    [MetaLearner, ImagePreprocessing | None], dict[str, Callable]
-]
 DEFAULT_SIGNATURE = "adapt_and_predict"
 METADATA_SIGNATURE = "metadata"
 METADATA_FILE = os.path.join("assets.extra", "tfmeta_export.json")
 
-_BY_LEARNER: dict[str, SignatureBuilder] = {"leo": leo_signatures}
-_BY_PROBLEM: dict[str, SignatureBuilder] = {
-    "classification": classification_signatures,
-    "regression": regression_signatures,
-}
 
-
-def register_signatures(learner_name: str, builder: SignatureBuilder) -> None:
-    """Makes ``builder(learner, image_preprocessing)`` give the serving functions
-    of learners whose ``name`` is ``learner_name``.
-
-    The builder returns ``{signature name: tf.function with an input_signature}``
-    and must include ``"adapt_and_predict"`` (served as ``serving_default``).
-    """
-    _BY_LEARNER[learner_name] = builder
-
-
-def signature_builder(learner: MetaLearner) -> SignatureBuilder:
-    """The registered builder of ``learner.name``, else the default of its problem.
-
-    The defaults serve learners that adapt through the base ``adapt`` /
-    ``predict`` (MAML, FOMAML, Reptile); a learner overriding either must
-    register its own builder.
-    """
-    if learner.name in _BY_LEARNER:
-        return _BY_LEARNER[learner.name]
-    own = [
-        method
-        for method in ("adapt", "predict")
-        if getattr(type(learner), method) is not getattr(MetaLearner, method)
-    ]
-    if not own and learner.problem in _BY_PROBLEM:
-        return _BY_PROBLEM[learner.problem]
-    reason = (
-        f"it overrides {' and '.join(own)}" if own else f"problem {learner.problem!r}"
-    )
-    raise ValueError(
-        f"no serving signatures for learner {learner.name!r} ({reason}); register them with "
-        "tfmeta.export.register_signatures"
-    )
-
-
-def serving_learner(learner: MetaLearner, transductive: bool) -> MetaLearner:
+def serving_learner(learner: Learner, transductive: bool) -> Learner:
     """A shallow copy of ``learner`` (same model and variables) for the serving graph.
 
     ``transductive`` replaces the learner's setting (the trained learner is
@@ -95,43 +39,27 @@ def serving_learner(learner: MetaLearner, transductive: bool) -> MetaLearner:
     request.
     """
     serving = copy.copy(learner)
-    serving.transductive = transductive
+    if hasattr(serving, "transductive"):
+        serving.transductive = transductive
     return serving
 
 
 def describe_learner(
-    learner: MetaLearner,
+    learner: Learner,
     transductive: bool,
     image_preprocessing: ImagePreprocessing | None,
 ) -> dict[str, Any]:
     """What a client needs to know to call the export: the adaptation it runs."""
     from tfmeta import __version__
 
-    common = {
-        "algorithm": learner.name,
-        "problem": learner.problem,
+    return {
+        **learner.describe(),
         "transductive": bool(transductive),
         "image_preprocessing": (
             image_preprocessing.describe() if image_preprocessing else "none"
         ),
         "tfmeta_version": __version__,
     }
-    if isinstance(learner, LEO):
-        return {**common, **describe_leo(learner)}
-    optimizer = type(learner.inner_optimizer).__name__.removeprefix("Inner").lower()
-    values: dict[str, Any] = {
-        **common,
-        "input_shape": [int(d) for d in learner.model.input_shape[1:]],
-        "inner_steps": int(learner.eval_inner_steps),
-        "inner_lr": float(learner.inner_lr),
-        "inner_optimizer": optimizer,
-        "adapt_variables": learner.adapt_variables,
-    }
-    outputs = int(learner.model.output_shape[-1])
-    values["n_way" if learner.problem == "classification" else "output_dim"] = outputs
-    if isinstance(learner, Reptile):
-        values["eval_inner_batch_size"] = int(learner.eval_inner_batch_size or 0)
-    return values
 
 
 def _constant(value: Any) -> tf.Tensor:
@@ -162,16 +90,18 @@ class ServingModule(tf.Module):
 
     def __init__(
         self,
-        learner: MetaLearner,
+        learner: Learner,
         *,
         transductive: bool = False,
         image_preprocessing: ImagePreprocessing | None = None,
         metadata: Mapping[str, Any] | None = None,
     ):
         super().__init__(name="tfmeta_serving")
-        self.variables_to_save = [v.value for v in learner.model.variables]
+        self.variables_to_save = [v.value for v in learner.model.variables] + [
+            v.value if hasattr(v, "value") else v for v in learner.own_variables
+        ]
         serving = serving_learner(learner, transductive)
-        functions = signature_builder(learner)(serving, image_preprocessing)
+        functions = serving.serving_functions(image_preprocessing)
         if DEFAULT_SIGNATURE not in functions:
             raise ValueError(
                 f"the serving functions of {learner.name!r} must include {DEFAULT_SIGNATURE!r}, "
@@ -208,7 +138,7 @@ class ExportedVersion:
 
 
 def export_learner(
-    learner: MetaLearner,
+    learner: Learner,
     export_dir: str,
     *,
     transductive: bool = False,

@@ -1,7 +1,7 @@
 """tf.distribute strategies for the training binary.
 
 A learner built under ``strategy.scope()`` splits each meta-batch across the
-strategy's replicas (``MetaLearner._distributed_train_step``): every replica
+strategy's replicas (``tfmeta.core.executor.MetaStep``): every replica
 adapts B / R tasks and the meta-gradients are all-reduced. Strategies:
 
 - "default": one device.

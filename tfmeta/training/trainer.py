@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfmeta.algorithms.base import MetaLearner
+from tfmeta.core.learner import Learner
 from tfmeta.training.evaluation import evaluate, format_result
 from tfmeta.training.workdir import write_json
 
@@ -49,7 +49,7 @@ class Trainer:
 
     def __init__(
         self,
-        learner: MetaLearner,
+        learner: Learner,
         workdir: str,
         train_episodes: Callable[[int], Iterable],
         val_episodes: Callable[[], Iterable] | None = None,

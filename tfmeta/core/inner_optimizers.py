@@ -22,6 +22,9 @@ class InnerSGD:
 
     learning_rate: float
 
+    def describe(self) -> dict:
+        return {"inner_optimizer": "sgd", "inner_lr": float(self.learning_rate)}
+
     def init(self, params: Sequence[tf.Tensor]) -> tuple:
         return ()
 
@@ -47,6 +50,9 @@ class InnerAdam:
     beta1: float = 0.0
     beta2: float = 0.999
     epsilon: float = 1e-8
+
+    def describe(self) -> dict:
+        return {"inner_optimizer": "adam", "inner_lr": float(self.learning_rate)}
 
     def init(self, params: Sequence[tf.Tensor]) -> tuple:
         return ([tf.zeros_like(p) for p in params], [tf.zeros_like(p) for p in params])

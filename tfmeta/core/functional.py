@@ -1,0 +1,63 @@
+"""A Keras model as a pure function of its weights.
+
+Inner loops never assign variables: fast weights are tensors passed through
+``keras.Model.stateless_call``. ``forward`` is that call; ``predict`` adds how
+a query batch is normalized (transductively, by its own statistics, or by the
+support set's, so one query's answer does not depend on the other queries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from tfmeta.models.batch_norm import normalization_reference
+
+
+def forward(
+    model: keras.Model,
+    params: Sequence[tf.Tensor],
+    x: tf.Tensor,
+    num_reference: int | tf.Tensor | None = None,
+) -> tf.Tensor:
+    """``model``'s outputs for ``x`` under weights ``params`` (aligned with
+    ``model.trainable_variables``); no state is touched.
+
+    ``num_reference``: normalization layers use the statistics of the first
+    this many rows only (``tfmeta.models.batch_norm.normalization_reference``).
+    """
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    with normalization_reference(num_reference):
+        outputs, _ = model.stateless_call(list(params), non_trainable, x, training=True)
+    return outputs
+
+
+def predict(
+    model: keras.Model,
+    params: Sequence[tf.Tensor],
+    query_x: tf.Tensor,
+    support_x: tf.Tensor | None,
+    transductive: bool,
+) -> tf.Tensor:
+    """Outputs for ``query_x [n_query, ...]`` under ``params``.
+
+    ``transductive``: the queries are normalized with their own batch
+    statistics. Otherwise with ``support_x``'s: the support set and the
+    queries run as one batch whose statistics come from the support rows.
+    """
+    if transductive:
+        return forward(model, params, query_x)
+    if support_x is None:
+        raise ValueError(
+            "a non-transductive learner needs support_x in predict() for the "
+            "normalization statistics"
+        )
+    num_support = (
+        tf.shape(support_x)[0] if support_x.shape[0] is None else support_x.shape[0]
+    )
+    outputs = forward(
+        model, params, tf.concat([support_x, query_x], axis=0), num_support
+    )
+    return outputs[num_support:]

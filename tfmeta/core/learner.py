@@ -1,0 +1,223 @@
+"""What every meta-learner answers, and the capabilities it declares.
+
+Notation (Finn et al. 2017): theta are the meta-parameters (the model's
+trainable variables and any the learner owns, e.g. learned inner learning
+rates), theta'_i what adapting to task i gives, beta the outer learning rate
+held by the outer Keras optimizer.
+
+A learner says, for one task, what its result is (``task_result``: the
+meta-gradient, the query loss and metric, theta'_i where update vectors are
+defined) and how it is evaluated (``eval_task``); what "adapted" is
+(``adapt``) and how it predicts (``predict``); and what an export serves
+(``serving_functions``, ``describe``). ``MetaStep`` runs the meta-batch. A
+learner declares what it supports (``task_weightings``, ``task_executions``,
+``distributable``), so that callers check a setting before any work starts
+instead of testing the learner's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfmeta.core import weighting
+from tfmeta.core.executor import (
+    TASK_EXECUTIONS,
+    MetaStep,
+    TaskResult,
+    check_task_execution,
+)
+from tfmeta.core.problem import Problem
+
+
+def check_inner_steps(inner_steps: int, eval_inner_steps: int | None) -> None:
+    if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
+        raise ValueError(
+            f"inner_steps and eval_inner_steps must be >= 0, got {inner_steps} and "
+            f"{eval_inner_steps}"
+        )
+
+
+class Learner:
+    """Base of every learner: theta, the outer optimizer and the meta-steps.
+
+    Args:
+      model: a built Keras 3 model, called only through ``stateless_call``.
+      outer_optimizer: applies the combined meta-gradient (beta: its rate).
+      problem: "classification" or "regression" (``Problem``).
+      inner_steps / eval_inner_steps: adaptation steps in meta-training and
+        at meta-validation/test (default: ``inner_steps``).
+      task_weighting, task_execution, jit_compile: see ``MetaStep``.
+      seed: seeds randomness inside the steps.
+      own_variables: meta-parameters the learner owns besides the model's
+        (meta-learned with them, checkpointed with them).
+    """
+
+    name = "learner"
+    task_weightings: tuple[str, ...] = weighting.TASK_WEIGHTINGS
+    task_executions: tuple[str, ...] = TASK_EXECUTIONS
+    distributable = True
+    extra_metrics: tuple[str, ...] = ()  # names of TaskResult.extras
+
+    def __init__(
+        self,
+        model: keras.Model,
+        outer_optimizer: keras.optimizers.Optimizer,
+        *,
+        problem: str = "classification",
+        inner_steps: int = 1,
+        eval_inner_steps: int | None = None,
+        task_weighting: str = "uniform",
+        task_execution: str = "loop",
+        jit_compile: bool = False,
+        seed: int = 0,
+        own_variables: Sequence[tf.Variable] = (),
+    ):
+        if not model.built or not model.trainable_variables:
+            raise ValueError(
+                "model must be built and have trainable variables (call it once or give an Input)"
+            )
+        check_inner_steps(inner_steps, eval_inner_steps)
+        self.check_capabilities(task_weighting, task_execution)
+        self.model = model
+        self.outer_optimizer = outer_optimizer
+        self.problem = problem  # "classification" or "regression"
+        self.objective = Problem(problem)  # its loss and metric
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = (
+            inner_steps if eval_inner_steps is None else eval_inner_steps
+        )
+        self.seed = seed
+        self.own_variables = list(own_variables)
+        self.variables = list(model.trainable_variables) + self.own_variables
+        self.outer_optimizer.build(self.variables)
+        self.meta_step = MetaStep(
+            self,
+            task_weighting=task_weighting,
+            task_execution=task_execution,
+            jit_compile=jit_compile,
+            seed=seed,
+        )
+
+    @classmethod
+    def check_capabilities(
+        cls,
+        task_weighting: str = "uniform",
+        task_execution: str = "loop",
+        replicas: int | None = None,
+    ) -> None:
+        """Raises ValueError, naming the parameter, for a setting this learner
+        does not support (``replicas``: None reads the current strategy)."""
+        weighting.check_task_weighting(task_weighting)
+        check_task_execution(task_execution)
+        if task_weighting not in cls.task_weightings:
+            raise ValueError(
+                f"{cls.name} supports task_weighting {list(cls.task_weightings)}, "
+                f"got {task_weighting!r}"
+            )
+        if task_execution not in cls.task_executions:
+            raise ValueError(
+                f"{cls.name} supports task_execution {list(cls.task_executions)}, "
+                f"got {task_execution!r}"
+            )
+        if replicas is None:
+            distributed = tf.distribute.has_strategy()
+        else:
+            distributed = replicas > 1
+        if distributed and not cls.distributable:
+            raise ValueError(
+                f"{cls.name} runs on one device: build it outside a tf.distribute "
+                "strategy with more than one replica"
+            )
+
+    # ------------------------------------------------------------ theta
+    def parameters(self) -> list[tf.Tensor]:
+        """theta as tensors (a snapshot read of ``variables``)."""
+        return [tf.identity(v.value) for v in self.variables]
+
+    def loss(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """The problem's loss (``Problem.loss``)."""
+        return self.objective.loss(outputs, y)
+
+    def metric(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """The problem's metric (``Problem.metric``)."""
+        return self.objective.metric(outputs, y)
+
+    @property
+    def metric_name(self) -> str:
+        return self.objective.metric_name
+
+    @property
+    def task_weighting(self) -> str:
+        return self.meta_step.task_weighting
+
+    @property
+    def task_execution(self) -> str:
+        return self.meta_step.task_execution
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the meta-batch is split over the replicas of a strategy."""
+        return self.meta_step.distributed
+
+    @property
+    def jit_compile(self) -> bool:
+        return self.meta_step.jit_compile
+
+    # ------------------------------------------------ what a learner says
+    def task_result(
+        self, support_x, support_y, query_x, query_y, task_seed
+    ) -> TaskResult:
+        """One task of a meta-train step (inside the compiled step)."""
+        raise NotImplementedError
+
+    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
+        """(query loss, query metric) of one task after ``steps`` adaptation steps."""
+        raise NotImplementedError
+
+    def adapt(self, support_x, support_y, inner_steps: int | None = None):
+        """What adapting to one task gives (no variable changes)."""
+        raise NotImplementedError
+
+    def predict(self, adapted, query_x, support_x=None) -> tf.Tensor:
+        """Outputs for ``query_x`` under ``adapted``."""
+        raise NotImplementedError
+
+    def outer_gradient(self, meta_gradient: list, outputs: dict) -> tuple[list, list]:
+        """(the meta-gradient whose norm is reported, the gradient applied).
+        ``outputs``: the step's averaged outputs, to which a learner may add."""
+        return meta_gradient, meta_gradient
+
+    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
+        """``{signature name: tf.function}`` an export writes."""
+        raise NotImplementedError(f"{self.name} has no serving functions")
+
+    def describe(self) -> dict[str, Any]:
+        """What a client of an export needs to know of the adaptation it runs."""
+        return {"algorithm": self.name, "problem": self.problem}
+
+    # ---------------------------------------------------- the meta-steps
+    def meta_train_step(self, episode) -> dict[str, tf.Tensor]:
+        """One outer update of theta from a batch of tasks.
+
+        ``episode`` = (support_x ``[B, N*K, ...]``, support_y ``[B, N*K]``,
+        query_x ``[B, N*Q, ...]``, query_y ``[B, N*Q]``). Returns scalars "loss",
+        the metric ("accuracy" or "mse", post-adaptation, on the query sets),
+        "meta_gradient_norm", the per-task "task_weights" ``[B]`` and any
+        ``extra_metrics``.
+        """
+        return self.meta_step.train(episode)
+
+    def meta_eval_step(
+        self, episode, inner_steps: int | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Per-task query loss and metric ``[B]`` after ``eval_inner_steps`` (or ``inner_steps``)."""
+        steps = self.eval_inner_steps if inner_steps is None else inner_steps
+        return self.meta_step.evaluate(episode, steps)
+
+    @property
+    def train_tracing_count(self) -> int:
+        return self.meta_step.train_tracing_count

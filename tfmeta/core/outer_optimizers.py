@@ -1,0 +1,57 @@
+"""The outer (meta) optimizer: Adam, SGD, or SGD with a linearly annealed
+rate (Reptile's epsilon schedule). beta in the MAML paper is its rate."""
+
+from __future__ import annotations
+
+import keras
+
+from tfmeta.core.algorithm import check_finite
+
+OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd")
+
+
+def annealed_outer_optimizer(
+    meta_step_size: float, num_steps: int, final_step_size: float = 0.0
+) -> keras.optimizers.Optimizer:
+    """SGD whose learning rate epsilon falls linearly from ``meta_step_size`` at
+    step 0 to ``final_step_size`` at ``num_steps`` (the Reptile paper: 1 -> 0)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        meta_step_size,
+        decay_steps=num_steps,
+        end_learning_rate=final_step_size,
+        power=1.0,
+    )
+    return keras.optimizers.SGD(learning_rate=schedule)
+
+
+def check_outer_optimizer(
+    name: str, learning_rate: float, clip_norm: float | None, final_lr: float = 0.0
+) -> None:
+    if name not in OUTER_OPTIMIZERS:
+        raise ValueError(
+            f"outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {name!r}"
+        )
+    check_finite("outer_lr", learning_rate, positive=True)
+    check_finite("final_outer_lr", final_lr)
+    if clip_norm is not None:
+        check_finite("gradient_clip_norm", clip_norm, positive=True)
+
+
+def make_outer_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    clip_norm: float | None = None,
+    schedule_steps: int = 1,
+    final_lr: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """``name`` in ``OUTER_OPTIMIZERS``; ``schedule_steps``: the length of the
+    annealed schedule (fixed when a run starts)."""
+    check_outer_optimizer(name, learning_rate, clip_norm, final_lr)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, global_clipnorm=clip_norm)
+    return annealed_outer_optimizer(learning_rate, schedule_steps, final_lr)
