@@ -1,6 +1,8 @@
 """tfmeta's training, evaluation, export and benchmark binaries."""
 
 import os
+import sys
+from collections.abc import Callable
 
 # The default `import tfmeta` sets (see tfmeta/__init__.py), here too because
 # TensorFlow reads it when first imported and a binary may import it (or
@@ -10,6 +12,23 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 CPU_THREADING_MODES = ("auto", "tasks", "ops")
+
+
+def run_binary(module: str, main: Callable[[list[str]], None]) -> None:
+    """``app.run(main)`` for the binary ``module`` run as a console script
+    (``tfmeta-train``), with the help ``python -m`` gives: the module's
+    docstring as usage and its flags under ``--helpshort``. absl takes both
+    from the main module, here the script's generated wrapper."""
+    from absl import app, flags
+
+    main_module = sys.modules["__main__"]
+    if main_module.__doc__ is None:
+        main_module.__doc__ = sys.modules[module].__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
+
+
 MALLOC_ARENAS_CHOICES = ("cores", "glibc")
 
 

@@ -11,11 +11,6 @@ import keras
 import tensorflow as tf
 from absl import app, logging
 
-from experiments import (
-    CPU_THREADING_MODES,
-    recompute_steps_error,
-    resolve_malloc_arenas,
-)
 from tfmeta import data as tfmeta_data
 from tfmeta import models
 from tfmeta.algorithms import (
@@ -24,6 +19,12 @@ from tfmeta.algorithms import (
     make_inner_optimizer,
 )
 from tfmeta.algorithms.base import TASK_EXECUTIONS, MetaLearner
+
+from . import (
+    CPU_THREADING_MODES,
+    recompute_steps_error,
+    resolve_malloc_arenas,
+)
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 ROTATIONS = ("train", "all", "none")

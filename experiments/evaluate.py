@@ -17,9 +17,10 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import common
-from experiments.flags import FLAGS
 from tfmeta.training import Trainer, evaluate, format_result, read_config, write_json
+
+from . import common, run_binary
+from .flags import FLAGS
 
 flags.DEFINE_enum(
     "checkpoint",
@@ -95,5 +96,10 @@ def main(argv):
     evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
 
 
+def run() -> None:
+    """The console script ``tfmeta-evaluate``."""
+    run_binary(__name__, main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

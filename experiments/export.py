@@ -21,10 +21,11 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import common
-from experiments.configs import BASE
 from tfmeta.export import ImagePreprocessing, export_learner, write_models_config
 from tfmeta.training import Trainer, read_config
+
+from . import common, run_binary
+from .configs import BASE
 
 FLAGS = flags.FLAGS
 CHECKPOINTS = ("best", "latest")
@@ -188,6 +189,11 @@ def main(argv):
     )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script ``tfmeta-export``."""
     define_flags()
-    app.run(main)
+    run_binary(__name__, main)
+
+
+if __name__ == "__main__":
+    run()

@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
     import keras
     import tensorflow as tf
 
-    from experiments.benchmark import (
+    from ..benchmark import (
         OUTER_LR,
         REPTILE_OUTER_LR,
         conv_network,
