@@ -54,7 +54,6 @@ from . import (
     define_cpu_threading_flag,
     define_malloc_arenas_flag,
     recompute_steps_error,
-    resolve_malloc_arenas,
     run_binary,
 )
 
@@ -280,21 +279,20 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    import tfmeta
+    from tfmeta import runtime
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
     from tfmeta.models import LEOModel
 
-    from .common import resolve_cpu_threading
-
-    malloc_arenas = resolve_malloc_arenas(FLAGS.malloc_arenas)
-    if malloc_arenas is not None and not tfmeta.set_malloc_arenas(malloc_arenas):
-        malloc_arenas = None  # not glibc
-    cpu_threading = resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
+    settings = runtime.configure(
+        cpu_threading=None if FLAGS.threads else FLAGS.cpu_threading,
+        malloc_arenas=FLAGS.malloc_arenas,
+        jit_compile=jit_compile,
+    )
+    malloc_arenas = settings.malloc_arenas  # None: glibc's default (or not glibc)
+    cpu_threading = runtime.resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    else:
-        tfmeta.set_cpu_threading(cpu_threading)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
     example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
     episode = random_episode(b, n, k, q, example)
@@ -359,7 +357,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "xla": "on" if jit_compile else "off",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "onednn": tfmeta.onednn_enabled(),
+        "onednn": runtime.onednn_enabled(),
         "threads": FLAGS.threads or "default",
         "cpu_threading": "-" if FLAGS.threads else cpu_threading,
         "malloc_arenas": malloc_arenas or "glibc",

@@ -19,7 +19,7 @@ import time
 
 from absl import app, flags, logging
 
-from . import common, run_binary
+from . import common, configure_runtime, run_binary
 from .configs import BASE, FIXED_KEYS
 from .flags import FLAGS, resolved_config
 
@@ -53,8 +53,7 @@ def main(argv):
 
     # Before any other TensorFlow work: malloc arenas, thread pools and
     # logical devices are fixed once it starts.
-    common.set_malloc_arenas(FLAGS.malloc_arenas)
-    common.set_cpu_threading(FLAGS.cpu_threading, config["jit_compile"])
+    configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, config["jit_compile"])
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     except ValueError as error:
