@@ -4,17 +4,31 @@ import pathlib
 
 from setuptools import find_packages, setup
 
+# experiments/<name>.py, each installed as the console script tfmeta-<name>.
+BINARIES = ("train", "evaluate", "export", "embed", "benchmark", "serve_client")
+
 setup(
     name="tfmeta",
     version="0.1.0",
     description="Gradient-based meta-learning (MAML, FOMAML, Reptile) for TensorFlow 2 / Keras 3",
     long_description=(pathlib.Path(__file__).parent / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    # The binaries and their configs (experiments/ in the repository) install
+    # as tfmeta.experiments: no top-level package of that name in site-packages.
+    # (tfmeta/experiments/__init__.py stands in for them in a source tree.)
     packages=find_packages(
-        include=["tfmeta", "tfmeta.*", "experiments", "experiments.*"]
-    ),
+        include=["tfmeta", "tfmeta.*"], exclude=["tfmeta.experiments"]
+    )
+    + ["tfmeta.experiments", "tfmeta.experiments.configs"],
+    package_dir={"tfmeta.experiments": "experiments"},
     # The native kernel's source, compiled on first use (tfmeta.models.kernels).
     package_data={"tfmeta.models.kernels": ["*.cc"]},
+    entry_points={
+        "console_scripts": [
+            f"tfmeta-{name.replace('_', '-')}=tfmeta.experiments.{name}:run"
+            for name in BINARIES
+        ]
+    },
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",  # 2.16 is the first release with Keras 3

@@ -1,16 +1,64 @@
 """tfmeta's training, evaluation, export and benchmark binaries."""
 
-import os
+import sys
+from collections.abc import Callable
 
-# The default `import tfmeta` sets (see tfmeta/__init__.py), here too because
-# TensorFlow reads it when first imported and a binary may import it (or
-# Keras) before tfmeta. Not by importing tfmeta: the benchmark's driver must
-# not load TensorFlow, since a child process's peak RSS (ru_maxrss) starts
-# from its parent's at exec.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from tfmeta import runtime
+from tfmeta.runtime import (
+    CPU_THREADING_MODES,
+    MALLOC_ARENAS_CHOICES,
+    resolve_malloc_arenas,
+)
 
-CPU_THREADING_MODES = ("auto", "tasks", "ops")
-MALLOC_ARENAS_CHOICES = ("cores", "glibc")
+# The binaries' platform tuning starts here, before any of them imports
+# TensorFlow, which reads the oneDNN switch once, when first imported; their
+# main() sets the rest from the flags (configure_runtime). tfmeta.runtime
+# loads no TensorFlow: the benchmark's driver must not, since a child
+# process's peak RSS (ru_maxrss) starts from its parent's at exec.
+if not runtime.tensorflow_loaded():
+    runtime.configure(cpu_threading=None, malloc_arenas=None)
+
+
+def configure_runtime(
+    cpu_threading: str, malloc_arenas: str, jit_compile: bool
+) -> None:
+    """``tfmeta.runtime.configure`` with ``--cpu_threading`` and
+    ``--malloc_arenas``, logged; before the binary's first TensorFlow op."""
+    from absl import logging
+
+    settings = runtime.configure(
+        cpu_threading=cpu_threading,
+        malloc_arenas=malloc_arenas,
+        jit_compile=jit_compile,
+    )
+    if settings.malloc_arenas is not None:
+        logging.info("malloc arenas: at most %d", settings.malloc_arenas)
+    elif malloc_arenas != "glibc":
+        logging.warning(
+            "--malloc_arenas=%s: the C library is not glibc; ignored", malloc_arenas
+        )
+    if settings.cpu_threading is not None:
+        logging.info(
+            "CPU threading %s: intra_op %d, inter_op %d thread(s) (0: TensorFlow's choice)",
+            settings.cpu_threading,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+        )
+
+
+def run_binary(module: str, main: Callable[[list[str]], None]) -> None:
+    """``app.run(main)`` for the binary ``module`` run as a console script
+    (``tfmeta-train``), with the help ``python -m`` gives: the module's
+    docstring as usage and its flags under ``--helpshort``. absl takes both
+    from the main module, here the script's generated wrapper."""
+    from absl import app, flags
+
+    main_module = sys.modules["__main__"]
+    if main_module.__doc__ is None:
+        main_module.__doc__ = sys.modules[module].__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
 
 
 def define_cpu_threading_flag() -> None:
@@ -24,21 +72,6 @@ def define_cpu_threading_flag() -> None:
         "tasks: each op on one thread and tasks side by side (faster for "
         "meta-batches of small networks); ops: TensorFlow's default, each op "
         "split over all cores; auto: ops with XLA, else tasks",
-    )
-
-
-def resolve_malloc_arenas(value: str) -> int | None:
-    """``--malloc_arenas``: "cores" is one arena per CPU core this process may
-    use, "glibc" (None) leaves glibc's default."""
-    if value == "glibc":
-        return None
-    if value == "cores":
-        return len(os.sched_getaffinity(0))
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise ValueError(
-        f"--malloc_arenas must be one of {MALLOC_ARENAS_CHOICES} or a positive "
-        f"number, got {value!r}"
     )
 
 
@@ -76,7 +109,7 @@ def define_malloc_arenas_flag() -> None:
         "malloc_arenas",
         "cores",
         "heap arenas of glibc's malloc: cores (one per CPU core; less memory "
-        "held by freed tensors, see tfmeta.set_malloc_arenas), glibc (its "
+        "held by freed tensors, see tfmeta.runtime), glibc (its "
         "default, up to eight per core) or a positive number",
     )
     flags.register_validator(

@@ -50,14 +50,18 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import (
+from . import (
     define_cpu_threading_flag,
     define_malloc_arenas_flag,
     recompute_steps_error,
-    resolve_malloc_arenas,
+    run_binary,
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The timed workers run this module again: experiments.benchmark from a
+# checkout's root, tfmeta.experiments.benchmark where it is installed.
+WORKER_MODULE = __spec__.name
+CHECKOUT = REPO if __package__ == "experiments" else None
 ALGORITHMS = ("maml", "fomaml", "reptile", "leo")
 MODES = ("speed", "memory")
 XLA_SETTINGS = ("off", "on")
@@ -275,20 +279,20 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    import tfmeta
-    from experiments.common import resolve_cpu_threading
+    from tfmeta import runtime
     from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile
     from tfmeta.models import LEOModel
 
-    malloc_arenas = resolve_malloc_arenas(FLAGS.malloc_arenas)
-    if malloc_arenas is not None and not tfmeta.set_malloc_arenas(malloc_arenas):
-        malloc_arenas = None  # not glibc
-    cpu_threading = resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
+    settings = runtime.configure(
+        cpu_threading=None if FLAGS.threads else FLAGS.cpu_threading,
+        malloc_arenas=FLAGS.malloc_arenas,
+        jit_compile=jit_compile,
+    )
+    malloc_arenas = settings.malloc_arenas  # None: glibc's default (or not glibc)
+    cpu_threading = runtime.resolve_cpu_threading(FLAGS.cpu_threading, jit_compile)
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    else:
-        tfmeta.set_cpu_threading(cpu_threading)
     b, n, k, q = FLAGS.meta_batch_size, FLAGS.n_way, FLAGS.k_shot, FLAGS.q_query
     example = (FLAGS.leo_embedding_dim,) if algorithm == "leo" else IMAGE_SHAPE
     episode = random_episode(b, n, k, q, example)
@@ -353,7 +357,7 @@ def run_worker(algorithm: str, jit_compile: bool) -> dict[str, Any]:
         "xla": "on" if jit_compile else "off",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "onednn": tfmeta.onednn_enabled(),
+        "onednn": runtime.onednn_enabled(),
         "threads": FLAGS.threads or "default",
         "cpu_threading": "-" if FLAGS.threads else cpu_threading,
         "malloc_arenas": malloc_arenas or "glibc",
@@ -397,7 +401,7 @@ def _run(
 ) -> dict[str, Any]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
     done = subprocess.run(
-        command, check=False, cwd=REPO, env=env, capture_output=True, text=True
+        command, check=False, cwd=CHECKOUT, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
         tail = "\n".join(done.stderr.splitlines()[-30:])
@@ -420,7 +424,7 @@ def _tfmeta(
     recompute: bool = False,
     allocator_stats: bool = False,
 ) -> dict[str, Any]:
-    command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
+    command = [sys.executable, "-m", WORKER_MODULE, f"--worker={algorithm}"]
     command += [f"--jit_compile={xla == 'on'}", *_shared_args()]
     command += [f"--leo_embedding_dim={FLAGS.leo_embedding_dim}"]
     if inner_steps is not None:
@@ -795,6 +799,11 @@ def main(argv: list[str]) -> None:
         run_benchmark()
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script ``tfmeta-benchmark``."""
     define_flags()
-    app.run(main)
+    run_binary(__name__, main)
+
+
+if __name__ == "__main__":
+    run()

@@ -11,10 +11,6 @@ import keras
 import tensorflow as tf
 from absl import app, logging
 
-from experiments import (
-    CPU_THREADING_MODES,
-    resolve_malloc_arenas,
-)
 from tfmeta import data as tfmeta_data
 from tfmeta import models
 from tfmeta.algorithms import get_algorithm
@@ -38,53 +34,6 @@ class TaskData:
     description: str
     input_shape: tuple[int, ...]
     split: str = ""  # the class split, without paths (stored with the run)
-
-
-def resolve_cpu_threading(mode: str, jit_compile: bool) -> str:
-    """The binaries' ``--cpu_threading``: "auto" is "ops" for an XLA-compiled
-    step (one computation, threaded by XLA) and "tasks" otherwise."""
-    if mode not in CPU_THREADING_MODES:
-        raise ValueError(
-            f"--cpu_threading must be one of {CPU_THREADING_MODES}, got {mode!r}"
-        )
-    if mode == "auto":
-        return "ops" if jit_compile else "tasks"
-    return mode
-
-
-def set_malloc_arenas(value: str) -> None:
-    """``tfmeta.set_malloc_arenas`` with ``--malloc_arenas`` resolved, logged."""
-    import tfmeta
-
-    count = resolve_malloc_arenas(value)
-    if count is None:
-        return
-    if tfmeta.set_malloc_arenas(count):
-        logging.info("malloc arenas: at most %d", count)
-    else:
-        logging.warning(
-            "--malloc_arenas=%s: the C library is not glibc; ignored", value
-        )
-
-
-def set_cpu_threading(mode: str, jit_compile: bool) -> None:
-    """``tfmeta.set_cpu_threading`` with ``--cpu_threading`` resolved, logged;
-    if TensorFlow has already started (the binary called from a program), a
-    warning and its current settings."""
-    import tfmeta
-
-    mode = resolve_cpu_threading(mode, jit_compile)
-    try:
-        tfmeta.set_cpu_threading(mode)
-    except RuntimeError as error:
-        logging.warning("%s; keeping TensorFlow's current thread settings", error)
-        return
-    logging.info(
-        "CPU threading %s: intra_op %d, inter_op %d thread(s) (0: TensorFlow's choice)",
-        mode,
-        tf.config.threading.get_intra_op_parallelism_threads(),
-        tf.config.threading.get_inter_op_parallelism_threads(),
-    )
 
 
 def resolve_data_dir(config: dict[str, Any]) -> str:

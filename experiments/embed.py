@@ -35,10 +35,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from experiments import common
 from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
 from tfmeta.training.workdir import write_json
+
+from . import common, run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Root of the embeddings layout (required).")
@@ -214,7 +215,7 @@ def nearest_centroid_accuracy(
     return float(np.mean(np.argmin(distances, axis=-1) == batch.query_y.numpy()))
 
 
-def run(config: dict[str, Any]) -> dict[str, Any]:
+def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     """Loads Omniglot, trains the backbone, writes the three splits; returns the info."""
     data_dir = common.resolve_data_dir(
         {"data_dir": config["data_dir"], "dataset": "omniglot"}
@@ -322,10 +323,15 @@ def main(argv):
         )
     }
     try:
-        run(config)
+        write_embeddings(config)
     except (FileNotFoundError, ConnectionError) as error:  # no data: no traceback
         raise app.UsageError(str(error)) from error
 
 
+def run() -> None:
+    """The console script ``tfmeta-embed``."""
+    run_binary(__name__, main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

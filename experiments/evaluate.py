@@ -17,9 +17,10 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import common
-from experiments.flags import FLAGS
 from tfmeta.training import Trainer, evaluate, format_result, read_config, write_json
+
+from . import common, configure_runtime, run_binary
+from .flags import FLAGS
 
 flags.DEFINE_enum(
     "checkpoint",
@@ -90,10 +91,14 @@ def main(argv):
         raise app.UsageError("--workdir is required")
     config = common.trained_workdir_config(FLAGS.workdir)
     jit_compile = config.get("jit_compile", False)
-    common.set_malloc_arenas(FLAGS.malloc_arenas)
-    common.set_cpu_threading(FLAGS.cpu_threading, jit_compile)
+    configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
     evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
 
 
+def run() -> None:
+    """The console script ``tfmeta-evaluate``."""
+    run_binary(__name__, main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -21,10 +21,17 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import common
-from experiments.configs import BASE
-from tfmeta.export import ImagePreprocessing, export_learner, write_models_config
+from tfmeta.export import (
+    ImagePreprocessing,
+    ModelsConfigError,
+    export_learner,
+    read_models_config,
+    write_models_config,
+)
 from tfmeta.training import Trainer, read_config
+
+from . import common, run_binary
+from .configs import BASE
 
 FLAGS = flags.FLAGS
 CHECKPOINTS = ("best", "latest")
@@ -135,6 +142,8 @@ def export_workdir(
     models_config = models_config or os.path.join(
         os.path.dirname(export_dir), "models.config"
     )
+    if os.path.exists(models_config):  # one that cannot be updated fails now
+        read_models_config(models_config)
     learner, checkpoint = restore_learner(workdir, config, which)
     metadata = {
         "dataset": config["dataset"],
@@ -166,15 +175,18 @@ def main(argv):
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise app.UsageError("--workdir and --export_dir are required")
     common.trained_workdir_config(FLAGS.workdir)
-    result = export_workdir(
-        FLAGS.workdir,
-        FLAGS.export_dir,
-        which=FLAGS.checkpoint,
-        transductive=FLAGS.transductive,
-        model_name=FLAGS.model_name,
-        base_path=FLAGS.base_path,
-        models_config=FLAGS.models_config,
-    )
+    try:
+        result = export_workdir(
+            FLAGS.workdir,
+            FLAGS.export_dir,
+            which=FLAGS.checkpoint,
+            transductive=FLAGS.transductive,
+            model_name=FLAGS.model_name,
+            base_path=FLAGS.base_path,
+            models_config=FLAGS.models_config,
+        )
+    except ModelsConfigError as error:  # before the export: its message only
+        raise app.UsageError(f"{error} (--models_config)") from None
     metadata = result["metadata"]
     print(
         f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "
@@ -188,6 +200,11 @@ def main(argv):
     )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script ``tfmeta-export``."""
     define_flags()
-    app.run(main)
+    run_binary(__name__, main)
+
+
+if __name__ == "__main__":
+    run()

@@ -6,8 +6,8 @@ from typing import Any
 
 from absl import flags
 
-from experiments import define_cpu_threading_flag, define_malloc_arenas_flag
-from experiments.configs import get_config
+from . import define_cpu_threading_flag, define_malloc_arenas_flag
+from .configs import get_config
 
 FLAGS = flags.FLAGS
 

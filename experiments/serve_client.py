@@ -20,6 +20,8 @@ from absl import app, flags
 
 from tfmeta.serving import format_predictions, predict_grpc, predict_rest, read_episode
 
+from . import run_binary
+
 FLAGS = flags.FLAGS
 SIGNATURE = "adapt_and_predict_images"
 
@@ -99,6 +101,11 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script ``tfmeta-serve-client``."""
     define_flags()
-    app.run(main)
+    run_binary(__name__, main)
+
+
+if __name__ == "__main__":
+    run()

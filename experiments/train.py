@@ -19,9 +19,9 @@ import time
 
 from absl import app, flags, logging
 
-from experiments import common
-from experiments.configs import BASE, FIXED_KEYS
-from experiments.flags import FLAGS, resolved_config
+from . import common, configure_runtime, run_binary
+from .configs import BASE, FIXED_KEYS
+from .flags import FLAGS, resolved_config
 
 flags.DEFINE_bool("evaluate", True, "evaluate on the meta-test tasks after training")
 flags.DEFINE_enum(
@@ -53,8 +53,7 @@ def main(argv):
 
     # Before any other TensorFlow work: malloc arenas, thread pools and
     # logical devices are fixed once it starts.
-    common.set_malloc_arenas(FLAGS.malloc_arenas)
-    common.set_cpu_threading(FLAGS.cpu_threading, config["jit_compile"])
+    configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, config["jit_compile"])
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     except ValueError as error:
@@ -68,8 +67,9 @@ def main(argv):
     if replicas > 1 and config["algorithm"] == "leo":
         raise app.UsageError("--algorithm=leo runs with --strategy=default only")
     workdir = worker_workdir(FLAGS.workdir, strategy)
-    from experiments.evaluate import evaluate_workdir
     from tfmeta.training import Trainer, prepare_workdir
+
+    from .evaluate import evaluate_workdir
 
     # Everything that can fail on user input fails here, before training
     # starts: missing data, too few classes or images, a changed config on resume.
@@ -113,5 +113,10 @@ def main(argv):
         evaluate_workdir(workdir, trainer=trainer, data=data, config=config)
 
 
+def run() -> None:
+    """The console script ``tfmeta-train``."""
+    run_binary(__name__, main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

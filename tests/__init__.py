@@ -1,4 +1,7 @@
 """Tests of tfmeta."""
 
-# tfmeta first, so TensorFlow starts with its runtime defaults (oneDNN kernels).
-import tfmeta  # noqa: F401
+# The platform tuning the binaries run with (oneDNN kernels above all), set
+# before any test imports TensorFlow; thread pools and malloc stay as they are.
+from tfmeta import runtime
+
+runtime.configure(cpu_threading=None, malloc_arenas=None)

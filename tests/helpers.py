@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -14,6 +16,27 @@ import tensorflow as tf
 from tfmeta.models import conv4, mlp
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fresh_python(code: str, onednn_env: str | None = None) -> list[str]:
+    """The words ``code`` prints in a fresh interpreter at the repository root,
+    with TF_ENABLE_ONEDNN_OPTS set to ``onednn_env`` (None: unset) and no
+    MALLOC_ARENA_MAX."""
+    unset = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    if onednn_env is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn_env
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return done.stdout.split()
 
 
 def omniglot_dir() -> pathlib.Path:

@@ -1,39 +1,154 @@
-"""Package-level runtime defaults."""
+"""The package: what its wheel installs, and its runtime defaults."""
 
-import ctypes
+import ast
+import configparser
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, fresh_python
+
+# experiments/<name>.py and the console script it installs as.
+BINARIES = {
+    "train": "tfmeta-train",
+    "evaluate": "tfmeta-evaluate",
+    "export": "tfmeta-export",
+    "embed": "tfmeta-embed",
+    "benchmark": "tfmeta-benchmark",
+    "serve_client": "tfmeta-serve-client",
+}
 
 
-def _python(code: str, onednn_env: str | None) -> list[str]:
-    """The words ``code`` prints in a fresh interpreter at the repository root,
-    with TF_ENABLE_ONEDNN_OPTS set to ``onednn_env`` (None: unset)."""
-    unset = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    if onednn_env is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = onednn_env
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """The wheel ``pip wheel`` builds from a copy of the sources (the build
+    writes build/ and *.egg-info beside setup.py: not in the checkout)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("tfmeta", "experiments"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+        + ["--quiet", "-w", str(root / "dist"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (path,) = (root / "dist").glob("tfmeta-*.whl")
+    with zipfile.ZipFile(path) as archive:
+        yield archive
+
+
+def _dist_info(wheel: zipfile.ZipFile, name: str) -> str:
+    (path,) = [n for n in wheel.namelist() if n.endswith(f".dist-info/{name}")]
+    return wheel.read(path).decode()
+
+
+def test_wheel_installs_each_binary_as_a_console_script(wheel):
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(_dist_info(wheel, "entry_points.txt"))
+    scripts = dict(entry_points["console_scripts"])
+    assert scripts == {
+        script: f"tfmeta.experiments.{module}:run"
+        for module, script in BINARIES.items()
+    }
+    for module in BINARIES:  # each target exists: run() with no arguments
+        tree = ast.parse(wheel.read(f"tfmeta/experiments/{module}.py"))
+        (run,) = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name == "run"
+        ]
+        assert not run.args.args
+
+
+def test_wheel_holds_the_configs_and_no_top_level_experiments(wheel):
+    names = wheel.namelist()
+    assert _dist_info(wheel, "top_level.txt").split() == ["tfmeta"]
+    assert not [n for n in names if not n.startswith(("tfmeta/", "tfmeta-"))]
+    configs = sorted(p.name for p in (REPO / "experiments" / "configs").glob("*.py"))
+    assert "maml_omniglot.py" in configs
+    packaged = sorted(
+        n.rsplit("/", 1)[1]
+        for n in names
+        if n.startswith("tfmeta/experiments/configs/")
+    )
+    assert packaged == configs
+    # tfmeta.experiments is experiments/ itself, not the source tree's stand-in
+    assert (
+        wheel.read("tfmeta/experiments/__init__.py")
+        == (REPO / "experiments" / "__init__.py").read_bytes()
+    )
+    kernels = (REPO / "tfmeta" / "models" / "kernels").glob("*.cc")
+    assert {f"tfmeta/models/kernels/{k.name}" for k in kernels} <= set(names)
+
+
+def _from_source_tree(code: str, tmp_path, check: bool = True) -> str:
+    """What ``code`` prints in a fresh interpreter outside the checkout, with
+    the checkout on ``sys.path`` (as a legacy editable install puts it)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
-        cwd=REPO,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
+        timeout=120,
     )
-    return done.stdout.split()
+    return done.stdout
 
 
-@pytest.mark.parametrize("env_value, expected", [(None, "True"), ("0", "False")])
-def test_onednn_kernels_on_unless_the_user_chose(env_value, expected):
-    # Importing tfmeta before TensorFlow turns oneDNN on; a user's setting wins.
-    code = "import tfmeta, tensorflow as tf; print(tfmeta.onednn_enabled())"
-    assert _python(code, env_value)[-1] == expected
+def test_source_tree_imports_experiments_as_tfmeta_experiments(tmp_path):
+    code = (
+        "import tfmeta.experiments.configs as configs\n"
+        "print(configs.__file__)\n"
+        "print(configs.get_config('maml', 'sinusoid')['inner_lr'])\n"
+    )
+    path, inner_lr = _from_source_tree(code, tmp_path).split()
+    assert path == str(REPO / "experiments" / "configs" / "__init__.py")
+    assert float(inner_lr) == 0.01  # Finn et al. 2017, sinusoid alpha
+
+
+def test_console_script_help_lists_the_binary_and_its_flags(tmp_path):
+    # A console script's __main__ is a generated wrapper with no docstring and
+    # no flags: run() gives it the binary's, as `python -m` shows them.
+    code = (
+        "import sys\n"
+        "sys.argv = ['tfmeta-train', '--helpshort']\n"
+        "from tfmeta.experiments.train import run\n"
+        "run()\n"
+    )
+    help_text = _from_source_tree(code, tmp_path, check=False)  # absl exits 1
+    assert help_text.startswith("Meta-trains a learner")
+    assert "tfmeta-train:\n  --cpu_replicas" in help_text
+    assert "--strategy: <default|mirrored|multi_worker>" in help_text
+
+
+def test_importing_tfmeta_changes_nothing_in_the_process():
+    # No TensorFlow, no environment variable; after TensorFlow and every
+    # public name, still no variable of tfmeta's and TensorFlow's thread pools.
+    code = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import tfmeta, tfmeta.runtime\n"
+        "print('tensorflow' in sys.modules, os.environ == before)\n"
+        "import keras, tensorflow as tf, tensorflow_datasets\n"
+        "loaded = dict(os.environ)\n"
+        "[getattr(tfmeta, name) for name in tfmeta.__all__]\n"
+        "import tfmeta.export, tfmeta.serving\n"
+        "print(os.environ == loaded, 'TF_ENABLE_ONEDNN_OPTS' in os.environ)\n"
+        "t = tf.config.threading\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+    )
+    assert fresh_python(code) == ["False", "True", "True", "False", "0", "0"]
 
 
 def test_benchmark_driver_does_not_load_tensorflow():
@@ -43,71 +158,4 @@ def test_benchmark_driver_does_not_load_tensorflow():
         "import os, sys, experiments.benchmark; "
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     )
-    assert _python(code, None) == ["False", "1"]
-
-
-_COUNT_HEAPS = (
-    "import ctypes, re, tempfile, threading\n"
-    "import tensorflow as tf\n"
-    "libc = ctypes.CDLL(None)\n"
-    "libc.malloc.restype = ctypes.c_void_p\n"
-    "libc.free.argtypes = [ctypes.c_void_p]\n"
-    "def allocate():\n"
-    "    for _ in range(2000):\n"
-    "        libc.free(libc.malloc(4096))\n"
-    "threads = [threading.Thread(target=allocate) for _ in range(4)]\n"
-    "[t.start() for t in threads]; [t.join() for t in threads]\n"
-    "x = tf.random.normal([64, 64])\n"
-    "for _ in range(3):\n"
-    "    x = tf.matmul(x, x) / 64.0\n"
-    "libc.fopen.restype = ctypes.c_void_p\n"
-    "libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]\n"
-    "libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]\n"
-    "libc.fclose.argtypes = [ctypes.c_void_p]\n"
-    "with tempfile.NamedTemporaryFile() as f:\n"
-    "    stream = libc.fopen(f.name.encode(), b'w')\n"
-    "    libc.malloc_info(0, stream)\n"
-    "    libc.fclose(stream)\n"
-    "    print(len(re.findall('<heap nr=', open(f.name).read())))\n"
-)
-
-
-@pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="needs glibc"
-)
-def test_malloc_arenas_caps_the_heaps_of_tensorflow_and_other_threads():
-    """Threads that allocate get arenas of their own unless capped; the count
-    comes from glibc's malloc_info."""
-    capped = (
-        "import tfmeta\n"
-        "print(tfmeta.set_malloc_arenas(1))\n"
-        "for bad in (0, True, '2'):\n"
-        "    try:\n"
-        "        tfmeta.set_malloc_arenas(bad)\n"
-        "    except ValueError as error:\n"
-        "        print('positive integer' in str(error))\n" + _COUNT_HEAPS
-    )
-    assert _python(capped, None) == ["True", "True", "True", "True", "1"]
-    uncapped = "import tfmeta\n" + _COUNT_HEAPS
-    assert int(_python(uncapped, None)[0]) > 1
-
-
-def test_cpu_threading_sets_the_thread_pools_before_tensorflow_starts():
-    code = (
-        "import os, tfmeta, tensorflow as tf\n"
-        "t = tf.config.threading\n"
-        "tfmeta.set_cpu_threading('tasks')\n"
-        "print(t.get_intra_op_parallelism_threads(), "
-        "t.get_inter_op_parallelism_threads() == len(os.sched_getaffinity(0)))\n"
-        "tf.constant(1.0) + 1.0\n"
-        "tfmeta.set_cpu_threading('tasks')  # already so: no error\n"
-        "try:\n"
-        "    tfmeta.set_cpu_threading('ops')\n"
-        "except RuntimeError as error:\n"
-        "    print('before TensorFlow starts' in str(error))\n"
-        "try:\n"
-        "    tfmeta.set_cpu_threading('cores')\n"
-        "except ValueError as error:\n"
-        "    print(\"('tasks', 'ops')\" in str(error))\n"
-    )
-    assert _python(code, None) == ["1", "True", "True", "True"]
+    assert fresh_python(code) == ["False", "1"]

@@ -158,7 +158,7 @@ def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[st
                 f"unknown config {name!r} for --algorithm={algorithm} --dataset={dataset}; "
                 f"expected one of {list(choices)}"
             )
-    module = importlib.import_module(f"experiments.configs.{name or CONFIGS[key]}")
+    module = importlib.import_module(f".{name or CONFIGS[key]}", __name__)
     config = dict(BASE)
     config.update(module.get_config())
     config["algorithm"] = algorithm

@@ -11,7 +11,7 @@ classes when the embeddings were written with rotations.
       --data_dir=/tmp/tfmeta/embeddings --k_shot=1 --workdir=/tmp/tfmeta/leo_omniglot_1shot
 """
 
-from experiments.configs import leo_reference
+from . import leo_reference
 
 
 def get_config() -> dict:

@@ -13,7 +13,7 @@ $EMBEDDINGS holds the published embeddings
 $EMBEDDINGS/tieredImageNet/center/{train,val,test}_embeddings.pkl.
 """
 
-from experiments.configs import leo_reference
+from . import leo_reference
 
 
 def get_config() -> dict:

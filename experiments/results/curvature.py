@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from experiments import common
-from experiments.configs import BASE
-from experiments.export import restore_learner
 from tfmeta.training import read_config
+
+from .. import common
+from ..configs import BASE
+from ..export import restore_learner
 
 FLAGS = flags.FLAGS
 

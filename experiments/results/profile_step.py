@@ -72,18 +72,19 @@ def op_times(xspace_bytes: bytes) -> tuple[dict[str, float], dict[str, int]]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # tfmeta first, before TensorFlow loads: it turns on the oneDNN kernels.
-    import tfmeta  # noqa: I001
+    # (experiments/__init__.py set the oneDNN switch before TensorFlow loads.)
     import keras
     import tensorflow as tf
 
-    from experiments.benchmark import (
+    from tfmeta import runtime
+    from tfmeta.algorithms import MAML, Reptile
+
+    from ..benchmark import (
         OUTER_LR,
         REPTILE_OUTER_LR,
         conv_network,
         random_episode,
     )
-    from tfmeta.algorithms import MAML, Reptile
 
     b, n = FLAGS.meta_batch_size, FLAGS.n_way
     episode = random_episode(b, n, k_shot=1, q_query=1)
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> None:
     total = sum(times.values())
     print(
         f"{FLAGS.algorithm}, {n}-way, meta-batch {b}, {FLAGS.inner_steps} inner steps, "
-        f"oneDNN {'on' if tfmeta.onednn_enabled() else 'off'}: profiled step "
+        f"oneDNN {'on' if runtime.onednn_enabled() else 'off'}: profiled step "
         f"{1000 * wall:.0f} ms wall, {total:.0f} ms of op time"
     )
     print(f"{'op type':44s} {'ms':>9s} {'ops':>6s} {'share':>6s}")

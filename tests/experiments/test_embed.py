@@ -87,7 +87,7 @@ def written(tmp_path_factory):
         "format": "pkl",
         "eval_tasks": 10,
     }
-    return output, embed.run(config)
+    return output, embed.write_embeddings(config)
 
 
 def test_embed_writes_three_disjoint_splits_in_the_leo_layout(written):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from experiments import common, resolve_malloc_arenas
 from experiments.configs import get_config
 from tests.helpers import REPO, omniglot_dir
+from tfmeta import runtime
 from tfmeta.training import Trainer, evaluate
 
 
@@ -187,11 +188,11 @@ def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
 
 
 def test_cpu_threading_flag_resolves_auto_by_xla():
-    assert common.resolve_cpu_threading("auto", jit_compile=False) == "tasks"
-    assert common.resolve_cpu_threading("auto", jit_compile=True) == "ops"
-    assert common.resolve_cpu_threading("tasks", jit_compile=True) == "tasks"
+    assert runtime.resolve_cpu_threading("auto", jit_compile=False) == "tasks"
+    assert runtime.resolve_cpu_threading("auto", jit_compile=True) == "ops"
+    assert runtime.resolve_cpu_threading("tasks", jit_compile=True) == "tasks"
     with pytest.raises(ValueError, match="auto"):
-        common.resolve_cpu_threading("cores", jit_compile=False)
+        runtime.resolve_cpu_threading("cores", jit_compile=False)
 
 
 def test_malloc_arenas_flag_resolves_and_refuses_bad_values(tmp_path):

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 
 from experiments.export import export_workdir
 from tests.export import trained_exports
 from tests.helpers import REPO
 from tfmeta.export import (
+    ModelsConfigError,
     existing_versions,
     layout,
+    models_config,
     next_version,
     read_models_config,
     write_models_config,
     write_version,
+)
+
+SERVING_CONFIG = "tensorflow_serving.config.model_server_config_pb2"
+try:  # imported before any test makes it unimportable
+    config_pb2 = importlib.import_module(SERVING_CONFIG)
+except ImportError:  # the serving extra is not installed
+    config_pb2 = None
+needs_serving = pytest.mark.skipif(
+    config_pb2 is None, reason="tensorflow-serving-api not installed"
 )
 
 
@@ -72,14 +87,29 @@ def test_a_failing_write_leaves_no_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1"]
 
 
-def test_models_config_adds_and_updates_models_and_keeps_the_others(tmp_path):
-    path = str(tmp_path / "models.config")
+@pytest.fixture(params=["protobuf", "plain"])
+def models_config_path(request, monkeypatch, tmp_path):
+    """A models.config path, with TF Serving's protobuf ("protobuf") or with it
+    made unimportable ("plain": the serving extra not installed)."""
+    if request.param == "protobuf":
+        if config_pb2 is None:
+            pytest.skip("tensorflow-serving-api not installed")
+    else:
+        monkeypatch.setitem(sys.modules, SERVING_CONFIG, None)
+        assert models_config._protobuf() is None
+    return str(tmp_path / "models.config")
+
+
+def test_models_config_adds_and_updates_models_and_keeps_the_others(
+    models_config_path,
+):
+    path = models_config_path
     write_models_config(path, "maml", "/models/maml")
-    text = write_models_config(path, "reptile", "/models/reptile")
-    assert text == (
+    text = write_models_config(path, "reptile", "C:\\models\\reptile")
+    assert text == (  # the same text from the protobuf and the plain writer
         "model_config_list {\n"
         '  config {\n    name: "maml"\n    base_path: "/models/maml"\n    model_platform: "tensorflow"\n  }\n'
-        '  config {\n    name: "reptile"\n    base_path: "/models/reptile"\n'
+        '  config {\n    name: "reptile"\n    base_path: "C:\\\\models\\\\reptile"\n'
         '    model_platform: "tensorflow"\n  }\n'
         "}\n"
     )
@@ -92,7 +122,7 @@ def test_models_config_adds_and_updates_models_and_keeps_the_others(tmp_path):
         },
         {
             "name": "reptile",
-            "base_path": "/models/reptile",
+            "base_path": "C:\\models\\reptile",
             "model_platform": "tensorflow",
         },
     ]
@@ -100,16 +130,80 @@ def test_models_config_adds_and_updates_models_and_keeps_the_others(tmp_path):
         write_models_config(path, 'a"b', "/models/x")
 
 
-def test_models_config_with_other_settings_is_not_overwritten(tmp_path):
+HAND_WRITTEN = (
+    "# served by the team's server\n"
+    'model_config_list: { config { name: "m" base_path: "/models/m" model_platform: "tensorflow" '
+    "model_version_policy { all {} } } }\n"
+)
+
+
+@needs_serving
+def test_models_config_keeps_hand_written_settings_with_the_protobuf(tmp_path):
     path = tmp_path / "models.config"
-    hand_written = (
-        'model_config_list { config { name: "m" base_path: "/models/m" model_platform: "tensorflow" '
-        "model_version_policy { all {} } } }\n"
+    path.write_text(HAND_WRITTEN)
+    text = write_models_config(str(path), "other", "/models/other")
+    parsed = text_format.Parse(text, config_pb2.ModelServerConfig())
+    first, second = parsed.model_config_list.config
+    assert (first.name, first.model_version_policy.WhichOneof("policy_choice")) == (
+        "m",
+        "all",
     )
-    path.write_text(hand_written)
-    with pytest.raises(ValueError, match="not a models.config written by tfmeta"):
+    assert (second.name, second.base_path) == ("other", "/models/other")
+
+
+def test_models_config_with_other_settings_is_refused_without_the_protobuf(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, SERVING_CONFIG, None)
+    path = tmp_path / "models.config"
+    path.write_text(HAND_WRITTEN)
+    with pytest.raises(ModelsConfigError) as error:
         write_models_config(str(path), "other", "/models/other")
-    assert path.read_text() == hand_written
+    assert str(path) in str(error.value)
+    assert "without tensorflow-serving-api" in str(error.value)
+    assert "tfmeta[serving]" in str(error.value)
+    assert path.read_text() == HAND_WRITTEN
+    # Comments, colons and spacing are no obstacle where only the three fields are set.
+    path.write_text('# mine\nmodel_config_list: {config {name:"m" base_path: "/m"}}')
+    assert read_models_config(str(path)) == [
+        {"name": "m", "base_path": "/m", "model_platform": ""}
+    ]
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        'model_config_list { config { name: "m" ',  # cut short
+        'model_config_list { config { name: "m" base_path: /models/m } }',  # no quotes
+        "model_config_list { config { nmae: 'm' } }",  # misspelt field
+        "<?xml version='1.0'?><models/>",  # another format
+        b"\x89PNG\r\n\x1a\n\xff\xfe",  # not text
+    ],
+)
+def test_a_garbled_models_config_is_one_error_naming_the_file(
+    models_config_path, garbled
+):
+    path = pathlib.Path(models_config_path)
+    if isinstance(garbled, bytes):
+        path.write_bytes(garbled)
+    else:
+        path.write_text(garbled)
+    before = path.read_bytes()
+    for call in (
+        lambda: read_models_config(str(path)),
+        lambda: write_models_config(str(path), "other", "/models/other"),
+    ):
+        with pytest.raises(ModelsConfigError, match=re.escape(str(path))):
+            call()
+    assert path.read_bytes() == before
+
+
+@needs_serving
+def test_a_custom_model_config_is_refused(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text('custom_model_config { type_url: "x" }\n')
+    with pytest.raises(ModelsConfigError, match="custom_model_config"):
+        write_models_config(str(path), "other", "/models/other")
 
 
 @pytest.fixture(scope="module")
@@ -187,14 +281,34 @@ def test_export_binary_writes_a_version_and_the_model_config(
     assert not (tmp_path / "x").exists()
 
 
-def test_models_config_parses_as_tf_servings_model_server_config(tmp_path):
-    config_pb2 = pytest.importorskip(
-        "tensorflow_serving.config.model_server_config_pb2",
-        reason="tensorflow-serving-api not installed",
+def test_export_binary_refuses_a_garbled_models_config_before_exporting(
+    sinusoid_workdir, tmp_path
+):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "models.config").write_text('model_config_list { config { name: "m" ')
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.export", f"--workdir={sinusoid_workdir}"]
+        + [f"--export_dir={models / 'sine'}"],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    from google.protobuf import text_format
+    assert done.returncode != 0
+    assert f"{models / 'models.config'} is not a TF Serving model config" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (models / "sine").exists()  # refused before any version was written
 
-    path = str(tmp_path / "models.config")
+
+@needs_serving
+def test_models_config_parses_as_tf_servings_model_server_config(
+    models_config_path,
+):
+    # Written with the protobuf or by the plain writer, TF Serving's message reads it.
+    path = models_config_path
     write_models_config(path, "maml", "/models/maml")
     text = write_models_config(path, "reptile", "/models/reptile")
     parsed = text_format.Parse(text, config_pb2.ModelServerConfig())

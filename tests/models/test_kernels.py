@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmeta import runtime
 from tfmeta.models import kernels
 from tfmeta.models.batch_norm import (
     batch_norm_grad_grad,
@@ -101,6 +102,23 @@ def test_second_derivatives_use_the_native_kernel_and_match_tensorflow_ops(
     assert "TfmetaBatchNormGradGrad" not in types
     for got, want in zip(native, composed):
         np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max())
+
+
+def test_the_runtime_switch_turns_the_native_kernel_off(monkeypatch):
+    """``tfmeta.runtime.configure(native_kernels=False)``: steps traced after
+    it use TensorFlow ops; ``TFMETA_NATIVE_KERNELS``, where set, wins."""
+    _native()
+    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
+    monkeypatch.setattr(runtime, "_native_kernels", [True])
+    runtime.configure(cpu_threading=None, malloc_arenas=None, onednn=None)
+    assert "TfmetaBatchNormGradGrad" in _second_order_graph_and_values()[0]
+    settings = runtime.configure(
+        cpu_threading=None, malloc_arenas=None, onednn=None, native_kernels=False
+    )
+    assert not settings.native_kernels and not kernels.enabled()
+    assert "TfmetaBatchNormGradGrad" not in _second_order_graph_and_values()[0]
+    monkeypatch.setenv("TFMETA_NATIVE_KERNELS", "1")
+    assert "TfmetaBatchNormGradGrad" in _second_order_graph_and_values()[0]
 
 
 def test_xla_compiled_functions_use_tensorflow_ops():

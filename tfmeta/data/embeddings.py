@@ -186,7 +186,7 @@ def embedding_path(root: str, dataset: str, crop: str, split: str) -> str:
     raise FileNotFoundError(
         f"no embeddings for split {split!r}: expected {base}.pkl or {base}.npz "
         "(the LEO layout <root>/<dataset>/<crop>/<split>_embeddings.pkl; "
-        "python -m experiments.embed writes it for Omniglot)"
+        "tfmeta-embed writes it for Omniglot)"
     )
 
 

@@ -1,11 +1,10 @@
 """SavedModel export for TF Serving: signatures that adapt to a support set, versioned layout."""
 
-from tfmeta.export.layout import (
-    existing_versions,
-    next_version,
+from tfmeta.export.layout import existing_versions, next_version, write_version
+from tfmeta.export.models_config import (
+    ModelsConfigError,
     read_models_config,
     write_models_config,
-    write_version,
 )
 from tfmeta.export.saved_model import (
     DEFAULT_SIGNATURE,
@@ -24,6 +23,7 @@ __all__ = [
     "PREPROCESSINGS",
     "ExportedVersion",
     "ImagePreprocessing",
+    "ModelsConfigError",
     "ServingModule",
     "existing_versions",
     "export_learner",

@@ -9,7 +9,8 @@ cache folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
 source, TensorFlow's version, the flags and the machine, then loaded with
 ``tf.load_op_library``. Where that fails (no compiler, no headers) a warning
 says why and the TensorFlow-op form is used: results are the same to float32
-round-off. ``TFMETA_NATIVE_KERNELS=0`` turns the native kernel off.
+round-off. ``tfmeta.runtime.configure(native_kernels=False)`` or
+``TFMETA_NATIVE_KERNELS=0`` turns the native kernel off.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
-    """False when ``TFMETA_NATIVE_KERNELS`` is set to 0 (or false/off/no)."""
-    value = os.environ.get("TFMETA_NATIVE_KERNELS", "1").strip().lower()
-    return value not in ("0", "false", "off", "no")
+    """The process-wide switch (``tfmeta.runtime.native_kernels_enabled``):
+    on unless turned off there or by ``TFMETA_NATIVE_KERNELS=0``."""
+    from tfmeta import runtime
+
+    return runtime.native_kernels_enabled()
 
 
 def cache_dir() -> pathlib.Path:
