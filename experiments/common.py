@@ -13,7 +13,7 @@ from absl import app, logging
 
 from tfmeta import data as tfmeta_data
 from tfmeta import models
-from tfmeta.algorithms import get_algorithm
+from tfmeta.algorithms import ALGORITHMS, get_algorithm
 from tfmeta.core import Learner
 from tfmeta.core.outer_optimizers import check_outer_optimizer, make_outer_optimizer
 
@@ -112,8 +112,12 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
         raise ValueError(
             f"algorithm {config['algorithm']} needs model {required}, got {model!r}"
         )
-    if model == "leo" and required != "leo":
-        raise ValueError(f"model leo needs algorithm leo, got {config['algorithm']!r}")
+    needs_own = {a.model for a in ALGORITHMS.values() if a.model}
+    if model in needs_own and required != model:
+        raise ValueError(
+            f"model {model} belongs to the algorithm that needs it, not to "
+            f"{config['algorithm']!r}"
+        )
     if embeddings:
         if not config["data_dir"] or not config["embedding_dataset"]:
             raise ValueError(

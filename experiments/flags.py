@@ -114,10 +114,41 @@ for name, help_text in _LISTS.items():
     flags.DEFINE_list(name, None, help_text)
 
 
+def _define_algorithm_keys() -> dict[str, type]:
+    """A flag for every config key an algorithm declares (``Algorithm.defaults``)
+    that the tables above do not list, typed by its default: a new algorithm's
+    settings reach the command line with no edit here."""
+    from tfmeta.algorithms import ALGORITHMS
+
+    defined = {*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS}
+    types: dict[str, type] = {}
+    for algorithm in ALGORITHMS.values():
+        for name, default in algorithm.defaults.items():
+            if name in defined or name in types:
+                continue
+            help_text = f"{algorithm.name}: config key {name} (default {default!r})"
+            kind = type(default)
+            if kind is bool:
+                flags.DEFINE_bool(name, None, help_text)
+            elif kind is int:
+                flags.DEFINE_integer(name, None, help_text)
+            elif kind is float:
+                flags.DEFINE_float(name, None, help_text)
+            elif kind in (list, tuple):
+                flags.DEFINE_list(name, None, help_text)
+            else:
+                flags.DEFINE_string(name, None, help_text)
+            types[name] = kind
+    return types
+
+
+_ALGORITHM_KEYS = _define_algorithm_keys()
+
+
 def resolved_config() -> dict[str, Any]:
     """The algorithm/dataset defaults with every flag given on the command line applied."""
     config = get_config(FLAGS.algorithm, FLAGS.dataset, FLAGS.config)
-    for name in [*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS]:
+    for name in [*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS, *_ALGORITHM_KEYS]:
         value = getattr(FLAGS, name)
         if value is None:
             continue

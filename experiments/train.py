@@ -19,6 +19,8 @@ import time
 
 from absl import app, flags, logging
 
+from tfmeta.algorithms import get_algorithm
+
 from . import common, configure_runtime, run_binary
 from .configs import BASE, FIXED_KEYS
 from .flags import FLAGS, resolved_config
@@ -64,8 +66,12 @@ def main(argv):
             f"--meta_batch_size={config['meta_batch_size']} does not split over the "
             f"{replicas} replicas of --strategy={FLAGS.strategy}: use a multiple of {replicas}"
         )
-    if replicas > 1 and config["algorithm"] == "leo":
-        raise app.UsageError("--algorithm=leo runs with --strategy=default only")
+    try:  # what the learner declares it supports, e.g. one device only
+        get_algorithm(config["algorithm"]).learner.check_capabilities(
+            config["task_weighting"], config["task_execution"], replicas=replicas
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--strategy={FLAGS.strategy}: {error}") from error
     workdir = worker_workdir(FLAGS.workdir, strategy)
     from tfmeta.training import Trainer, prepare_workdir
 

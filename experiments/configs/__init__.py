@@ -160,6 +160,12 @@ def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[st
             )
     module = importlib.import_module(f".{name or CONFIGS[key]}", __name__)
     config = dict(BASE)
+    # Keys an algorithm declares beyond the common ones (a new algorithm's own
+    # settings); the common keys keep BASE's values.
+    from tfmeta.algorithms import get_algorithm as registered
+
+    for key, value in registered(algorithm).defaults.items():
+        config.setdefault(key, value)
     config.update(module.get_config())
     config["algorithm"] = algorithm
     config["dataset"] = dataset
