@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfmeta.algorithms.base import MetaLearner
+from tfmeta.training.learner import Learner
 
 
 def mean_confidence_interval(values) -> tuple[float, float]:
@@ -24,7 +24,7 @@ def mean_confidence_interval(values) -> tuple[float, float]:
 
 
 def evaluate(
-    learner: MetaLearner, episodes: Iterable, inner_steps: int | None = None
+    learner: Learner, episodes: Iterable, inner_steps: int | None = None
 ) -> dict[str, float]:
     """Adapts to every task of ``episodes`` (a finite, fixed dataset of task
     batches) and summarizes the query metric per task.
