@@ -89,7 +89,7 @@ def read_models_config(path: str) -> list[dict[str, str]]:
     if _normalized(rebuilt) != _normalized(text):
         raise ValueError(
             f"{path} is not a models.config written by tfmeta (it holds settings other than "
-            "name, base_path and model_platform); edit it by hand or pass another --models_config"
+            "name, base_path and model_platform); edit it by hand or write another models_config file"
         )
     return entries
 
