@@ -24,7 +24,7 @@ from absl import app, flags
 from experiments import common
 from experiments.configs import BASE
 from tfmeta.export import ImagePreprocessing, export_learner, write_models_config
-from tfmeta.training import Workdir, restore_checkpoint
+from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 from tfmeta.training.workdir import CHECKPOINTS
 
 FLAGS = flags.FLAGS
@@ -154,15 +154,18 @@ def main(argv):
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise app.UsageError("--workdir and --export_dir are required")
     common.trained_workdir_config(FLAGS.workdir)
-    result = export_workdir(
-        FLAGS.workdir,
-        FLAGS.export_dir,
-        which=FLAGS.checkpoint,
-        transductive=FLAGS.transductive,
-        model_name=FLAGS.model_name,
-        base_path=FLAGS.base_path,
-        models_config=FLAGS.models_config,
-    )
+    try:
+        result = export_workdir(
+            FLAGS.workdir,
+            FLAGS.export_dir,
+            which=FLAGS.checkpoint,
+            transductive=FLAGS.transductive,
+            model_name=FLAGS.model_name,
+            base_path=FLAGS.base_path,
+            models_config=FLAGS.models_config,
+        )
+    except CheckpointError as error:  # every checkpoint damaged: names each
+        raise app.UsageError(str(error)) from error
     metadata = result["metadata"]
     print(
         f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "
