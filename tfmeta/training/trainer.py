@@ -116,11 +116,11 @@ class Trainer:
         with it; returns its step (0 for a new run). Holds the workdir's lock.
 
         Raises CheckpointError, before writing anything, when checkpoints exist
-        but none restores. Then: damaged newer checkpoints are moved aside, the
-        state file is rebuilt from the files, best/ checkpoints newer than the
-        restored best step (written after the restored checkpoint) are removed,
-        a best checkpoint that a crash kept from being saved is saved, and the
-        views (validation.json, timing.json) are rewritten from the state.
+        but none restores. Then (``recovery``): damaged newer checkpoints are
+        moved aside, the state file is rebuilt from the files, best/
+        checkpoints newer than the restored step are removed, a best
+        checkpoint that a crash kept from being saved is saved, and the views
+        (validation.json, timing.json) are rewritten from the state.
         """
         with self.workdir.locked():
             latest = self.workdir.latest
