@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,9 @@ def resolve_data_dir(config: dict[str, Any]) -> str:
 
 def check_config(config: dict[str, Any]) -> None:
     """Raises ValueError for settings that cannot work, before any data is read."""
+    for key, value in config.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{key} must be a finite number, got {value}")
     algorithm = get_algorithm(config["algorithm"])
     positive = [
         "n_way",
@@ -372,6 +376,8 @@ def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
         config["outer_optimizer"],
         config["outer_lr"],
         clip_norm=config["gradient_clip_norm"],
+        # The schedule's length is fixed when the run starts (schedule_steps):
+        # resuming with a larger num_steps does not rewrite the steps taken.
         schedule_steps=int(config.get("schedule_steps") or config["num_steps"]),
         final_lr=config["final_outer_lr"],
     )
@@ -392,18 +398,16 @@ def trained_workdir_config(workdir: str) -> dict[str, Any]:
     """The stored config of a training workdir that holds a checkpoint;
     otherwise a usage error saying what is missing (before any data or model
     is built)."""
-    from tfmeta.training import read_config
+    from tfmeta.training import Workdir
 
+    run = Workdir(workdir)
     try:
-        config = read_config(workdir)
+        config = run.read_config()
     except (FileNotFoundError, ValueError) as error:
         raise app.UsageError(str(error)) from error
-    if not any(
-        tf.train.latest_checkpoint(os.path.join(workdir, folder))
-        for folder in ("checkpoints", "best")
-    ):
+    if not run.has_checkpoint():
         raise app.UsageError(
-            f"no checkpoint in {workdir}/checkpoints or {workdir}/best: "
+            f"no checkpoint in {run.latest.directory} or {run.best.directory}: "
             "has this run saved one yet?"
         )
     return config

@@ -10,14 +10,20 @@ sinusoid) with its 95% interval at the evaluation inner-step count and at any
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from absl import app, flags
 
-from tfmeta.training import Trainer, evaluate, format_result, read_config, write_json
+from tfmeta.training import (
+    CheckpointError,
+    Workdir,
+    evaluate,
+    format_result,
+    restore_checkpoint,
+    write_json,
+)
 
 from . import common, configure_runtime, run_binary
 from .flags import FLAGS
@@ -33,24 +39,21 @@ flags.DEFINE_enum(
 def evaluate_workdir(
     workdir: str,
     *,
-    trainer: Trainer | None = None,
+    learner=None,
     data: common.TaskData | None = None,
     config: dict[str, Any] | None = None,
     which: str = "best",
 ) -> dict[str, Any]:
-    config = config or read_config(workdir)
+    run = Workdir(workdir)
+    config = config or run.read_config()
     data = data or common.build_data(config)
-    if trainer is None:
+    if learner is None:
         learner = common.build_learner(
             config, common.build_model(config, data.input_shape)
         )
-        trainer = Trainer(learner, workdir, data.train)
-    path = trainer.restore(which) or trainer.restore("latest")
-    if not path:
-        raise FileNotFoundError(
-            f"no checkpoint in {workdir}/checkpoints or {workdir}/best"
-        )
-    learner = trainer.learner
+    path = restore_checkpoint(
+        run, learner, which, print_fn=lambda line: print(line, flush=True)
+    )
     steps = [config["eval_inner_steps"]] + [
         s for s in config["report_inner_steps"] if s != config["eval_inner_steps"]
     ]
@@ -64,11 +67,7 @@ def evaluate_workdir(
             f"meta-test ({inner_steps} inner steps): {format_result(result)}",
             flush=True,
         )
-    history_path = os.path.join(workdir, "validation.json")
-    timing = {}
-    if os.path.exists(trainer.timing_path):
-        with open(trainer.timing_path) as f:
-            timing = json.load(f)
+    timing = run.read_timing()
     results = {
         "algorithm": config["algorithm"],
         "dataset": config["dataset"],
@@ -79,9 +78,13 @@ def evaluate_workdir(
         "trained_steps": timing.get("step"),
         "train_seconds": timing.get("train_seconds"),
         "evaluations": evaluations,
-        "validation_history": history_path if os.path.exists(history_path) else None,
+        "validation_history": run.history_path
+        if os.path.exists(run.history_path)
+        else None,
     }
-    write_json(os.path.join(workdir, "results.json"), results)
+    # Strict JSON: a mean made NaN by diverged tasks is written as null (the
+    # count of such tasks is nonfinite_tasks).
+    write_json(run.results_path, results)
     return results
 
 
@@ -92,7 +95,10 @@ def main(argv):
     config = common.trained_workdir_config(FLAGS.workdir)
     jit_compile = config.get("jit_compile", False)
     configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
-    evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
+    try:
+        evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
+    except CheckpointError as error:  # every checkpoint damaged: say which
+        raise app.UsageError(str(error)) from error
 
 
 def run() -> None:

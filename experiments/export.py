@@ -28,13 +28,13 @@ from tfmeta.export import (
     read_models_config,
     write_models_config,
 )
-from tfmeta.training import Trainer, read_config
+from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
+from tfmeta.training.workdir import CHECKPOINTS
 
 from . import common, run_binary
 from .configs import BASE
 
 FLAGS = flags.FLAGS
-CHECKPOINTS = ("best", "latest")
 
 
 def define_flags() -> None:
@@ -104,19 +104,7 @@ def restore_learner(workdir: str, config: dict[str, Any], which: str):
     learner = common.build_learner(
         config, common.build_model(config, input_shape(config))
     )
-    trainer = Trainer(learner, workdir, lambda start_step: iter(()))
-    path = trainer.restore(which)
-    if not path and which == "best":
-        path = trainer.restore("latest")
-        if path:
-            print(
-                f"no best checkpoint in {workdir}/best (no meta-validation): exporting the latest"
-            )
-    if not path:
-        raise FileNotFoundError(
-            f"no checkpoint in {workdir}/checkpoints or {workdir}/best"
-        )
-    return learner, path
+    return learner, restore_checkpoint(workdir, learner, which)
 
 
 def export_workdir(
@@ -135,7 +123,7 @@ def export_workdir(
     "base_path", "metadata"}.
     """
     # Keys added to the configs after the run was trained take their neutral defaults.
-    config = {**BASE, **read_config(workdir)}
+    config = {**BASE, **Workdir(workdir).read_config()}
     export_dir = os.path.abspath(export_dir)
     model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
     base_path = base_path or export_dir
@@ -187,6 +175,8 @@ def main(argv):
         )
     except ModelsConfigError as error:  # before the export: its message only
         raise app.UsageError(f"{error} (--models_config)") from None
+    except CheckpointError as error:  # every checkpoint damaged: names each
+        raise app.UsageError(str(error)) from error
     metadata = result["metadata"]
     print(
         f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "

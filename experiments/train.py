@@ -22,8 +22,27 @@ from absl import app, flags, logging
 from tfmeta.algorithms import get_algorithm
 
 from . import common, configure_runtime, run_binary
-from .configs import BASE, FIXED_KEYS
+from .configs import BASE
 from .flags import FLAGS, resolved_config
+
+# What a resumed run may change: its length, how often it logs and saves, the
+# meta-test-only settings, where the data is read from and how the same
+# computation is executed. Every other setting changes what the run computes
+# (its data, tasks, model, optimizers, seeds, validation) and is refused
+# (README, "Resuming"); a config key added later is refused by default.
+RESUME_MAY_CHANGE = (
+    "num_steps",
+    "log_every",
+    "checkpoint_every",
+    "test_tasks",
+    "report_inner_steps",
+    "data_dir",
+    "jit_compile",
+    "task_execution",
+    "unroll_inner_loop",
+    "recompute",
+    "recompute_steps",
+)
 
 flags.DEFINE_bool("evaluate", True, "evaluate on the meta-test tasks after training")
 flags.DEFINE_enum(
@@ -73,21 +92,71 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(f"--strategy={FLAGS.strategy}: {error}") from error
     workdir = worker_workdir(FLAGS.workdir, strategy)
-    from tfmeta.training import Trainer, prepare_workdir
+    from tfmeta.training import (
+        CheckpointError,
+        NonFiniteLossError,
+        Trainer,
+        Workdir,
+        WorkdirLockedError,
+        check_resume,
+    )
 
     from .evaluate import evaluate_workdir
 
-    # Everything that can fail on user input fails here, before training
-    # starts: missing data, too few classes or images, a changed config on resume.
+    # Everything that can fail on user input fails here, before anything is
+    # written: missing data, too few classes or images, a setting that
+    # resuming would change, a learner that cannot be built.
+    run = Workdir(workdir)
     try:
         data = common.build_data(config)
         config["data_source"] = data.split
-        resuming = prepare_workdir(workdir, config, FIXED_KEYS, defaults=BASE)
+        stored = run.read_config() if run.has_config() else None
+        if stored is None and run.has_checkpoint():
+            raise ValueError(
+                f"{workdir} holds checkpoints but no config.json: restore it or use a new --workdir"
+            )
+        if stored is not None:
+            check_resume(stored, config, may_change=RESUME_MAY_CHANGE, defaults=BASE)
+        # Fixed when the run starts: the length of a schedule over the run.
+        config["schedule_steps"] = (
+            stored.get("schedule_steps", stored.get("num_steps", config["num_steps"]))
+            if stored
+            else config["num_steps"]
+        )
+        with strategy.scope():
+            model = common.build_model(config, data.input_shape)
+            learner = common.build_learner(config, model)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise app.UsageError(str(error)) from error
-    with strategy.scope():
-        model = common.build_model(config, data.input_shape)
-        learner = common.build_learner(config, model)
+    trainer = Trainer(
+        learner,
+        run,
+        data.train,
+        data.val if config["val_tasks"] else None,
+        log_every=config["log_every"],
+        eval_every=config["eval_every"],
+        checkpoint_every=config["checkpoint_every"],
+        print_fn=lambda line: print(line, flush=True),
+    )
+    try:
+        with run.locked():
+            _describe(config, data, workdir, replicas, resuming=stored is not None)
+            trainer.resume()
+            run.write_config(config)
+            start = time.perf_counter()
+            summary = trainer.train(config["num_steps"])
+            logging.info(
+                "training finished: %s (%.0f s)", summary, time.perf_counter() - start
+            )
+            if FLAGS.evaluate and workdir == FLAGS.workdir:  # the chief evaluates
+                evaluate_workdir(workdir, learner=learner, data=data, config=config)
+    except (WorkdirLockedError, CheckpointError) as error:
+        raise app.UsageError(str(error)) from error
+    except NonFiniteLossError as error:  # exits non-zero, results untouched
+        raise SystemExit(f"training stopped: {error}") from error
+
+
+def _describe(config, data, workdir: str, replicas: int, resuming: bool) -> None:
     if replicas > 1:
         print(
             f"{FLAGS.strategy} strategy: {replicas} replicas, "
@@ -102,21 +171,15 @@ def main(argv):
         f"{config['num_steps']} steps, workdir {workdir}",
         flush=True,
     )
-    trainer = Trainer(
-        learner,
-        workdir,
-        data.train,
-        data.val if config["val_tasks"] else None,
-        log_every=config["log_every"],
-        eval_every=config["eval_every"],
-        checkpoint_every=config["checkpoint_every"],
-        print_fn=lambda line: print(line, flush=True),
-    )
-    start = time.perf_counter()
-    summary = trainer.train(config["num_steps"])
-    logging.info("training finished: %s (%.0f s)", summary, time.perf_counter() - start)
-    if FLAGS.evaluate and workdir == FLAGS.workdir:  # the chief evaluates
-        evaluate_workdir(workdir, trainer=trainer, data=data, config=config)
+    if (
+        config["outer_optimizer"] == "annealed_sgd"
+        and config["num_steps"] > config["schedule_steps"]
+    ):
+        print(
+            f"annealed_sgd: the outer learning rate reaches final_outer_lr "
+            f"{config['final_outer_lr']} at step {config['schedule_steps']} (the run's "
+            "first num_steps) and stays there"
+        )
 
 
 def run() -> None:

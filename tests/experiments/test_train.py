@@ -1,5 +1,6 @@
 """The training binary: clear errors before training, resume, results on real data."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -227,3 +228,132 @@ def test_short_omniglot_run_beats_chance(tmp_path):
     after = evaluate(learner, data.test())
     # 5-way: chance is 20%; adapting the random init alone already gives ~45%
     assert after["mean"] > 0.5 and after["mean"] > before + 0.05, (before, after)
+
+
+TINY_SINUSOID = [
+    "--algorithm=maml",
+    "--dataset=sinusoid",
+    "--hidden=8,8",
+    "--k_shot=5",
+    "--meta_batch_size=2",
+    "--eval_q_query=5",
+    "--val_tasks=4",
+    "--test_tasks=4",
+    "--eval_batch_size=4",
+    "--report_inner_steps=1",
+    "--log_every=2",
+    "--eval_every=2",
+    "--checkpoint_every=2",
+    "--malloc_arenas=glibc",
+]
+
+
+def train_in_process(*args):
+    """experiments.train's main in this process (quicker than a subprocess)."""
+    from absl import flags
+
+    from experiments import train
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", *args])
+    train.main([])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    train_in_process(*TINY_SINUSOID, f"--workdir={workdir}", "--num_steps=4")
+    assert json.loads((workdir / "results.json").read_text())["trained_steps"] == 4
+    return workdir
+
+
+@pytest.mark.parametrize(
+    "flags_,message",
+    [
+        (
+            ["--outer_optimizer=bogus"],
+            "outer_optimizer must be one of ('adam', 'sgd', 'annealed_sgd'), got 'bogus'",
+        ),
+        (["--inner_lr=nan"], "--inner_lr must be a finite number, got nan"),
+        (
+            ["--k_shot=3", "--seed=1", "--outer_optimizer=sgd"],
+            (
+                "k_shot: stored 5, requested 3; outer_optimizer: stored 'adam', "
+                "requested 'sgd'; seed: stored 0, requested 1"
+            ),
+        ),
+        (["--eval_every=1"], "eval_every: stored 2, requested 1"),
+        (["--num_steps=8", "--lock"], "is in use by another run (pid"),
+    ],
+)
+def test_a_refused_rerun_changes_nothing_in_the_workdir(finished_run, flags_, message):
+    from absl import app
+
+    from tests.training.runs import snapshot
+    from tfmeta.training import Workdir
+
+    holder = Workdir(str(finished_run))  # another run holding the lock
+    with holder.locked() if "--lock" in flags_ else contextlib.nullcontext():
+        before = snapshot(finished_run)
+        with pytest.raises(app.UsageError) as error:
+            train_in_process(
+                *TINY_SINUSOID,
+                f"--workdir={finished_run}",
+                "--num_steps=4",
+                *[f for f in flags_ if f != "--lock"],
+            )
+        assert snapshot(finished_run) == before
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_checkpoints_without_their_config_are_refused(finished_run, tmp_path):
+    import shutil
+
+    from absl import app
+
+    from tests.training.runs import snapshot
+
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)
+    (workdir / "config.json").unlink()
+    before = snapshot(workdir)
+    with pytest.raises(app.UsageError, match="holds checkpoints but no config.json"):
+        train_in_process(*TINY_SINUSOID, f"--workdir={workdir}", "--num_steps=4")
+    assert snapshot(workdir) == before
+
+
+def test_a_bad_learner_setting_on_a_new_workdir_writes_nothing(tmp_path):
+    from absl import app
+
+    with pytest.raises(app.UsageError, match="outer_optimizer must be one of"):
+        train_in_process(
+            *TINY_SINUSOID, f"--workdir={tmp_path / 'run'}", "--outer_optimizer=bogus"
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_run_exits_non_zero_without_results(tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        train_in_process(
+            *TINY_SINUSOID, f"--workdir={tmp_path}", "--num_steps=4", "--inner_lr=1e30"
+        )
+    assert "non-finite loss" in str(stopped.value.code)
+    assert not (tmp_path / "results.json").exists()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_longer_run_continues_with_the_schedule_fixed_at_the_start(tmp_path):
+    from tfmeta.training import Workdir
+
+    reptile = ["--algorithm=reptile", *TINY_SINUSOID[1:], f"--workdir={tmp_path}"]
+    train_in_process(*reptile, "--num_steps=4", "--noevaluate")
+    train_in_process(*reptile, "--num_steps=6", "--noevaluate")
+    config = Workdir(str(tmp_path)).read_config()
+    assert (config["num_steps"], config["schedule_steps"]) == (6, 4)
+    learner = common.build_learner(config, common.build_model(config, (1,)))
+    learner.outer_optimizer.iterations.assign(2)
+    # Halfway through the first run's 4 steps (over 6 steps it would be 2/3).
+    assert float(learner.outer_optimizer.learning_rate) == pytest.approx(
+        0.5 * config["outer_lr"]
+    )

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from experiments import common
-from experiments.configs import FIXED_KEYS, get_config
+from experiments.configs import get_config
 from experiments.export import export_workdir, restore_learner
 from tfmeta.data import write_embedding_file
-from tfmeta.training import Trainer, prepare_workdir
+from tfmeta.training import Trainer, Workdir
 
 N_WAY = 3
 IMAGE_SIZE = 28
@@ -125,7 +125,7 @@ def train_workdir(workdir: pathlib.Path, config: dict) -> pathlib.Path:
     """Trains ``config`` for its ``num_steps`` into ``workdir`` (config.json, best/, checkpoints/)."""
     data = common.build_data(config)
     config = {**config, "data_source": data.split}
-    prepare_workdir(str(workdir), config, FIXED_KEYS)
+    Workdir(str(workdir)).write_config(config)
     learner = common.build_learner(config, common.build_model(config, data.input_shape))
     Trainer(
         learner,

@@ -17,7 +17,7 @@ from tfmeta.training import (
     evaluate,
     format_result,
     mean_confidence_interval,
-    prepare_workdir,
+    resume_differences,
 )
 
 
@@ -58,15 +58,17 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert timing["step"] == 6 and timing["train_seconds"] > 0
 
 
-def test_resume_runs_a_meta_validation_the_interruption_skipped(tmp_path):
+def test_a_crash_during_a_meta_validation_resumes_before_it(tmp_path):
     interrupted = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
 
     def killed():
         raise KeyboardInterrupt
 
-    interrupted.val_episodes = killed  # stopped after the step-2 checkpoint
+    interrupted.val_episodes = killed  # stopped in the step-2 meta-validation
     with pytest.raises(KeyboardInterrupt):
         interrupted.train(2)
+    # The checkpoint of a validation step is saved after the validation.
+    assert not (tmp_path / "checkpoints").exists()
     assert not (tmp_path / "validation.json").exists()
     assert not (tmp_path / "best").exists()
     resumed = make_trainer(tmp_path, checkpoint_every=2, eval_every=2)
@@ -84,7 +86,8 @@ def test_best_checkpoint_is_kept_and_restorable(tmp_path):
     trainer.train(6)
     history = json.loads((tmp_path / "validation.json").read_text())
     best = min(history, key=lambda entry: entry["mean"])
-    assert trainer.best_manager.latest_checkpoint.endswith(f"-{best['step']}")
+    assert trainer.workdir.best.steps()[0] == best["step"]
+    assert trainer.state.best == (pytest.approx(best["mean"]), best["step"])
     trainer.restore("best")
     again = evaluate(trainer.learner, trainer.val_episodes())
     assert again["mean"] == pytest.approx(best["mean"], rel=1e-5)
@@ -101,34 +104,45 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     )
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         trainer.train(10)
-    saved = trainer.manager.latest_checkpoint
-    assert saved.endswith("-4")
+    assert trainer.workdir.latest.steps()[0] == 4
     fresh = make_trainer(tmp_path, seed=3)
     fresh.restore()
     assert fresh.step == 4
     assert all(np.isfinite(v).all() for v in values(fresh))
 
 
-def test_resume_refuses_changed_task(tmp_path):
-    prepare_workdir(str(tmp_path), {"n_way": 5, "num_steps": 10}, ["n_way"])
-    assert prepare_workdir(str(tmp_path), {"n_way": 5, "num_steps": 20}, ["n_way"])
-    with pytest.raises(ValueError, match="n_way: stored 5, requested 20"):
-        prepare_workdir(str(tmp_path), {"n_way": 20, "num_steps": 20}, ["n_way"])
-    check_resume({"a": 1}, {"a": 1}, ["a"])
+def test_resume_refuses_every_changed_setting_but_the_allowed_ones():
+    stored = {"n_way": 5, "seed": 0, "num_steps": 10, "hidden": [40, 40]}
+    check_resume(stored, {**stored, "num_steps": 20}, may_change=["num_steps"])
+    check_resume(stored, {**stored, "hidden": (40, 40)}, may_change=[])
+    with pytest.raises(ValueError) as error:
+        check_resume(
+            stored, {**stored, "n_way": 20, "seed": 1}, may_change=["num_steps"]
+        )
+    assert "n_way: stored 5, requested 20; seed: stored 0, requested 1" in str(
+        error.value
+    )
+    assert "--" not in str(error.value)  # a library message names no flag
+    assert (
+        resume_differences(
+            {"gone": 1}, {"n_way": 5}, may_change=[], defaults={"n_way": 5}
+        )
+        == []
+    )
 
 
 def test_setting_missing_from_an_older_run_counts_as_its_default():
     check_resume(
         {"n_way": 5},
         {"n_way": 5, "noise": 0.0},
-        ["n_way", "noise"],
+        may_change=[],
         defaults={"noise": 0.0},
     )
     with pytest.raises(ValueError, match="noise: stored 0.0, requested 0.3"):
         check_resume(
             {"n_way": 5},
             {"n_way": 5, "noise": 0.3},
-            ["n_way", "noise"],
+            may_change=[],
             defaults={"noise": 0.0},
         )
 

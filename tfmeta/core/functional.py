@@ -23,14 +23,16 @@ def forward(
     num_reference: int | tf.Tensor | None = None,
 ) -> tf.Tensor:
     """``model``'s outputs for ``x`` under weights ``params`` (aligned with
-    ``model.trainable_variables``); no state is touched.
+    ``model.trainable_variables``; meta-parameters a learner owns besides
+    them come after and are not the model's); no state is touched.
 
     ``num_reference``: normalization layers use the statistics of the first
     this many rows only (``tfmeta.models.batch_norm.normalization_reference``).
     """
     non_trainable = [v.value for v in model.non_trainable_variables]
     with normalization_reference(num_reference):
-        outputs, _ = model.stateless_call(list(params), non_trainable, x, training=True)
+        trainable = list(params)[: len(model.trainable_variables)]
+        outputs, _ = model.stateless_call(trainable, non_trainable, x, training=True)
     return outputs
 
 

@@ -41,6 +41,17 @@ def check_inner_steps(inner_steps: int, eval_inner_steps: int | None) -> None:
         )
 
 
+def _tensor(variable):
+    """The value of a Keras variable, or a ``tf.Variable`` itself."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def tracked(variables) -> list[tf.Variable]:
+    """``tf.Variable``s to checkpoint or save for ``variables`` (Keras 3
+    variables are tracked through their ``tf.Variable`` values)."""
+    return [_tensor(v) for v in variables]
+
+
 class Learner:
     """Base of every learner: theta, the outer optimizer and the meta-steps.
 
@@ -136,7 +147,7 @@ class Learner:
     # ------------------------------------------------------------ theta
     def parameters(self) -> list[tf.Tensor]:
         """theta as tensors (a snapshot read of ``variables``)."""
-        return [tf.identity(v.value) for v in self.variables]
+        return [tf.identity(_tensor(v)) for v in self.variables]
 
     def loss(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         """The problem's loss (``Problem.loss``)."""

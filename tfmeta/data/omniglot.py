@@ -48,7 +48,7 @@ _CHARACTER_DIR = re.compile(r"character\d+")
 _OFFLINE_HINT = (
     "To use Omniglot offline, download the original zips (images_background.zip, "
     "images_evaluation.zip, ...) from https://github.com/brendenlake/omniglot into a "
-    "folder and pass it as --data_dir or set TFMETA_OMNIGLOT_DIR "
+    "folder and pass it as the data_dir setting or set TFMETA_OMNIGLOT_DIR "
     "(read by tfmeta.data.load_omniglot_folder)."
 )
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfmeta.core.learner import Learner
+from tfmeta.core.learner import Learner, tracked
 from tfmeta.export import layout
 from tfmeta.export.signatures import ImagePreprocessing
 
@@ -97,9 +97,9 @@ class ServingModule(tf.Module):
         metadata: Mapping[str, Any] | None = None,
     ):
         super().__init__(name="tfmeta_serving")
-        self.variables_to_save = [v.value for v in learner.model.variables] + [
-            v.value if hasattr(v, "value") else v for v in learner.own_variables
-        ]
+        self.variables_to_save = tracked(learner.model.variables) + tracked(
+            learner.own_variables
+        )
         serving = serving_learner(learner, transductive)
         functions = serving.serving_functions(image_preprocessing)
         if DEFAULT_SIGNATURE not in functions:

@@ -22,6 +22,8 @@ import os
 
 import tensorflow as tf
 
+from tfmeta.training.workdir import Workdir
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -35,8 +37,8 @@ def make_strategy(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
     if cpu_replicas > 1:
         if name != "mirrored":
             raise ValueError(
-                "cpu_replicas splits this host's CPU for --strategy=mirrored only, "
-                f"got --strategy={name}"
+                "cpu_replicas splits this host's CPU for the 'mirrored' strategy only, "
+                f"got {name!r}"
             )
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -56,7 +58,7 @@ def make_strategy(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices)
     if "TF_CONFIG" not in os.environ:
         raise ValueError(
-            "--strategy=multi_worker needs the TF_CONFIG environment variable "
+            "the 'multi_worker' strategy needs the TF_CONFIG environment variable "
             '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
             '"task": {"type": "worker", "index": 0}}) on every worker'
         )
@@ -81,8 +83,12 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_workdir(workdir: str, strategy: tf.distribute.Strategy) -> str:
-    """``workdir`` for the chief; a scratch folder under it for other workers."""
+    """``workdir`` for the chief; a scratch folder under it for other workers.
+
+    Each process trains its own workdir and holds its lock: the chief the
+    run's, every other worker its scratch folder's.
+    """
     if is_chief(strategy):
         return workdir
     resolver = strategy.cluster_resolver
-    return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+    return Workdir(workdir).worker_path(resolver.task_type, resolver.task_id)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfmeta.core.learner import Learner
+from tfmeta.training.learner import Learner
 
 
 def mean_confidence_interval(values) -> tuple[float, float]:

@@ -1,16 +1,19 @@
 """The meta-training loop: steps, checkpoints, summaries, meta-validation.
 
-A run is resumable: the step is the outer optimizer's iteration count, saved
-with theta and the optimizer state; the episode stream is counter-based, so
-``train_episodes(start_step)`` continues the same data order. A non-finite loss
-stops the run before anything is saved, so the last good checkpoint survives.
+A run is resumable and a resumed run equals an uninterrupted one: the step is
+the outer optimizer's iteration count, saved with theta and the optimizer
+state; the episode stream is counter-based, so ``train_episodes(start_step)``
+continues the same data order; and the run state that decides the rest of the
+run (best value and step, validation history, training time: ``RunState``) is
+saved in every checkpoint. At a step with a meta-validation the validation
+runs first and the checkpoint after it, then best/ (see ``resume`` for what a
+crash between them leaves and how it is repaired). A non-finite loss stops
+the run before anything is saved, so the last good checkpoint survives.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,9 +22,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfmeta.core.learner import Learner
+from tfmeta.training import recovery
+from tfmeta.training.checkpoints import (
+    CheckpointError,
+    learner_root,
+    restore_model_and_optimizer,
+)
 from tfmeta.training.evaluation import evaluate, format_result
-from tfmeta.training.workdir import write_json
+from tfmeta.training.learner import Learner
+from tfmeta.training.run_state import RunState
+from tfmeta.training.workdir import Workdir
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,17 +50,22 @@ class Trainer:
 
     Args:
       learner: the meta-learner (its model and outer optimizer are checkpointed).
-      workdir: checkpoints in ``<workdir>/checkpoints`` (latest), the best by
-        meta-validation in ``<workdir>/best``, summaries in ``<workdir>/train``
-        and ``<workdir>/val``, validation history in ``<workdir>/validation.json``.
+      workdir: the run's folder (``Workdir``, or its path): latest checkpoints,
+        the best ones by meta-validation, summaries, validation history.
       train_episodes: ``start_step -> iterable of task batches`` from that step on.
       val_episodes: ``() -> finite iterable`` of fixed validation task batches, or None.
+      log_every, eval_every, checkpoint_every: steps between log lines,
+        meta-validations and checkpoints (a meta-validation also saves one).
+      max_to_keep: latest checkpoints kept, when ``workdir`` is a path.
+      events: called with (event, step) at "trained" (after a meta-step),
+        "validated" (before its checkpoint), "saved" (the latest checkpoint
+        written) and "best_saved"; for tests that stop a run at those points.
     """
 
     def __init__(
         self,
         learner: Learner,
-        workdir: str,
+        workdir: str | Workdir,
         train_episodes: Callable[[int], Iterable],
         val_episodes: Callable[[], Iterable] | None = None,
         *,
@@ -59,152 +74,187 @@ class Trainer:
         checkpoint_every: int = 500,
         max_to_keep: int = 3,
         print_fn: Callable[[str], None] = print,
+        events: Callable[[str, int], None] | None = None,
     ):
         self.learner = learner
-        self.workdir = workdir
+        self.workdir = (
+            workdir if isinstance(workdir, Workdir) else Workdir(workdir, max_to_keep)
+        )
         self.train_episodes = train_episodes
         self.val_episodes = val_episodes
         self.log_every = max(1, log_every)
         self.eval_every = max(1, eval_every)
         self.checkpoint_every = max(1, checkpoint_every)
         self.print = print_fn
-        self.higher_is_better = learner.metric_name == "accuracy"
-        self.best_value = tf.Variable(
-            -math.inf if self.higher_is_better else math.inf, dtype=tf.float64
+        self.events = events or (lambda event, step: None)
+        self.state = RunState(higher_is_better=learner.metric_name == "accuracy")
+        self.checkpoint = learner_root(
+            learner.model,
+            learner.outer_optimizer,
+            getattr(learner, "own_variables", ()),
+            **self.state.variables(),
         )
-        self.checkpoint = tf.train.Checkpoint(
-            model_variables=[v.value for v in learner.model.variables],
-            optimizer=learner.outer_optimizer,
-            best_value=self.best_value,
-        )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            os.path.join(workdir, "checkpoints"),
-            max_to_keep=max_to_keep,
-        )
-        self.best_manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, "best"), max_to_keep=1
-        )
-        self.history_path = os.path.join(workdir, "validation.json")
-        self.timing_path = os.path.join(workdir, "timing.json")
-
-    def _save(self, train_seconds: float) -> None:
-        """Saves the latest checkpoint and the cumulative training time up to it."""
-        self.manager.save(checkpoint_number=self.step)
-        write_json(
-            self.timing_path,
-            {"step": self.step, "train_seconds": round(train_seconds, 1)},
-        )
-
-    def _previous_seconds(self) -> float:
-        if not os.path.exists(self.timing_path):
-            return 0.0
-        with open(self.timing_path) as f:
-            timing = json.load(f)
-        return (
-            float(timing["train_seconds"]) if timing.get("step") == self.step else 0.0
-        )
+        self._resumed = False
+        self._legacy = False
+        self._writers: dict[str, Any] = {}
 
     @property
     def step(self) -> int:
         return int(self.learner.outer_optimizer.iterations.numpy())
 
+    def _restore_path(self, path: str) -> None:
+        restore_model_and_optimizer(
+            path,
+            self.learner.model,
+            self.learner.outer_optimizer,
+            getattr(self.learner, "own_variables", ()),
+        )
+        self._legacy = not self.state.restore(path)
+
     def restore(self, which: str = "latest") -> str | None:
-        """Restores the "latest" or "best" checkpoint if one exists; returns its path."""
-        manager = self.best_manager if which == "best" else self.manager
-        path = manager.latest_checkpoint
-        if path:
-            self.checkpoint.restore(path).expect_partial()
-        return path
+        """Restores theta, the optimizer and the run state from the newest intact
+        "latest" or "best" checkpoint; returns its path (None: no checkpoint).
+        Writes nothing."""
+        return self.workdir.restore(self._restore_path, which, self.print)
 
-    def _validation_missing(self, step: int, num_steps: int) -> bool:
-        """Whether a meta-validation was due at ``step`` and none was recorded."""
-        if self.val_episodes is None or step == 0:
-            return False
-        if step % self.eval_every and step != num_steps:
-            return False
-        history = []
-        if os.path.exists(self.history_path):
-            with open(self.history_path) as f:
-                history = json.load(f)
-        return all(entry.get("step") != step for entry in history)
+    def resume(self) -> int:
+        """Restores the newest intact latest checkpoint and makes the workdir agree
+        with it; returns its step (0 for a new run). Holds the workdir's lock.
 
-    def _validate(self, summary_writer) -> dict[str, Any]:
+        Raises CheckpointError, before writing anything, when checkpoints exist
+        but none restores. Then (``recovery``): damaged newer checkpoints are
+        moved aside, the state file is rebuilt from the files, best/
+        checkpoints newer than the restored step are removed, a best
+        checkpoint that a crash kept from being saved is saved, and the views
+        (validation.json, timing.json) are rewritten from the state.
+        """
+        with self.workdir.locked():
+            latest = self.workdir.latest
+            state_problem = latest.state_problem()
+            step = latest.restore_newest(self._restore_path, self.print)
+            if step is None:
+                if self.workdir.best.steps():
+                    raise CheckpointError(
+                        f"{self.workdir.best.directory} holds checkpoints but "
+                        f"{latest.directory} none: restore them or use a new workdir"
+                    )
+                self.workdir.announce_holder()
+                self._resumed = True
+                return 0
+            self.workdir.announce_holder()
+            recovery.move_damaged_aside(self.workdir, step, self.print)
+            if state_problem:
+                self.print(
+                    f"the checkpoint state file in {latest.directory} was {state_problem}: "
+                    "rebuilt from the checkpoint files"
+                )
+            latest.write_state()
+            if self._legacy:
+                recovery.adopt_older_state(self.workdir, self.state, step, self.print)
+            recovery.repair_best(
+                self.workdir, self.state, self.checkpoint, step, self.print
+            )
+            self._write_views(step)
+            self.print(f"resumed from {latest.path(step)} at step {step}")
+            self._resumed = True
+            return step
+
+    def _write_views(self, step: int) -> None:
+        has_history = bool(self.state.history) or self.val_episodes is not None
+        recovery.write_views(self.workdir, self.state, step, has_history)
+
+    def _validation_due(self, step: int, num_steps: int) -> bool:
+        return self.val_episodes is not None and (
+            step % self.eval_every == 0 or step == num_steps
+        )
+
+    def _writer(self, name: str):
+        """The summary writer of ``name`` ("train", "val"), made on first use."""
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(
+                self.workdir.summaries(name)
+            )
+        return self._writers[name]
+
+    def _validate(self, step: int) -> bool:
         result = evaluate(self.learner, self.val_episodes())
-        result["step"] = self.step
-        with summary_writer.as_default(step=self.step):
+        result["step"] = step
+        with self._writer("val").as_default(step=step):
             tf.summary.scalar(result["metric"], result["mean"])
             tf.summary.scalar("loss", result["loss"])
-        improved = (
-            result["mean"] > self.best_value.numpy()
-            if self.higher_is_better
-            else result["mean"] < self.best_value.numpy()
-        )
-        if improved:
-            self.best_value.assign(result["mean"])
-            self.best_manager.save(checkpoint_number=self.step)
-        history = []
-        if os.path.exists(self.history_path):
-            with open(self.history_path) as f:
-                history = json.load(f)
-        history.append({**result, "best": bool(improved)})
-        write_json(self.history_path, history)
+        improved = self.state.record(result)
         self.print(
-            f"step {self.step}: meta-validation {format_result(result)}{' (best)' if improved else ''}"
+            f"step {step}: meta-validation {format_result(result)}{' (best)' if improved else ''}"
         )
-        return result
+        self.events("validated", step)
+        return improved
+
+    def _save(self, step: int, improved: bool, seconds: float) -> None:
+        """The latest checkpoint, then best/ if ``improved``, then the views."""
+        self.state.train_seconds.assign(seconds)
+        self.workdir.latest.save(self.checkpoint, step)
+        self.events("saved", step)
+        if improved:
+            self.workdir.best.save(self.checkpoint, step)
+            self.events("best_saved", step)
+        self._write_views(step)
 
     def train(self, num_steps: int) -> dict[str, Any]:
-        """Meta-trains from the last checkpoint (if any) to ``num_steps``."""
-        restored = self.restore()
+        """Meta-trains from the newest intact checkpoint (if any) to ``num_steps``."""
+        with self.workdir.locked():
+            return self._train(num_steps)
+
+    def _train(self, num_steps: int) -> dict[str, Any]:
+        if not self._resumed:
+            self.resume()
         start = self.step
-        if restored:
-            self.print(f"resumed from {restored} at step {start}")
-            if self._validation_missing(start, num_steps):
-                # Interrupted between the checkpoint and its meta-validation.
-                self._validate(
-                    tf.summary.create_file_writer(os.path.join(self.workdir, "val"))
-                )
+        previous_seconds = float(self.state.train_seconds.numpy())
+        run_start = time.perf_counter()
+
+        def seconds() -> float:  # cumulative training time, over every process
+            return previous_seconds + time.perf_counter() - run_start
+
+        history_steps = {entry["step"] for entry in self.state.history}
+        if (
+            start
+            and self._validation_due(start, num_steps)
+            and start not in history_steps
+        ):
+            # A checkpoint of an earlier version, saved before its validation.
+            self._save(start, self._validate(start), seconds())
         if start >= num_steps:
             self.print(
                 f"already at step {start} >= num_steps {num_steps}; nothing to train"
             )
-            return {"step": start}
-        train_writer = tf.summary.create_file_writer(
-            os.path.join(self.workdir, "train")
-        )
-        val_writer = tf.summary.create_file_writer(os.path.join(self.workdir, "val"))
+            return {"step": start, "train_seconds": previous_seconds}
+        train_writer = self._writer("train")
         metric = self.learner.metric_name
-        previous_seconds = self._previous_seconds()
-        window_start, window_steps, run_start = (
-            time.perf_counter(),
-            0,
-            time.perf_counter(),
-        )
+        window_start, window_steps = time.perf_counter(), 0
         sums = {"loss": 0.0, metric: 0.0}
         last = {}
         episodes = iter(self.train_episodes(start))
         for step in range(start, num_steps):
             out = self.learner.meta_train_step(next(episodes))
-            loss = float(out["loss"])
-            if not (
-                math.isfinite(loss) and math.isfinite(float(out["meta_gradient_norm"]))
-            ):
+            loss, norm = float(out["loss"]), float(out["meta_gradient_norm"])
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                kept = self.workdir.latest.steps()
                 message = (
-                    f"non-finite loss {loss} (meta-gradient norm {float(out['meta_gradient_norm'])}) at step {step}; "
-                    f"stopping. The last good checkpoint is kept: {self.manager.latest_checkpoint}. "
-                    "Lower --outer_lr or --inner_lr and rerun to resume from it."
+                    f"non-finite loss {loss} (meta-gradient norm {norm}) at step {step}; "
+                    "stopping. The last good checkpoint is kept: "
+                    f"{self.workdir.latest.path(kept[0]) if kept else 'none yet'}. "
+                    "Lower outer_lr or inner_lr and rerun to resume from it."
                 )
                 logging.error(message)
                 raise NonFiniteLossError(message)
+            done = step + 1
+            self.events("trained", done)
             sums["loss"] += loss
             sums[metric] += float(out[metric])
             weights = out["task_weights"].numpy()
-            with train_writer.as_default(step=step + 1):
+            with train_writer.as_default(step=done):
                 tf.summary.scalar("task_weights/min", float(np.min(weights)))
                 tf.summary.scalar("task_weights/max", float(np.max(weights)))
             window_steps += 1
-            done = step + 1
             if done % self.log_every == 0 or done == num_steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps / max(elapsed, 1e-9)
@@ -213,9 +263,7 @@ class Trainer:
                     tf.summary.scalar("loss", last["loss"])
                     tf.summary.scalar(metric, last[metric])
                     tf.summary.scalar("steps_per_second", rate)
-                    tf.summary.scalar(
-                        "meta_gradient_norm", float(out["meta_gradient_norm"])
-                    )
+                    tf.summary.scalar("meta_gradient_norm", norm)
                     tf.summary.histogram("task_weights", weights)
                 eta = (num_steps - done) / max(rate, 1e-9)
                 self.print(
@@ -224,16 +272,10 @@ class Trainer:
                 )
                 sums = {key: 0.0 for key in sums}
                 window_start, window_steps = time.perf_counter(), 0
-            if done % self.checkpoint_every == 0 or done == num_steps:
-                self._save(previous_seconds + time.perf_counter() - run_start)
-            if self.val_episodes is not None and (
-                done % self.eval_every == 0 or done == num_steps
-            ):
-                self._validate(val_writer)
-        train_writer.flush()
-        val_writer.flush()
-        return {
-            "step": self.step,
-            "train_seconds": previous_seconds + time.perf_counter() - run_start,
-            **last,
-        }
+            validate = self._validation_due(done, num_steps)
+            improved = self._validate(done) if validate else False
+            if validate or done % self.checkpoint_every == 0 or done == num_steps:
+                self._save(done, improved, seconds())
+        for writer in self._writers.values():
+            writer.flush()
+        return {"step": self.step, "train_seconds": seconds(), **last}
