@@ -19,7 +19,7 @@ setup(
     packages=find_packages(
         include=["tfmeta", "tfmeta.*"], exclude=["tfmeta.experiments"]
     )
-    + ["tfmeta.experiments", "tfmeta.experiments.configs"],
+    + ["tfmeta.experiments", "tfmeta.experiments.bench", "tfmeta.experiments.configs"],
     package_dir={"tfmeta.experiments": "experiments"},
     # The native kernel's source, compiled on first use (tfmeta.models.kernels).
     package_data={"tfmeta.models.kernels": ["*.cc"]},

@@ -75,24 +75,6 @@ def define_cpu_threading_flag() -> None:
     )
 
 
-def recompute_steps_error(
-    recompute_steps: int | None, recompute: bool, unroll_inner_loop: bool
-) -> str | None:
-    """What is wrong with ``--recompute_steps`` beside the other flags, or None."""
-    if recompute_steps is None:
-        return None
-    if recompute_steps < 0:
-        return f"--recompute_steps must be >= 0, got {recompute_steps}"
-    if not recompute:
-        return "--recompute_steps needs --recompute"
-    if not unroll_inner_loop:
-        return (
-            "--recompute_steps applies to the unrolled inner loop: with "
-            "--nounroll_inner_loop every inner step is recomputed"
-        )
-    return None
-
-
 def _valid_malloc_arenas(value: str) -> bool:
     try:
         resolve_malloc_arenas(value)

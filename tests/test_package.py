@@ -86,6 +86,9 @@ def test_wheel_holds_the_configs_and_no_top_level_experiments(wheel):
         wheel.read("tfmeta/experiments/__init__.py")
         == (REPO / "experiments" / "__init__.py").read_bytes()
     )
+    bench = sorted(p.name for p in (REPO / "experiments" / "bench").glob("*.py"))
+    assert "driver.py" in bench
+    assert {f"tfmeta/experiments/bench/{name}" for name in bench} <= set(names)
     kernels = (REPO / "tfmeta" / "models" / "kernels").glob("*.cc")
     assert {f"tfmeta/models/kernels/{k.name}" for k in kernels} <= set(names)
 
@@ -155,7 +158,7 @@ def test_benchmark_driver_does_not_load_tensorflow():
     # A child's peak RSS (ru_maxrss) starts from its parent's at exec, so the
     # driver that spawns the timed workers and the yardstick must stay small.
     code = (
-        "import os, sys, experiments.benchmark; "
+        "import os, sys, experiments.benchmark, experiments.bench.driver; "
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     )
     assert fresh_python(code) == ["False", "1"]

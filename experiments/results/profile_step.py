@@ -3,8 +3,9 @@
   python -m experiments.results.profile_step --algorithm=maml --n_way=20 \
       --meta_batch_size=2 --inner_steps=5
 
-Builds the benchmark's network (max-pool conv4, random inputs), runs two
-steps, then records one under ``tf.profiler`` and sums the host time of the
+Builds a learner as the benchmark does (``experiments.bench.learners``:
+through the registry, on the yardstick's max-pool conv4 for images, random
+inputs; 1-shot, 1 query per class), runs two steps, then records one under ``tf.profiler`` and sums the host time of the
 op events by op type (kernels such as ``Conv2DBackpropFilter`` or oneDNN's
 ``_MklNativeConv2DBackpropFilter``; the wrappers of function calls and the
 executor are left out). Op times on several threads add up, so the total can
@@ -34,7 +35,7 @@ WRAPPERS = (
 
 
 def define_flags() -> None:
-    flags.DEFINE_enum("algorithm", "maml", ["maml", "fomaml", "reptile"], "learner")
+    flags.DEFINE_string("algorithm", "maml", "a registered algorithm")
     flags.DEFINE_integer("n_way", 20, "classes per task")
     flags.DEFINE_integer("meta_batch_size", 2, "tasks per meta-step")
     flags.DEFINE_integer("inner_steps", 5, "inner steps")
@@ -73,39 +74,33 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # (experiments/__init__.py set the oneDNN switch before TensorFlow loads.)
-    import keras
     import tensorflow as tf
 
     from tfmeta import runtime
-    from tfmeta.algorithms import MAML, Reptile
 
-    from ..benchmark import (
-        OUTER_LR,
-        REPTILE_OUTER_LR,
-        conv_network,
-        random_episode,
+    from ..bench import learners
+    from ..bench.settings import Settings
+
+    settings = Settings(
+        meta_batch_size=FLAGS.meta_batch_size,
+        n_way=FLAGS.n_way,
+        inner_steps=FLAGS.inner_steps,
+        task_execution=FLAGS.task_execution,
+        unroll_inner_loop=FLAGS.unroll_inner_loop,
+        recompute=FLAGS.recompute,
+        fused_batch_norm=FLAGS.fused_batch_norm,
     )
-
+    try:
+        configuration = learners.resolve(FLAGS.algorithm, settings)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if configuration.skip:
+        raise app.UsageError(f"{FLAGS.algorithm}: {configuration.skip}")
+    for note in configuration.notes:
+        print(f"{FLAGS.algorithm}: {note}")
     b, n = FLAGS.meta_batch_size, FLAGS.n_way
-    episode = random_episode(b, n, k_shot=1, q_query=1)
-    model = conv_network(n, fused_batch_norm=FLAGS.fused_batch_norm)
-    common = {
-        "inner_lr": 0.4,
-        "inner_steps": FLAGS.inner_steps,
-        "task_execution": FLAGS.task_execution,
-    }
-    if FLAGS.algorithm == "reptile":
-        outer = keras.optimizers.SGD(REPTILE_OUTER_LR)
-        learner = Reptile(model, outer, inner_batch_size=None, **common)
-    else:
-        learner = MAML(
-            model,
-            keras.optimizers.Adam(OUTER_LR),
-            first_order=FLAGS.algorithm == "fomaml",
-            recompute=FLAGS.recompute,
-            unroll_inner_loop=FLAGS.unroll_inner_loop,
-            **common,
-        )
+    episode = learners.episode(configuration)
+    learner = learners.build_learner(configuration, settings)
     for _ in range(2):
         learner.meta_train_step(episode)["loss"].numpy()
     with tempfile.TemporaryDirectory() as logdir:

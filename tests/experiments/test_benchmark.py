@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import benchmark
+from experiments.bench import flops
 from tests.helpers import REPO
 
 FIELDS = (
@@ -95,9 +95,10 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--recompute_steps=1"], "--recompute_steps needs --recompute"),
+        (["--recompute_steps=1"], "recompute_steps needs recompute"),
         (
-            ["--recompute", "--recompute_steps=1", "--nounroll_inner_loop"],
+            ["--recompute", "--recompute_steps=1", "--nounroll_inner_loop"]
+            + ["--inner_steps=2"],
             "applies to the unrolled inner loop",
         ),
     ],
@@ -118,28 +119,90 @@ def test_bad_recompute_steps_fail_before_any_worker_runs(extra, message):
     assert "round 1/" not in done.stdout
 
 
+def test_each_algorithm_gets_the_settings_it_has_and_its_own_outer_update():
+    from experiments.bench import learners
+    from experiments.bench.settings import Settings
+
+    settings = Settings(
+        task_execution="map_fn", recompute=True, unroll_inner_loop=False
+    )
+    resolved = {
+        name: learners.resolve(name, settings) for name in learners.registered()
+    }
+    assert set(resolved) == {"maml", "fomaml", "reptile", "leo"}
+    maml, fomaml = resolved["maml"].config, resolved["fomaml"].config
+    reptile, leo = resolved["reptile"].config, resolved["leo"].config
+    # The settings each declares; the task's shape for all.
+    assert (maml["recompute"], maml["task_execution"]) == (True, "map_fn")
+    assert maml["unroll_inner_loop"] is False
+    assert fomaml["recompute"] is False and fomaml["task_execution"] == "map_fn"
+    assert resolved["fomaml"].notes == [
+        "recompute=True is not one of its settings: ignored"
+    ]
+    assert leo["task_execution"] == "loop" and leo["unroll_inner_loop"] is True
+    assert any("runs loop" in note for note in resolved["leo"].notes)
+    for config in (maml, fomaml, reptile, leo):
+        assert (config["n_way"], config["meta_batch_size"], config["inner_steps"]) == (
+            5,
+            32,
+            1,
+        )
+    # alpha: each one's own unless given; the outer update of its own config.
+    assert (maml["inner_lr"], reptile["inner_lr"], leo["inner_lr"]) == (0.4, 0.4, 1.0)
+    assert (maml["outer_optimizer"], maml["outer_lr"]) == ("adam", 1e-3)
+    assert (reptile["outer_optimizer"], reptile["outer_lr"]) == ("annealed_sgd", 1.0)
+    assert (leo["gradient_clip_value"], leo["num_latents"]) == (0.1, 64)
+    assert reptile["inner_optimizer"] == "sgd" and reptile["inner_batch_size"] is None
+    # Images for the data's default network, embedding vectors for LEO's model.
+    assert resolved["maml"].input_shape == (28, 28, 1)
+    assert resolved["leo"].input_shape == (256,)
+
+
+def test_a_registered_algorithm_gets_a_row_without_an_edit(monkeypatch):
+    import dataclasses
+
+    from experiments import configs
+    from experiments.bench import learners
+    from experiments.bench.settings import Settings
+    from tfmeta.algorithms import maml, registry
+
+    for name in ("first_order_copy", "configless"):
+        algorithm = dataclasses.replace(maml.FOMAML_ALGORITHM, name=name)
+        monkeypatch.setitem(registry.ALGORITHMS, name, algorithm)
+    monkeypatch.setitem(
+        configs.CONFIGS, ("first_order_copy", "omniglot"), "maml_omniglot"
+    )
+    entries = {e["algorithm"]: e for e in learners.plan([], Settings())["algorithms"]}
+    assert entries["first_order_copy"]["skip"] is None
+    assert entries["first_order_copy"]["description"].startswith(
+        "first_order_copy: max-pool conv4 (64 filters) on random 28x28x1 images"
+    )
+    assert "recompute" not in entries["first_order_copy"]["settings"]
+    assert "no config on omniglot or embeddings" in entries["configless"]["skip"]
+    refused = learners.plan(["maml"], Settings(recompute_steps=1))
+    assert "recompute_steps needs recompute" in refused["error"]
+
+
 def test_cpu_peak_from_cpuinfo():
     avx2 = "processor : 0\ncpu MHz : 2500.000\nflags : fpu sse2 avx avx2 fma\n"
-    assert benchmark.cpu_peak_gflops(avx2, cores=2) == pytest.approx(160.0)
+    assert flops.cpu_peak_gflops(avx2, cores=2) == pytest.approx(160.0)
     avx512 = avx2.replace("fma", "fma avx512f")
-    assert benchmark.cpu_peak_gflops(avx512, cores=1) == pytest.approx(160.0)
-    assert benchmark.cpu_peak_gflops("flags : sse2\ncpu MHz : 1000\n", cores=4) == 32.0
-    assert benchmark.cpu_peak_gflops("flags : avx2 fma\n", cores=2) is None
+    assert flops.cpu_peak_gflops(avx512, cores=1) == pytest.approx(160.0)
+    assert flops.cpu_peak_gflops("flags : sse2\ncpu MHz : 1000\n", cores=4) == 32.0
+    assert flops.cpu_peak_gflops("flags : avx2 fma\n", cores=2) is None
 
 
 def test_forward_multiply_adds_max_pool_by_hand():
     # 5x5x1 -> conv 2 filters: 5*5*2*1*9 = 450 -> pool (ceil) 3x3
     # -> conv: 3*3*2*2*9 = 324 -> pool 2x2 -> flatten 8 -> dense 8*3 = 24.
-    count = benchmark.forward_multiply_adds(
-        3, filters=2, depth=2, input_shape=(5, 5, 1)
-    )
+    count = flops.forward_multiply_adds(3, filters=2, depth=2, input_shape=(5, 5, 1))
     assert count == 450 + 324 + 24
 
 
 def test_forward_multiply_adds_stride_by_hand():
     # 5x5x1 -> stride-2 conv to 3x3: 3*3*2*1*9 = 162 -> 2x2: 2*2*2*2*9 = 144
     # -> global mean, 2 features -> dense 2*3 = 6.
-    count = benchmark.forward_multiply_adds(
+    count = flops.forward_multiply_adds(
         3, filters=2, depth=2, input_shape=(5, 5, 1), pooling="stride"
     )
     assert count == 162 + 144 + 6
@@ -151,10 +214,10 @@ def test_omniglot_maml_step_flops_by_hand():
         28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 4 * 4) * 64 * 64 * 9 + 2 * 2 * 64 * 5
     )
     assert per_example == 10_074_368
-    assert benchmark.forward_multiply_adds(5) == per_example
+    assert flops.forward_multiply_adds(5) == per_example
     # 32 tasks x (6 passes x 5 support + 3 passes x 5 query) x 2 FLOPs per multiply-add.
-    flops = benchmark.maml_step_flops(32, n_way=5, k_shot=1, q_query=1, inner_steps=1)
-    assert flops == 32 * (6 * 5 + 3 * 5) * 2 * per_example
+    step = flops.maml_step_flops(32, n_way=5, k_shot=1, q_query=1, inner_steps=1)
+    assert step == 32 * (6 * 5 + 3 * 5) * 2 * per_example
 
 
 @pytest.mark.parametrize("pooling", ["max", "stride"])
@@ -168,7 +231,7 @@ def test_forward_multiply_adds_matches_the_conv4_model(pooling):
             _, *spatial, _ = layer.output.shape
             from_model += math.prod(spatial) * math.prod(layer.kernel.shape)
     assert (
-        benchmark.forward_multiply_adds(
+        flops.forward_multiply_adds(
             3, filters=4, depth=3, input_shape=(9, 9, 1), pooling=pooling
         )
         == from_model

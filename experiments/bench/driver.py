@@ -1,0 +1,280 @@
+"""The benchmark's driver: it checks every configuration in one child
+process, then runs each measurement in a process of its own, interleaved
+over rounds, and hands the figures to ``report``.
+
+It loads no TensorFlow: a child's peak RSS (``ru_maxrss``) starts from its
+parent's at exec. Children run this package's binary again (``--plan``,
+``--worker=ALGORITHM``): ``experiments.benchmark`` from a checkout's root,
+``tfmeta.experiments.benchmark`` where it is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Any
+
+from ..configs import yardstick
+from . import flops, report
+from .settings import Options, Settings
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+EXPERIMENTS = __package__.rpartition(".")[0]
+BINARY = f"{EXPERIMENTS}.benchmark"
+CHECKOUT = REPO if EXPERIMENTS == "experiments" else None
+DEFAULT_YARDSTICK = str(REPO.parent / "shared" / "bench" / "torch_maml_reference.py")
+
+
+def last_json_line(output: str) -> dict[str, Any]:
+    """RuntimeError where there is none (ValueError is a user's mistake)."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as error:
+        raise RuntimeError(f"no JSON line in the output:\n{output[-2000:]}") from error
+
+
+def run_json(
+    command: list[str], what: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The last JSON line ``command`` prints; RuntimeError if it fails."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
+    done = subprocess.run(
+        command, check=False, cwd=CHECKOUT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-30:])
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    return last_json_line(done.stdout)
+
+
+def plan(settings: Settings, options: Options) -> list[dict[str, Any]]:
+    """Each algorithm to time, checked by its own rules in a child process;
+    ValueError with the first setting refused. Prints what each runs as."""
+    command = [sys.executable, "-m", BINARY, "--plan", *settings.to_args()]
+    if options.algorithms:
+        command.append(f"--algorithms={','.join(options.algorithms)}")
+    result = run_json(command, "the check of the configurations")
+    if "error" in result:
+        raise ValueError(result["error"])
+    planned = []
+    for entry in result["algorithms"]:
+        name = entry["algorithm"]
+        if entry["skip"]:
+            print(f"{name}: skipped, {entry['skip']}", flush=True)
+            continue
+        print(entry["description"], flush=True)
+        for note in entry["notes"]:
+            print(f"  {name}: {note}", flush=True)
+        planned.append(entry)
+    return planned
+
+
+def tfmeta_run(
+    algorithm: str, settings: Settings, allocator_stats: bool = False
+) -> dict[str, Any]:
+    command = [sys.executable, "-m", BINARY, f"--worker={algorithm}"]
+    command += settings.to_args()
+    extra_env = {"TF_CPU_ALLOCATOR_USE_BFC": "true"} if allocator_stats else None
+    xla = "on" if settings.jit_compile else "off"
+    return run_json(command, f"tfmeta {algorithm} xla={xla}", extra_env)
+
+
+def yardstick_run(
+    order: int, settings: Settings, options: Options, inner_lr: float
+) -> dict[str, Any]:
+    """The yardstick at ``order`` with the settings and alpha of the tfmeta
+    algorithm it computes."""
+    command = [options.torch_python, options.yardstick, f"--order={order}"]
+    command += [f"--meta_batch={settings.meta_batch_size}", f"--steps={settings.steps}"]
+    for name in ("n_way", "k_shot", "q_query", "inner_steps", "threads"):
+        command.append(f"--{name}={getattr(settings, name)}")
+    command.append(f"--inner_lr={inner_lr}")
+    result = run_json(command, f"yardstick order {order}")
+    result["peak_rss_mib"] = float(result["peak_rss_mib"])
+    return result
+
+
+def torch_import_rss_mib(torch_python: str) -> float:
+    code = "import torch, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    done = subprocess.run(
+        [torch_python, "-c", code], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def schedule(planned: list[dict[str, Any]], options: Options) -> list[tuple[str, Any]]:
+    """One round: each algorithm at every XLA setting, then its yardstick."""
+    jobs: list[tuple[str, Any]] = []
+    for entry in planned:
+        algorithm = entry["algorithm"]
+        jobs += [("tfmeta", (algorithm, xla)) for xla in options.xla]
+        order = yardstick.ORDERS.get(algorithm)
+        if options.torch_python and order and ("yardstick", order) not in jobs:
+            jobs.append(("yardstick", order))
+    return jobs
+
+
+def _print_settings(settings: Settings, options: Options) -> None:
+    alpha = settings.inner_lr or "each algorithm's default"
+    print(
+        f"{settings.n_way}-way {settings.k_shot}-shot, {settings.q_query} query per "
+        f"class, meta-batch {settings.meta_batch_size}, {settings.inner_steps} inner "
+        f"step(s), alpha {alpha}, {settings.filters} filters, max-pool conv4; "
+        f"{settings.steps} timed steps x {options.repeats} round(s), threads "
+        f"{settings.threads or settings.cpu_threading}, malloc arenas "
+        f"{settings.malloc_arenas}, task execution {settings.task_execution}, inner "
+        f"loop {'unrolled' if settings.unroll_inner_loop else 'tf.while_loop'}, "
+        f"recompute {settings.recompute_label()} (where an algorithm has it), fused "
+        f"batch norm {'on' if settings.fused_batch_norm else 'off'}",
+        flush=True,
+    )
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.1f} on {cores} cores before starting; "
+            "other processes slow the measurements (multi-threaded PyTorch most)",
+            flush=True,
+        )
+
+
+def _torch_import(options: Options) -> float | None:
+    """The peak RSS of ``import torch`` alone (None: no yardstick)."""
+    if not options.torch_python:
+        print(
+            "yardstick skipped: pass --torch_python=PATH, an interpreter with "
+            "PyTorch; set one up with\n  python3 -m venv ../.venv-torch && "
+            "../.venv-torch/bin/pip install torch==2.13.0 numpy",
+            flush=True,
+        )
+        return None
+    torch_import_rss = torch_import_rss_mib(options.torch_python)
+    print(
+        f"yardstick: {options.yardstick}; `import torch` alone peaks at "
+        f"{torch_import_rss:.0f} MiB (its RSS growth = peak - that)",
+        flush=True,
+    )
+    return torch_import_rss
+
+
+def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
+    """Every planned algorithm at each XLA setting beside its yardstick."""
+    settings.check()
+    options.check(settings)
+    _print_settings(settings, options)
+    planned = plan(settings, options)
+    torch_import_rss = _torch_import(options)
+    alpha = {yardstick.ORDERS.get(e["algorithm"]): e["inner_lr"] for e in planned}
+    jobs = schedule(planned, options)
+    results: dict[Any, list[dict[str, Any]]] = {job: [] for job in jobs}
+    for round_index in range(options.repeats):
+        for kind, key in jobs:
+            if kind == "tfmeta":
+                algorithm, xla = key
+                job = dataclasses.replace(settings, jit_compile=xla == "on")
+                result = tfmeta_run(algorithm, job)
+            else:
+                result = yardstick_run(key, settings, options, alpha[key])
+                result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
+            result["round"] = round_index + 1
+            results[(kind, key)].append(result)
+            print(
+                f"round {round_index + 1}/{options.repeats} {report.describe(result)}",
+                flush=True,
+            )
+
+    flop_count = flops.maml_step_flops(
+        settings.meta_batch_size,
+        settings.n_way,
+        settings.k_shot,
+        settings.q_query,
+        settings.inner_steps,
+        settings.filters,
+    )
+    rows = report.speed_rows(jobs, results, flop_count)
+    print()
+    print(report.speed_table(rows))
+    print()
+    print(report.SPEED_NOTE)
+    lines = report.flop_notes(rows, flop_count, settings.n_way, settings.filters)
+    print("\n".join(lines))
+    names = ("meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps")
+    names += ("inner_lr", "filters", "steps", "threads", "cpu_threading")
+    summary = {
+        "settings": {
+            **{name: getattr(settings, name) for name in names},
+            "malloc_arenas": settings.malloc_arenas,
+            "repeats": options.repeats,
+            "algorithms": [entry["algorithm"] for entry in planned],
+            "xla": list(options.xla),
+            "torch_python": options.torch_python,
+            "yardstick": options.yardstick,
+        },
+        "maml_flops_per_step": flop_count,
+        "torch_import_rss_mib": torch_import_rss,
+        "summary": rows,
+        "measurements": [run for runs in results.values() for run in runs],
+    }
+    report.write_json(options.output_json, summary)
+    return summary
+
+
+def run_memory(settings: Settings, options: Options) -> dict[str, Any]:
+    """Each planned algorithm that has a ``recompute`` setting at each
+    ``--memory_inner_steps``, with and without it (XLA off), beside its
+    yardstick at the same inner steps; one process each."""
+    settings.check()
+    options.check(settings)
+    inner_steps = options.memory_steps()
+    planned = [e for e in plan(settings, options) if "recompute" in e["settings"]]
+    if not planned:
+        raise ValueError(
+            "--mode=memory times recomputation: none of --algorithms "
+            f"{list(options.algorithms)} has a recompute setting"
+        )
+    names = ", ".join(entry["algorithm"] for entry in planned)
+    print(
+        f"memory: {names}, {settings.n_way}-way {settings.k_shot}-shot, "
+        f"{settings.q_query} query per class, meta-batch {settings.meta_batch_size}, "
+        f"{settings.filters} filters, XLA off, {settings.steps} timed steps; inner "
+        f"steps {inner_steps}",
+        flush=True,
+    )
+    torch_python = options.torch_python
+    torch_import_rss = torch_import_rss_mib(torch_python) if torch_python else None
+    rows = []
+    for steps in inner_steps:
+        for entry in planned:
+            for recompute in (False, True):
+                job = dataclasses.replace(
+                    settings,
+                    inner_steps=steps,
+                    jit_compile=False,
+                    recompute=recompute,
+                    recompute_steps=settings.recompute_steps if recompute else None,
+                )
+                result = tfmeta_run(entry["algorithm"], job, allocator_stats=True)
+                result["implementation"] = f"tfmeta {entry['algorithm']}"
+                rows.append(result)
+                print(
+                    f"{steps} inner steps, recompute={recompute}: "
+                    f"{report.describe(result)}",
+                    flush=True,
+                )
+            order = yardstick.ORDERS.get(entry["algorithm"])
+            if torch_python and order:
+                job = dataclasses.replace(settings, inner_steps=steps)
+                result = yardstick_run(order, job, options, entry["inner_lr"])
+                result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
+                result["implementation"] = f"PyTorch {result['torch']}"
+                rows.append(result)
+                print(f"{steps} inner steps: {report.describe(result)}", flush=True)
+    print()
+    print(report.memory_table(rows))
+    summary = {"mode": "memory", "torch_import_rss_mib": torch_import_rss, "rows": rows}
+    report.write_json(options.output_json, summary)
+    return summary

@@ -1,0 +1,174 @@
+"""What the benchmark prints: one line per measurement, the summary over
+rounds, the tables and the notes on FLOPs; the JSON report. No TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import statistics
+from typing import Any
+
+from ..configs import yardstick
+from . import flops
+
+SPEED_NOTE = (
+    "ms/step and compile s: median over rounds of each round's median; compile "
+    "s is the first call (trace, graph optimization, one step) less a step; "
+    "peak RSS and growth: the largest over rounds. tfmeta's growth is over the "
+    "peak RSS once model and learner are built (importing TensorFlow alone "
+    "takes ~540 MiB); the yardstick's is over `import torch` alone."
+)
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One measurement in a line."""
+    if result["impl"] == "tfmeta":
+        name = f"tfmeta {result['algorithm']} xla={result['xla']}"
+        if "onednn" in result:
+            name += f" oneDNN={'on' if result['onednn'] else 'off'}"
+        if result.get("cpu_threading") not in (None, "-"):
+            name += f" threading={result['cpu_threading']}"
+        if "malloc_arenas" in result:
+            name += f" arenas={result['malloc_arenas']}"
+        if "native_kernels" in result:
+            name += f" native={'on' if result['native_kernels'] else 'off'}"
+        extra = (
+            f", compile {result['compile_s']:.1f} s, peak RSS "
+            f"{result['peak_rss_mib']:.0f} MiB (+{result['rss_growth_mib']:.0f})"
+        )
+        if result.get("tensor_peak_mib") is not None:
+            extra += f", peak tensor memory {result['tensor_peak_mib']:.0f} MiB"
+    else:
+        name = f"yardstick order {result['order']} (torch {result['torch']})"
+        extra = f", peak RSS {result['peak_rss_mib']:.0f} MiB"
+    return f"{name}: {result['ms_per_step_median']:.1f} ms/step{extra}"
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of time and compile time; the largest peak RSS."""
+    summary = dict(runs[0])
+    summary["rounds"] = len(runs)
+    for key in ("ms_per_step_median", "compile_s"):
+        if key in summary:
+            summary[key] = statistics.median(run[key] for run in runs)
+    for key in ("peak_rss_mib", "rss_growth_mib"):
+        if key in summary:
+            summary[key] = max(run[key] for run in runs)
+    return summary
+
+
+def yardstick_algorithm(order: int) -> str:
+    """The tfmeta algorithm the yardstick's ``order`` computes."""
+    return next(name for name, value in yardstick.ORDERS.items() if value == order)
+
+
+def speed_rows(
+    jobs: list[tuple[str, Any]], results: dict[Any, list[dict[str, Any]]], flop_count
+) -> list[dict[str, Any]]:
+    """A summary row per job: tfmeta rows with their ratio to the yardstick
+    at the order that computes the same algorithm, and achieved GFLOP/s where
+    ``flop_count`` (second-order MAML's) describes the step."""
+    rows = []
+    for kind, key in jobs:
+        summary = summarize(results[(kind, key)])
+        if kind == "tfmeta":
+            algorithm = key[0]
+            row = dict(summary, implementation="tfmeta", algorithm=algorithm)
+            order = yardstick.ORDERS.get(algorithm)
+            reference = results.get(("yardstick", order))
+            if reference:
+                ms = summarize(reference)["ms_per_step_median"]
+                row["ratio"] = summary["ms_per_step_median"] / ms
+        else:
+            order = key
+            row = dict(
+                summary,
+                implementation=f"PyTorch {summary['torch']}",
+                algorithm=f"{yardstick_algorithm(order)} (order {order})",
+                xla="-",
+                compile_s=None,
+            )
+        if order == yardstick.SECOND_ORDER:
+            row["gflops_per_s"] = flop_count / (row["ms_per_step_median"] / 1000) / 1e9
+        rows.append(row)
+    return rows
+
+
+def speed_table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| implementation | algorithm | XLA | median ms/step | compile s "
+        "| peak RSS MiB | RSS growth MiB | ratio to yardstick |"
+    )
+    lines = [header, "|" + " --- |" * 8]
+    for row in rows:
+        cells = [
+            row["implementation"],
+            row["algorithm"],
+            row["xla"],
+            f"{row['ms_per_step_median']:.1f}",
+            "-" if row.get("compile_s") is None else f"{row['compile_s']:.1f}",
+            f"{row['peak_rss_mib']:.0f}",
+            f"{row['rss_growth_mib']:.0f}",
+            "-" if row.get("ratio") is None else f"{row['ratio']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def flop_notes(rows: list[dict[str, Any]], flop_count: int, n_way: int, filters: int):
+    """Lines on the FLOP count and, per row that has one, the share of this
+    CPU's peak (stored in the row as ``fraction_of_peak``)."""
+    multiply_adds = flops.forward_multiply_adds(n_way, filters)
+    count = (
+        f"second-order MAML: ~{flop_count / 1e9:.2f} GFLOP per meta-step, counting "
+        "conv and dense multiply-adds of the forward pass (2 FLOPs each, "
+        f"{multiply_adds:,} per example), with backward ~2x forward and second "
+        "order adding another forward + backward through the inner step: "
+        f"{flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per inner step, "
+        f"{flops.QUERY_PASSES}x the query forward."
+    )
+    lines = [count]
+    peak = flops.cpu_peak_gflops()
+    if peak:
+        lines.append(
+            f"CPU FP32 peak ~{peak:.0f} GFLOP/s ({len(os.sched_getaffinity(0))} "
+            "cores x clock x FLOPs per cycle of its vector units)"
+        )
+    for row in rows:
+        if "gflops_per_s" in row:
+            share = f", {100 * row['gflops_per_s'] / peak:.0f}% of peak" if peak else ""
+            row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
+            lines.append(
+                f"  {row['implementation']} {row['algorithm']}"
+                f"{'' if row['xla'] == '-' else ' xla=' + row['xla']}: "
+                f"{row['gflops_per_s']:.2f} GFLOP/s achieved{share}"
+            )
+    return lines
+
+
+def memory_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            "| implementation | inner steps | recompute | ms/step | compile s "
+            "| peak RSS MiB | RSS growth MiB | peak tensor MiB |"
+        ),
+        "|" + " --- |" * 8,
+    ]
+    for row in rows:
+        compile_s = row.get("compile_s")
+        tensor_peak = row.get("tensor_peak_mib")
+        lines.append(
+            f"| {row['implementation']} | {row['inner_steps']} | "
+            f"{'yes' if row.get('recompute') else 'no'} | {row['ms_per_step_median']:.1f} | "
+            f"{'-' if compile_s is None else f'{compile_s:.1f}'} | "
+            f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} | "
+            f"{'-' if tensor_peak is None else f'{tensor_peak:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, report: dict[str, Any]) -> None:
+    if path:
+        pathlib.Path(path).write_text(json.dumps(report, indent=2))
+        print(f"wrote {path}")
