@@ -316,7 +316,7 @@ def test_tfds_loader_errors_carry_offline_hint(tmp_path):
     with pytest.raises(Exception) as error:
         load_omniglot_tfds(data_dir=str(tmp_path), download=False)
     notes = "\n".join(getattr(error.value, "__notes__", []))
-    assert "--data_dir" in notes and "TFMETA_OMNIGLOT_DIR" in notes
+    assert "data_dir setting" in notes and "TFMETA_OMNIGLOT_DIR" in notes
 
 
 # --- the real minimal sets ---------------------------------------------------------------
