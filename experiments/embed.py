@@ -42,31 +42,41 @@ from tfmeta.training.workdir import write_json
 from . import common, run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Root of the embeddings layout (required).")
-flags.DEFINE_string(
-    "data_dir", "", "Omniglot archives; default $TFMETA_OMNIGLOT_DIR, else tfds."
-)
-flags.DEFINE_string("embedding_dataset", "omniglot", "Dataset folder name.")
-flags.DEFINE_string("embedding_crop", "center", "Crop folder name.")
-flags.DEFINE_string(
-    "split_protocol", "auto", "Omniglot class split: auto | lake | maml | random."
-)
-flags.DEFINE_integer("split_seed", 0, "Seed of the class split (as experiments.train).")
-flags.DEFINE_integer("image_size", 28, "Image side after resizing.")
-flags.DEFINE_enum("rotations", "train", ["train", "none"], "Rotated training classes.")
-flags.DEFINE_integer("filters", 64, "Conv filters per block.")
-flags.DEFINE_integer("depth", 4, "Conv blocks.")
-flags.DEFINE_integer("epochs", 20, "Training epochs over the meta-train images.")
-flags.DEFINE_integer(
-    "max_steps", 0, "If > 0: train this many batches instead of --epochs."
-)
-flags.DEFINE_integer("batch_size", 128, "Training batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization and batch order.")
-flags.DEFINE_enum("format", "pkl", ["pkl", "npz"], "File format.")
-flags.DEFINE_integer(
-    "eval_tasks", 600, "Tasks per split and shot of the nearest-centroid check."
-)
+
+
+def define_flags() -> None:
+    """Defined when run as a binary only, so importing this module (its
+    functions, in tests or beside the training binary) registers no flags."""
+    flags.DEFINE_string("output_dir", None, "Root of the embeddings layout (required).")
+    flags.DEFINE_string(
+        "data_dir", "", "Omniglot archives; default $TFMETA_OMNIGLOT_DIR, else tfds."
+    )
+    flags.DEFINE_string("embedding_dataset", "omniglot", "Dataset folder name.")
+    flags.DEFINE_string("embedding_crop", "center", "Crop folder name.")
+    flags.DEFINE_string(
+        "split_protocol", "auto", "Omniglot class split: auto | lake | maml | random."
+    )
+    flags.DEFINE_integer(
+        "split_seed", 0, "Seed of the class split (as experiments.train)."
+    )
+    flags.DEFINE_integer("image_size", 28, "Image side after resizing.")
+    flags.DEFINE_enum(
+        "rotations", "train", ["train", "none"], "Rotated training classes."
+    )
+    flags.DEFINE_integer("filters", 64, "Conv filters per block.")
+    flags.DEFINE_integer("depth", 4, "Conv blocks.")
+    flags.DEFINE_integer("epochs", 20, "Training epochs over the meta-train images.")
+    flags.DEFINE_integer(
+        "max_steps", 0, "If > 0: train this many batches instead of --epochs."
+    )
+    flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+    flags.DEFINE_integer("seed", 0, "Seed of initialization and batch order.")
+    flags.DEFINE_enum("format", "pkl", ["pkl", "npz"], "File format.")
+    flags.DEFINE_integer(
+        "eval_tasks", 600, "Tasks per split and shot of the nearest-centroid check."
+    )
+
 
 SPLITS = ("train", "val", "test")
 
@@ -330,6 +340,7 @@ def main(argv):
 
 def run() -> None:
     """The console script ``tfmeta-embed``."""
+    define_flags()
     run_binary(__name__, main)
 
 
