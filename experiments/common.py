@@ -64,7 +64,7 @@ def check_config(config: dict[str, Any]) -> None:
     for key in positive:
         if int(config[key]) < 1:
             raise ValueError(f"--{key} must be >= 1, got {config[key]}")
-    for key in ("inner_steps", "eval_inner_steps", "val_tasks"):
+    for key in ("val_tasks",):  # inner steps: the algorithm's own check
         if int(config[key]) < 0:
             raise ValueError(f"--{key} must be >= 0, got {config[key]}")
     if not 0.0 <= config["noisy_task_fraction"] <= 1.0:

@@ -25,13 +25,14 @@ no gradient clipping, so the applied update is the meta-gradient itself).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tests.helpers import floatx  # Keras' float type (not tfmeta's API)
 
 TRAIN_STEPS = 3
 GRADIENT_STEPS = 2
@@ -110,17 +111,6 @@ def eval_episode(data: Data) -> tuple[np.ndarray, ...]:
 
 
 # ----------------------------------------------------- builders (tfmeta API)
-@contextlib.contextmanager
-def floatx(dtype: str):
-    """Keras' float type and dtype policy (it caches the policy once a layer is built)."""
-    previous, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous)
-        keras.config.set_dtype_policy(previous_policy)
 
 
 class Runner:

@@ -46,12 +46,6 @@ def _tensor(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
-def tracked(variables) -> list[tf.Variable]:
-    """``tf.Variable``s to checkpoint or save for ``variables`` (Keras 3
-    variables are tracked through their ``tf.Variable`` values)."""
-    return [_tensor(v) for v in variables]
-
-
 class Learner:
     """Base of every learner: theta, the outer optimizer and the meta-steps.
 

@@ -19,7 +19,7 @@ latent step or fine-tuning.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tensorflow as tf
 
@@ -34,12 +34,9 @@ from tfmeta.export.signatures import (
     classification_outputs,
 )
 
-if TYPE_CHECKING:
-    from tfmeta.algorithms.leo import LEO
-
 
 def leo_signatures(
-    learner: LEO, preprocessing: ImagePreprocessing | None
+    learner: Any, preprocessing: ImagePreprocessing | None
 ) -> dict[str, Callable]:
     """``adapt_and_predict`` and ``predict`` of a LEO learner (see the module doc).
 
@@ -100,7 +97,7 @@ def leo_signatures(
     return {"adapt_and_predict": adapt_and_predict, "predict": predict}
 
 
-def describe_leo(learner: LEO) -> dict[str, Any]:
+def describe_leo(learner: Any) -> dict[str, Any]:
     """The metadata of a LEO export: what its adaptation runs."""
     params = learner.model.split_parameters(learner.parameters())
     alpha = params.inner_lr.numpy()

@@ -21,16 +21,17 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfmeta.core.learner import Learner, tracked
 from tfmeta.export import layout
+from tfmeta.export.servable import Servable, tracked
 from tfmeta.export.signatures import ImagePreprocessing
+from tfmeta.version import __version__
 
 DEFAULT_SIGNATURE = "adapt_and_predict"
 METADATA_SIGNATURE = "metadata"
 METADATA_FILE = os.path.join("assets.extra", "tfmeta_export.json")
 
 
-def serving_learner(learner: Learner, transductive: bool) -> Learner:
+def serving_learner(learner: Servable, transductive: bool) -> Servable:
     """A shallow copy of ``learner`` (same model and variables) for the serving graph.
 
     ``transductive`` replaces the learner's setting (the trained learner is
@@ -45,13 +46,11 @@ def serving_learner(learner: Learner, transductive: bool) -> Learner:
 
 
 def describe_learner(
-    learner: Learner,
+    learner: Servable,
     transductive: bool,
     image_preprocessing: ImagePreprocessing | None,
 ) -> dict[str, Any]:
     """What a client needs to know to call the export: the adaptation it runs."""
-    from tfmeta import __version__
-
     return {
         **learner.describe(),
         "transductive": bool(transductive),
@@ -90,7 +89,7 @@ class ServingModule(tf.Module):
 
     def __init__(
         self,
-        learner: Learner,
+        learner: Servable,
         *,
         transductive: bool = False,
         image_preprocessing: ImagePreprocessing | None = None,
@@ -138,7 +137,7 @@ class ExportedVersion:
 
 
 def export_learner(
-    learner: Learner,
+    learner: Servable,
     export_dir: str,
     *,
     transductive: bool = False,

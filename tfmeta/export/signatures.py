@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from tfmeta.core.learner import Learner
 from tfmeta.data.folder import decode_and_resize_image
 from tfmeta.data.omniglot import preprocess_omniglot_image
+from tfmeta.export.servable import Servable
 from tfmeta.models.batch_norm import MetaBatchNorm
 
 PREPROCESSINGS = ("omniglot", "folder")
@@ -189,7 +189,7 @@ def classification_outputs(logits: tf.Tensor) -> dict[str, tf.Tensor]:
     }
 
 
-def uses_batch_statistics(learner: Learner) -> bool:
+def uses_batch_statistics(learner: Servable) -> bool:
     """Whether outputs depend on the batch (normalization layers computing statistics)."""
 
     def layers(model):
@@ -201,7 +201,7 @@ def uses_batch_statistics(learner: Learner) -> bool:
 
 
 def classification_signatures(
-    learner: Learner, preprocessing: ImagePreprocessing | None
+    learner: Servable, preprocessing: ImagePreprocessing | None
 ) -> dict[str, Callable]:
     """Signatures of an N-way classifier ``[batch, H, W, C] -> [batch, N]``.
 
@@ -309,7 +309,7 @@ def classification_signatures(
 
 
 def regression_signatures(
-    learner: Learner, preprocessing: ImagePreprocessing | None
+    learner: Servable, preprocessing: ImagePreprocessing | None
 ) -> dict[str, Callable]:
     """Signatures of a regressor ``[batch, d_in] -> [batch, d_out]`` (sinusoid: 1 -> 1).
 

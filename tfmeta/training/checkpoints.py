@@ -20,7 +20,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from tfmeta.training.files import atomic_write
+from tfmeta.training.files import write_if_changed
 
 STATE_FILE = "checkpoint"
 PREFIX = "ckpt-"
@@ -175,13 +175,7 @@ class CheckpointDir:
             if os.path.exists(path):
                 os.remove(path)
             return
-        try:
-            with open(path) as f:
-                if f.read() == text:
-                    return
-        except (OSError, UnicodeDecodeError):
-            pass
-        atomic_write(path, text)
+        write_if_changed(path, text)
 
     def restore_newest(
         self,

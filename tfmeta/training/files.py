@@ -36,9 +36,9 @@ def to_json(value: Any) -> str:
     return json.dumps(finite_or_none(value), indent=2, sort_keys=True, allow_nan=False)
 
 
-def write_json(path: str, value: Any) -> None:
-    """Writes ``value`` as strict JSON, atomically; leaves an identical file untouched."""
-    text = to_json(value) + "\n"
+def write_if_changed(path: str, text: str) -> None:
+    """Writes ``text`` atomically unless the file already holds it (its
+    modification time then stays)."""
     try:
         with open(path) as f:
             if f.read() == text:
@@ -46,6 +46,11 @@ def write_json(path: str, value: Any) -> None:
     except (OSError, UnicodeDecodeError):
         pass
     atomic_write(path, text)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Writes ``value`` as strict JSON, atomically; leaves an identical file untouched."""
+    write_if_changed(path, to_json(value) + "\n")
 
 
 def read_json(path: str) -> Any:
