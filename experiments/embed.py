@@ -39,7 +39,7 @@ from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
 from tfmeta.training.workdir import write_json
 
-from . import common, run_binary
+from . import run_binary, task_data
 
 FLAGS = flags.FLAGS
 
@@ -227,7 +227,7 @@ def nearest_centroid_accuracy(
 
 def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     """Loads Omniglot, trains the backbone, writes the three splits; returns the info."""
-    data_dir = common.resolve_data_dir(
+    data_dir = task_data.resolve_data_dir(
         {"data_dir": config["data_dir"], "dataset": "omniglot"}
     )
     if data_dir:

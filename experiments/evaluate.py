@@ -25,7 +25,7 @@ from tfmeta.training import (
     write_json,
 )
 
-from . import common, configure_runtime, run_binary
+from . import builders, checks, configure_runtime, run_binary, task_data
 from .flags import FLAGS
 
 flags.DEFINE_enum(
@@ -40,16 +40,16 @@ def evaluate_workdir(
     workdir: str,
     *,
     learner=None,
-    data: common.TaskData | None = None,
+    data: task_data.TaskData | None = None,
     config: dict[str, Any] | None = None,
     which: str = "best",
 ) -> dict[str, Any]:
     run = Workdir(workdir)
     config = config or run.read_config()
-    data = data or common.build_data(config)
+    data = data or task_data.build_data(config)
     if learner is None:
-        learner = common.build_learner(
-            config, common.build_model(config, data.input_shape)
+        learner = builders.build_learner(
+            config, builders.build_model(config, data.input_shape)
         )
     path = restore_checkpoint(
         run, learner, which, print_fn=lambda line: print(line, flush=True)
@@ -92,7 +92,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    config = common.trained_workdir_config(FLAGS.workdir)
+    config = checks.trained_workdir_config(FLAGS.workdir)
     jit_compile = config.get("jit_compile", False)
     configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
     try:

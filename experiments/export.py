@@ -31,7 +31,7 @@ from tfmeta.export import (
 from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 from tfmeta.training.workdir import CHECKPOINTS
 
-from . import common, run_binary
+from . import builders, checks, run_binary, task_data
 from .configs import BASE
 
 FLAGS = flags.FLAGS
@@ -73,7 +73,7 @@ def define_flags() -> None:
 
 
 def input_shape(config: dict[str, Any]) -> tuple[int, ...]:
-    """The shape of one model input, as ``common.build_data`` finds it.
+    """The shape of one model input, as ``task_data.build_data`` finds it.
 
     Images and sinusoids need no data read; other datasets (e.g. embedding
     vectors, whose size is in the files) are loaded.
@@ -83,7 +83,7 @@ def input_shape(config: dict[str, Any]) -> tuple[int, ...]:
     if config["dataset"] in ("omniglot", "folder"):
         channels = 1 if config["dataset"] == "omniglot" else int(config["channels"])
         return (int(config["image_size"]), int(config["image_size"]), channels)
-    return tuple(common.build_data(config).input_shape)
+    return tuple(task_data.build_data(config).input_shape)
 
 
 def image_preprocessing(config: dict[str, Any]) -> ImagePreprocessing | None:
@@ -101,8 +101,8 @@ def restore_learner(workdir: str, config: dict[str, Any], which: str):
     """The run's learner with theta from the ``which`` checkpoint; returns (learner, path)."""
     if which not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-    learner = common.build_learner(
-        config, common.build_model(config, input_shape(config))
+    learner = builders.build_learner(
+        config, builders.build_model(config, input_shape(config))
     )
     return learner, restore_checkpoint(workdir, learner, which)
 
@@ -162,7 +162,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise app.UsageError("--workdir and --export_dir are required")
-    common.trained_workdir_config(FLAGS.workdir)
+    checks.trained_workdir_config(FLAGS.workdir)
     try:
         result = export_workdir(
             FLAGS.workdir,

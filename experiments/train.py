@@ -21,7 +21,7 @@ from absl import app, flags, logging
 
 from tfmeta.algorithms import get_algorithm
 
-from . import common, configure_runtime, run_binary
+from . import builders, checks, configure_runtime, run_binary, task_data
 from .configs import BASE
 from .flags import FLAGS, resolved_config
 
@@ -67,7 +67,7 @@ def main(argv):
         )
     try:
         config = resolved_config()
-        common.check_config(config)
+        checks.check_config(config)
     except ValueError as error:  # a bad setting: its message, no traceback
         raise app.UsageError(str(error)) from error
     from tfmeta.training.distribute import make_strategy, worker_workdir
@@ -108,7 +108,7 @@ def main(argv):
     # resuming would change, a learner that cannot be built.
     run = Workdir(workdir)
     try:
-        data = common.build_data(config)
+        data = task_data.build_data(config)
         config["data_source"] = data.split
         stored = run.read_config() if run.has_config() else None
         if stored is None and run.has_checkpoint():
@@ -124,8 +124,8 @@ def main(argv):
             else config["num_steps"]
         )
         with strategy.scope():
-            model = common.build_model(config, data.input_shape)
-            learner = common.build_learner(config, model)
+            model = builders.build_model(config, data.input_shape)
+            learner = builders.build_learner(config, model)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise app.UsageError(str(error)) from error
     trainer = Trainer(

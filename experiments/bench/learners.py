@@ -18,7 +18,7 @@ builds the learner.
 Inputs are the yardstick's images where the algorithm has an Omniglot
 config, else embedding vectors of ``--embedding_dim`` where it has an
 embeddings config (an algorithm with neither has no row). The model is the
-algorithm's own model kind if it declares one (``experiments.common``'s
+algorithm's own model kind if it declares one (``experiments.builders``'s
 ``build_model``), else the data's default network: the yardstick's max-pool
 conv net for images.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 from tfmeta.algorithms import ALGORITHMS, get_algorithm
 
-from ..common import build_model, build_outer_optimizer, model_name, problem_of
+from ..builders import build_model, build_outer_optimizer, model_name, problem_of
 from ..configs import BASE, CONFIGS, get_config
 from ..configs.yardstick import IMAGE_SHAPE
 from .settings import Settings

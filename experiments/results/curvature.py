@@ -20,7 +20,7 @@ from absl import app, flags
 
 from tfmeta.training import read_config
 
-from .. import common
+from .. import task_data
 from ..configs import BASE
 from ..export import restore_learner
 
@@ -58,7 +58,7 @@ def main(argv):
         raise app.UsageError("this diagnostic reads regression (sinusoid) runs")
     learner, path = restore_learner(FLAGS.workdir, config, FLAGS.checkpoint)
     steps = [int(s) for s in FLAGS.steps]
-    data = common.build_data(config)
+    data = task_data.build_data(config)
     params = learner.parameters()
     rows = []
     for episode in data.test():

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import common, embed
+from experiments import builders, checks, embed, task_data
 from experiments.configs import CONFIG_CHOICES, get_config
 from tests.experiments.test_train import fake_omniglot
 from tests.helpers import REPO
@@ -128,11 +128,11 @@ def test_leo_and_linear_maml_train_on_the_written_embeddings(written, tmp_path):
     for algorithm, learner_class in (("leo", LEO), ("maml", MAML)):
         config = get_config(algorithm, "embeddings")
         config.update(overrides)
-        common.check_config(config)
-        data = common.build_data(config)
+        checks.check_config(config)
+        data = task_data.build_data(config)
         assert data.input_shape == (info["embedding_dim"],)
-        learner = common.build_learner(
-            config, common.build_model(config, data.input_shape)
+        learner = builders.build_learner(
+            config, builders.build_model(config, data.input_shape)
         )
         assert isinstance(learner, learner_class)
         workdir = tmp_path / algorithm
@@ -154,7 +154,7 @@ def test_named_leo_configs_carry_the_reference_readme_values():
     for name in CONFIG_CHOICES[("leo", "embeddings")]:
         named = get_config("leo", "embeddings", name)
         dataset = named["embedding_dataset"] or "miniImageNet"  # leo_reference: a flag
-        common.check_config(
+        checks.check_config(
             {**named, "data_dir": "/embeddings", "embedding_dataset": dataset}
         )
         assert named["algorithm"] == "leo" and named["model"] == "leo"
@@ -187,7 +187,7 @@ def test_bad_embedding_settings_are_refused(algorithm, dataset, overrides, messa
     config = get_config(algorithm, dataset)
     config.update(overrides)
     with pytest.raises(ValueError, match=message):
-        common.check_config(config)
+        checks.check_config(config)
 
 
 def test_leo_needs_the_embeddings_dataset():

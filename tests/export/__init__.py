@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from experiments import common
+from experiments import builders, task_data
 from experiments.configs import get_config
 from experiments.export import export_workdir, restore_learner
 from tfmeta.data import write_embedding_file
@@ -123,10 +123,12 @@ def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
 
 def train_workdir(workdir: pathlib.Path, config: dict) -> pathlib.Path:
     """Trains ``config`` for its ``num_steps`` into ``workdir`` (config.json, best/, checkpoints/)."""
-    data = common.build_data(config)
+    data = task_data.build_data(config)
     config = {**config, "data_source": data.split}
     Workdir(str(workdir)).write_config(config)
-    learner = common.build_learner(config, common.build_model(config, data.input_shape))
+    learner = builders.build_learner(
+        config, builders.build_model(config, data.input_shape)
+    )
     Trainer(
         learner,
         str(workdir),

@@ -1,27 +1,19 @@
-"""Builds data, model and learner from a resolved config (shared by the binaries)."""
+"""The episode streams of a run from a resolved config: Omniglot, image
+folders, sinusoid or embeddings, for meta-training, -validation and -test."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import tensorflow as tf
-from absl import app, logging
+from absl import logging
 
 from tfmeta import data as tfmeta_data
-from tfmeta import models
-from tfmeta.algorithms import ALGORITHMS, get_algorithm
-from tfmeta.core import Learner
-from tfmeta.core.outer_optimizers import check_outer_optimizer, make_outer_optimizer
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
-ROTATIONS = ("train", "all", "none")
-MODELS = ("conv4", "mlp", "linear", "leo")
-KL_ESTIMATORS = ("sample", "analytic")
 
 
 @dataclasses.dataclass
@@ -44,95 +36,6 @@ def resolve_data_dir(config: dict[str, Any]) -> str:
     if config["dataset"] == "omniglot":
         return os.environ.get(OMNIGLOT_ENV, "")
     return ""
-
-
-def check_config(config: dict[str, Any]) -> None:
-    """Raises ValueError for settings that cannot work, before any data is read."""
-    for key, value in config.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{key} must be a finite number, got {value}")
-    algorithm = get_algorithm(config["algorithm"])
-    positive = [
-        "n_way",
-        "k_shot",
-        "q_query",
-        "eval_q_query",
-        "meta_batch_size",
-        "num_steps",
-        "test_tasks",
-    ]
-    for key in positive:
-        if int(config[key]) < 1:
-            raise ValueError(f"--{key} must be >= 1, got {config[key]}")
-    for key in ("val_tasks",):  # inner steps: the algorithm's own check
-        if int(config[key]) < 0:
-            raise ValueError(f"--{key} must be >= 0, got {config[key]}")
-    if not 0.0 <= config["noisy_task_fraction"] <= 1.0:
-        raise ValueError(
-            f"--noisy_task_fraction must be in [0, 1], got {config['noisy_task_fraction']}"
-        )
-    if config["rotations"] not in ROTATIONS:
-        raise ValueError(
-            f"--rotations must be one of {ROTATIONS}, got {config['rotations']!r}"
-        )
-    if config["dataset"] == "folder" and not config["data_dir"]:
-        raise ValueError(
-            "--dataset=folder needs --data_dir=<root> holding train/, val/ and test/ class folders"
-        )
-    check_outer_optimizer(
-        config["outer_optimizer"],
-        config["outer_lr"],
-        config["gradient_clip_norm"],
-        config["final_outer_lr"],
-    )
-    algorithm.check_config(config)
-    _check_embeddings_and_leo(config)
-
-
-def model_name(config: dict[str, Any]) -> str:
-    """--model, else leo (LEO), linear (embeddings), mlp (sinusoid) or conv4."""
-    if config.get("model"):
-        return config["model"]
-    required = get_algorithm(config["algorithm"]).model
-    if required:
-        return required
-    if config["dataset"] == "embeddings":
-        return "linear"
-    return "mlp" if config["dataset"] == "sinusoid" else "conv4"
-
-
-def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
-    model = model_name(config)
-    if model not in MODELS:
-        raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
-    embeddings = config["dataset"] == "embeddings"
-    if embeddings != (model in ("linear", "leo")):
-        raise ValueError(
-            f"--model={model} does not fit --dataset={config['dataset']}: embedding "
-            "vectors take --model=linear (or leo with --algorithm=leo), images conv4, sinusoid mlp"
-        )
-    required = get_algorithm(config["algorithm"]).model
-    if required and model != required:
-        raise ValueError(
-            f"algorithm {config['algorithm']} needs model {required}, got {model!r}"
-        )
-    needs_own = {a.model for a in ALGORITHMS.values() if a.model}
-    if model in needs_own and required != model:
-        raise ValueError(
-            f"model {model} belongs to the algorithm that needs it, not to "
-            f"{config['algorithm']!r}"
-        )
-    if embeddings:
-        if not config["data_dir"] or not config["embedding_dataset"]:
-            raise ValueError(
-                "--dataset=embeddings needs --data_dir=<root> and --embedding_dataset=<name> "
-                "(files <root>/<name>/<embedding_crop>/<split>_embeddings.pkl or .npz)"
-            )
-        if config["rotations"] != "none":
-            raise ValueError(
-                "--dataset=embeddings holds feature vectors, which cannot be rotated: "
-                f"use --rotations=none, got {config['rotations']!r}"
-            )
 
 
 def _episodes(
@@ -338,76 +241,3 @@ def build_data(config: dict[str, Any]) -> TaskData:
     data = builders[config["dataset"]](config)
     logging.info("data: %s", data.description)
     return data
-
-
-def build_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras.Model:
-    model = model_name(config)
-    if model == "leo":
-        return models.leo_model(
-            input_shape[0],
-            num_latents=int(config["num_latents"]),
-            inner_lr=config["inner_lr"],
-            finetune_lr=config["finetune_lr"],
-            seed=config["seed"],
-        )
-    if model == "linear":
-        return models.linear_classifier(
-            config["n_way"], input_shape[0], seed=config["seed"]
-        )
-    if config["dataset"] == "sinusoid":
-        return models.mlp(
-            output_dim=1,
-            input_dim=1,
-            hidden=tuple(config["hidden"]),
-            seed=config["seed"],
-        )
-    return models.conv4(
-        config["n_way"],
-        input_shape=input_shape,
-        filters=config["filters"],
-        depth=config["depth"],
-        pooling=config["pooling"],
-        seed=config["seed"],
-    )
-
-
-def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
-    return make_outer_optimizer(
-        config["outer_optimizer"],
-        config["outer_lr"],
-        clip_norm=config["gradient_clip_norm"],
-        # The schedule's length is fixed when the run starts (schedule_steps):
-        # resuming with a larger num_steps does not rewrite the steps taken.
-        schedule_steps=int(config.get("schedule_steps") or config["num_steps"]),
-        final_lr=config["final_outer_lr"],
-    )
-
-
-def problem_of(config: dict[str, Any]) -> str:
-    return "regression" if config["dataset"] == "sinusoid" else "classification"
-
-
-def build_learner(config: dict[str, Any], model: keras.Model) -> Learner:
-    algorithm = get_algorithm(config["algorithm"])
-    return algorithm.build(
-        config, model, build_outer_optimizer(config), problem_of(config)
-    )
-
-
-def trained_workdir_config(workdir: str) -> dict[str, Any]:
-    """The stored config of a training workdir that holds a checkpoint;
-    otherwise a usage error saying what is missing (before any data or model
-    is built)."""
-    from tfmeta.training import Workdir
-
-    run = Workdir(workdir)
-    try:
-        config = run.read_config()
-    except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(str(error)) from error
-    if not run.has_checkpoint():
-        raise app.UsageError(
-            f"no checkpoint in {run.latest.directory} or {run.best.directory}: "
-            "has this run saved one yet?"
-        )
-    return config
