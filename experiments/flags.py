@@ -1,13 +1,15 @@
-"""Flags shared by the binaries: every config key can be overridden."""
+"""Flags shared by the binaries: one per config key, so every key can be
+overridden (``--inner_lr=0.1``), defined from the keys themselves."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from absl import flags
 
 from . import define_cpu_threading_flag, define_malloc_arenas_flag
-from .configs import get_config
+from .configs import BASE, get_config, keys
 
 FLAGS = flags.FLAGS
 
@@ -25,134 +27,59 @@ flags.DEFINE_string(
     "workdir", None, "Run folder: config.json, checkpoints, summaries, results."
 )
 
-_INTS = {
-    "n_way": "classes per task (N)",
-    "k_shot": "support examples per class at test (K); sinusoid: support points",
-    "train_k_shot": "support examples per class in meta-training (default k_shot; Reptile: 10)",
-    "q_query": "query examples per class in meta-training",
-    "eval_q_query": "query examples per class in meta-validation/test tasks",
-    "meta_batch_size": "tasks per meta-step",
-    "inner_steps": "inner steps in meta-training",
-    "second_order_steps": "MAML: second derivatives through only the last this many inner steps (default all)",
-    "recompute_steps": "MAML with --recompute: recompute the activations of only the first this many "
-    "inner steps and keep the later ones' (default all but the last)",
-    "eval_inner_steps": "inner steps at meta-validation/test",
-    "inner_batch_size": "Reptile: examples per inner step in training",
-    "eval_inner_batch_size": "Reptile: examples per inner step at evaluation",
-    "num_steps": "meta-training steps",
-    "seed": "seed of the model init and the training task stream",
-    "split_seed": "seed of the class split (kept fixed to compare runs on the same classes)",
-    "test_seed": "seed of the fixed meta-test tasks (validation uses test_seed + 1)",
-    "val_tasks": "meta-validation tasks per validation (0: none)",
-    "test_tasks": "meta-test tasks in the final evaluation",
-    "eval_batch_size": "tasks per evaluation batch",
-    "image_size": "image side after resizing",
-    "channels": "image channels (folder dataset)",
-    "filters": "conv filters per block",
-    "depth": "conv blocks",
-    "log_every": "steps between log lines and summaries",
-    "eval_every": "steps between meta-validations",
-    "checkpoint_every": "steps between checkpoints",
-    "num_latents": "LEO: h, the dimension of a class code z",
-    "finetune_steps": "LEO: fine-tuning steps on the decoded weights w",
-}
-_FLOATS = {
-    "inner_lr": "alpha, the inner learning rate",
-    "outer_lr": "beta (MAML) or initial epsilon (Reptile), the outer learning rate",
-    "final_outer_lr": "annealed_sgd: learning rate at num_steps",
-    "inner_beta1": "inner Adam beta1",
-    "gradient_clip_norm": "clip the meta-gradient by global norm",
-    "noisy_task_fraction": "fraction of meta-training tasks whose labels are shuffled (a noisy task distribution)",
-    "finetune_lr": "LEO: initial eta, the per-dimension fine-tuning learning rate",
-    "kl_weight": "LEO: beta, weight of the KL term",
-    "encoder_penalty_weight": "LEO: gamma, weight of ||stopgrad(z') - z||^2",
-    "l2_penalty_weight": "LEO: lambda_1, weight of the L2 penalty",
-    "orthogonality_penalty_weight": "LEO: lambda_2, weight of the decoder orthogonality penalty",
-    "dropout_rate": "LEO: dropout on the input embeddings in meta-training",
-    "gradient_clip_value": "LEO: clip each meta-gradient entry to [-v, v]",
-    "gradient_clip_variable_norm": "LEO: then clip each variable's meta-gradient to this norm",
-}
-_STRINGS = {
-    "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; "
-    "default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets; --dataset=embeddings: the embeddings root",
-    "split_protocol": "Omniglot class split: auto | lake | maml | random",
-    "rotations": "rotation classes on: train | all | none",
-    "inner_optimizer": "sgd | adam",
-    "outer_optimizer": "adam | sgd | annealed_sgd",
-    "pooling": "stride | max",
-    "adapt_variables": "all | head (ANIL)",
-    "task_weighting": "uniform | gradient_agreement (Eshratifar et al. 2018)",
-    "task_execution": "loop (one per-task call per task in the graph) | map_fn (tf.map_fn over "
-    "the tasks: compile time independent of the meta-batch size); MAML, FOMAML, Reptile",
-    "model": "conv4 | mlp | linear | leo (default: by dataset and algorithm)",
-    "embedding_dataset": "embeddings: the dataset folder under --data_dir (e.g. miniImageNet, omniglot)",
-    "embedding_crop": "embeddings: the crop folder (center | multiview)",
-    "kl_estimator": "LEO: sample (one-sample log q - log p, reference code) | analytic",
-}
-_BOOLS = {
-    "transductive": "normalize queries with their own batch statistics (else with the support set's)",
-    "jit_compile": "compile the meta-steps with XLA",
-    "recompute": "MAML (second order): keep only each inner step's parameters and recompute its "
-    "activations in the backward pass (less memory with many inner steps, ~1 more inner step of compute each)",
-    "unroll_inner_loop": "unroll a differentiated inner loop (second-order MAML) in Python (default); "
-    "--nounroll_inner_loop: a differentiated tf.while_loop (compile time and graph memory flat in the inner steps)",
-    "deterministic": "LEO: z and w are the means of their distributions (no sampling, no KL)",
-}
-_LISTS = {
-    "hidden": "MLP hidden sizes (sinusoid)",
-    "report_inner_steps": "extra inner-step counts to report at meta-test",
-}
-for name, help_text in _INTS.items():
-    flags.DEFINE_integer(name, None, help_text)
-for name, help_text in _FLOATS.items():
-    flags.DEFINE_float(name, None, help_text)
-for name, help_text in _STRINGS.items():
-    flags.DEFINE_string(name, None, help_text)
-for name, help_text in _BOOLS.items():
-    flags.DEFINE_bool(name, None, help_text)
-for name, help_text in _LISTS.items():
-    flags.DEFINE_list(name, None, help_text)
 
-
-def _define_algorithm_keys() -> dict[str, type]:
-    """A flag for every config key an algorithm declares (``Algorithm.defaults``)
-    that the tables above do not list, typed by its default: a new algorithm's
+def _define_config_flags() -> dict[str, type | str]:
+    """One flag per config key: every key of ``BASE`` and every key an
+    algorithm declares (``Algorithm.defaults``), typed by its default (or
+    ``keys.TYPES``), with the help of ``keys.HELP``. A new algorithm's
     settings reach the command line with no edit here."""
     from tfmeta.algorithms import ALGORITHMS
 
-    defined = {*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS}
-    types: dict[str, type] = {}
+    defaults = dict(BASE)
     for algorithm in ALGORITHMS.values():
-        for name, default in algorithm.defaults.items():
-            if name in defined or name in types:
-                continue
-            help_text = f"{algorithm.name}: config key {name} (default {default!r})"
-            kind = type(default)
-            if kind is bool:
-                flags.DEFINE_bool(name, None, help_text)
-            elif kind is int:
-                flags.DEFINE_integer(name, None, help_text)
-            elif kind is float:
-                flags.DEFINE_float(name, None, help_text)
-            elif kind in (list, tuple):
-                flags.DEFINE_list(name, None, help_text)
-            else:
-                flags.DEFINE_string(name, None, help_text)
-            types[name] = kind
+        for name, value in algorithm.defaults.items():
+            defaults.setdefault(name, value)
+    types: dict[str, type | str] = {}
+    for name, default in defaults.items():
+        if name in keys.INTERNAL:
+            continue
+        kind = keys.TYPES.get(name) or type(default)
+        help_text = keys.HELP.get(name, f"config key {name} (default {default!r})")
+        if kind is bool:
+            flags.DEFINE_bool(name, None, help_text)
+        elif kind is int:
+            flags.DEFINE_integer(name, None, help_text)
+        elif kind is float:
+            flags.DEFINE_float(name, None, help_text)
+        elif kind in ("ints", list, tuple):
+            flags.DEFINE_list(name, None, help_text)
+        else:
+            flags.DEFINE_string(name, None, help_text)
+        types[name] = kind
     return types
 
 
-_ALGORITHM_KEYS = _define_algorithm_keys()
+_CONFIG_FLAGS = _define_config_flags()
+
+
+def flag_message(error: Exception) -> str:
+    """A library error for the command line: a message that starts with a
+    config key ("inner_lr must be ...") names its flag ("--inner_lr must ...")."""
+    message = str(error)
+    name = re.match(r"\w+", message)
+    if name and name.group() in _CONFIG_FLAGS and not message.startswith("--"):
+        return "--" + message
+    return message
 
 
 def resolved_config() -> dict[str, Any]:
     """The algorithm/dataset defaults with every flag given on the command line applied."""
     config = get_config(FLAGS.algorithm, FLAGS.dataset, FLAGS.config)
-    for name in [*_INTS, *_FLOATS, *_STRINGS, *_BOOLS, *_LISTS, *_ALGORITHM_KEYS]:
+    for name, kind in _CONFIG_FLAGS.items():
         value = getattr(FLAGS, name)
         if value is None:
             continue
-        if name == "hidden" or name == "report_inner_steps":
+        if kind == "ints":
             value = [int(v) for v in value]
         config[name] = value
     return config

@@ -23,7 +23,7 @@ from tfmeta.algorithms import get_algorithm
 
 from . import builders, checks, configure_runtime, run_binary, task_data
 from .configs import BASE
-from .flags import FLAGS, resolved_config
+from .flags import FLAGS, flag_message, resolved_config
 
 # What a resumed run may change: its length, how often it logs and saves, the
 # meta-test-only settings, where the data is read from and how the same
@@ -69,7 +69,7 @@ def main(argv):
         config = resolved_config()
         checks.check_config(config)
     except ValueError as error:  # a bad setting: its message, no traceback
-        raise app.UsageError(str(error)) from error
+        raise app.UsageError(flag_message(error)) from error
     from tfmeta.training.distribute import make_strategy, worker_workdir
 
     # Before any other TensorFlow work: malloc arenas, thread pools and
@@ -127,7 +127,7 @@ def main(argv):
             model = builders.build_model(config, data.input_shape)
             learner = builders.build_learner(config, model)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
-        raise app.UsageError(str(error)) from error
+        raise app.UsageError(flag_message(error)) from error
     trainer = Trainer(
         learner,
         run,

@@ -1,10 +1,12 @@
 """Default settings per (algorithm, dataset), each following its paper.
 
-``get_config(algorithm, dataset)`` returns a fresh dict; the training binary's
-flags override single keys. Keys in ``FIXED_KEYS`` define the model and the task:
-resuming a workdir with a different value is refused. Some (algorithm, dataset)
-pairs have several named configs (``CONFIG_CHOICES``, e.g. LEO's per-setting
-tuned hyperparameters), chosen with ``get_config(..., name=...)`` / ``--config``.
+``get_config(algorithm, dataset)`` returns a fresh dict; the binaries' flags
+(one per key, ``experiments/flags.py``) override single keys. Some (algorithm,
+dataset) pairs have several named configs (``CONFIG_CHOICES``, e.g. LEO's
+per-setting tuned hyperparameters), chosen with ``get_config(..., name=...)``
+/ ``--config=name``; a config module with ``VARIANTS`` takes a paper's
+variant as its argument, ``--config=name:variant`` (e.g.
+``maml_omniglot:20way``). Which keys may change on resume: ``experiments/train.py``.
 """
 
 from __future__ import annotations
@@ -38,28 +40,6 @@ CONFIG_CHOICES = {
         "leo_tieredimagenet_5shot",
     ),
 }
-
-FIXED_KEYS = (
-    "algorithm",
-    "dataset",
-    "n_way",
-    "train_k_shot",
-    "image_size",
-    "channels",
-    "filters",
-    "depth",
-    "pooling",
-    "hidden",
-    "adapt_variables",
-    "transductive",
-    "rotations",
-    "split_protocol",
-    "split_seed",
-    "data_source",
-    "noisy_task_fraction",
-    "model",
-    "num_latents",
-)
 
 # Settings common to every config (each config overrides what its paper says).
 BASE: dict[str, Any] = {
@@ -151,6 +131,7 @@ def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[st
                 f"expected one of {datasets}"
             )
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {known}")
+    name, _, variant = (name or "").partition(":")
     if name and name != CONFIGS[key]:
         choices = CONFIG_CHOICES.get(key, (CONFIGS[key],))
         if name not in choices:
@@ -166,7 +147,21 @@ def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[st
 
     for key, value in registered(algorithm).defaults.items():
         config.setdefault(key, value)
-    config.update(module.get_config())
+    config.update(_module_config(module, variant))
     config["algorithm"] = algorithm
     config["dataset"] = dataset
     return config
+
+
+def _module_config(module, variant: str) -> dict[str, Any]:
+    """``module.get_config()``, or with a paper's variant (``--config=name:variant``)
+    among the module's ``VARIANTS``."""
+    if not variant:
+        return module.get_config()
+    variants = getattr(module, "VARIANTS", ())
+    if variant not in variants:
+        name = module.__name__.rsplit(".", 1)[-1]
+        raise ValueError(
+            f"unknown variant {variant!r} of config {name}; expected one of {list(variants)}"
+        )
+    return module.get_config(variant)

@@ -3,17 +3,22 @@
 5-way: alpha = 0.4, 1 inner step in training, 3 at test, meta-batch 32, Adam
 beta = 1e-3, 60000 meta-iterations, strided 4-block conv net (64 filters),
 rotations by multiples of 90 degrees as new classes. The paper's 20-way
-setting is alpha = 0.1, 5 inner steps, meta-batch 16: pass those as flags.
+setting, variant "20way": alpha = 0.1, 5 inner steps (also at test),
+meta-batch 16.
 The MAML code samples as many query examples per class as support examples;
 we train with ``q_query`` = 1 per class and evaluate on 15 per class.
 
   python -m experiments.train --algorithm=maml --dataset=omniglot \
       --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/maml_omniglot
+  python -m experiments.train --algorithm=maml --dataset=omniglot \
+      --config=maml_omniglot:20way --k_shot=1 --workdir=/tmp/tfmeta/maml_20way
 """
 
+VARIANTS = ("5way", "20way")
 
-def get_config() -> dict:
-    return {
+
+def get_config(variant: str = "5way") -> dict:
+    config = {
         "inner_lr": 0.4,
         "inner_steps": 1,
         "eval_inner_steps": 3,
@@ -24,3 +29,12 @@ def get_config() -> dict:
         "pooling": "stride",
         "q_query": 1,
     }
+    if variant == "20way":
+        config.update(
+            n_way=20,
+            inner_lr=0.1,
+            inner_steps=5,
+            eval_inner_steps=5,
+            meta_batch_size=16,
+        )
+    return config

@@ -1,0 +1,57 @@
+"""One flag per config key, defined from the keys; a paper's variant as a
+config argument; library errors named as flags."""
+
+from __future__ import annotations
+
+import pytest
+from absl import flags
+
+from experiments import flags as binary_flags
+from experiments.configs import BASE, get_config, keys
+from tfmeta.algorithms import ALGORITHMS
+
+
+def test_every_config_key_is_a_flag_typed_by_its_default():
+    names = set(BASE) | {k for a in ALGORITHMS.values() for k in a.defaults}
+    expected = names - set(keys.INTERNAL)
+    assert set(binary_flags._CONFIG_FLAGS) == expected
+    assert flags.FLAGS["n_way"].flag_type() == "int"
+    assert flags.FLAGS["inner_lr"].flag_type() == "float"
+    assert flags.FLAGS["recompute"].flag_type() == "bool"
+    assert flags.FLAGS["recompute_steps"].flag_type() == "int"  # default None
+    assert flags.FLAGS["kl_estimator"].flag_type() == "string"
+    assert "list" in flags.FLAGS["hidden"].flag_type()
+
+
+def test_given_flags_override_the_config_and_others_keep_it():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", "--inner_lr=0.25", "--hidden=8,4", "--norecompute"])
+    try:
+        config = binary_flags.resolved_config()
+    finally:
+        flags.FLAGS.unparse_flags()
+    default = get_config("maml", "omniglot")
+    assert config["inner_lr"] == 0.25 and config["hidden"] == [8, 4]
+    assert config["recompute"] is False
+    assert {k: v for k, v in config.items() if k not in ("inner_lr", "hidden")} == {
+        k: v for k, v in default.items() if k not in ("inner_lr", "hidden")
+    }
+
+
+def test_a_variant_is_a_config_argument():
+    config = get_config("maml", "omniglot", "maml_omniglot:20way")
+    assert (config["n_way"], config["inner_lr"], config["inner_steps"]) == (20, 0.1, 5)
+    assert (config["eval_inner_steps"], config["meta_batch_size"]) == (5, 16)
+    assert get_config("maml", "omniglot", "maml_omniglot:5way") == get_config(
+        "maml", "omniglot"
+    )
+    with pytest.raises(ValueError, match="unknown variant '30way' of config"):
+        get_config("maml", "omniglot", "maml_omniglot:30way")
+
+
+def test_library_errors_name_the_flag():
+    message = binary_flags.flag_message(ValueError("inner_lr must be > 0, got -1"))
+    assert message == "--inner_lr must be > 0, got -1"
+    unrelated = ValueError("the support set must hold n_way * k_shot examples")
+    assert binary_flags.flag_message(unrelated) == str(unrelated)
+    assert binary_flags.flag_message(ValueError("--seed is bad")) == "--seed is bad"
