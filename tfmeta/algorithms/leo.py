@@ -1,31 +1,17 @@
 """LEO: Latent Embedding Optimization (Rusu et al., ICLR 2019).
 
 For a task with support set D^tr (N classes, K embeddings x in R^d each) and
-query set D^val, with the networks of ``tfmeta.models.leo``:
-
-  1. encode: (mu_n, sigma_n) from the relation network over the support codes;
-     z_n = mu_n + sigma_n * epsilon (reparameterized; z_n = mu_n when
-     deterministic or at evaluation).
-  2. latent inner loop, ``inner_steps`` times:
-         z' <- z' - alpha * grad_z' L^tr(w(z')),   w(z') sampled from g_phi_d(z')
-  3. fine-tuning, ``finetune_steps`` times:  w' <- w' - eta * grad_w' L^tr(w')
-  4. outer objective (minimized over phi_e, phi_r, phi_d, alpha, eta):
-         L^val(w') + beta KL(q(z | D^tr) || N(0, I)) + gamma ||stopgrad(z') - z||^2
-         + lambda_1 ||phi||^2 + lambda_2 ||C_d - I||^2
-     The meta-gradient is exact (second order): the inner steps are unrolled
-     under the outer tape.
-
-The classifier is softmax(w . x): logits ``x w^T`` ``[M, N]``, no bias.
-
-Where we follow the reference code (google-deepmind/leo) rather than the
-paper's text, term by term (the KL estimate and its mean over entries, the
-mean encoder penalty, L2 and orthogonality, the standard deviations, dropout,
-L^tr divided by K, per-dimension alpha and eta, the clipping), and where we
-follow the paper (one code per class): ``tfmeta.algorithms.leo_losses``.
-
-Capabilities: only "uniform" task weighting (Gradient Agreement compares
-update vectors theta - theta'_i, and LEO's adapted parameters w' do not live
-in the space of its meta-parameters), tasks run in a loop, on one device.
+query set D^val: encode z from D^tr, adapt z in the latent space and then the
+decoded classifier w (``leo_inner_loop``), and minimize over phi_e, phi_r,
+phi_d, alpha and eta the outer objective
+    L^val(w') + beta KL(q(z | D^tr) || N(0, I)) + gamma ||stopgrad(z') - z||^2
+    + lambda_1 ||phi||^2 + lambda_2 ||C_d - I||^2
+with the exact (second-order) meta-gradient. The classifier is softmax(w . x):
+logits ``x w^T`` ``[M, N]``, no bias. Where we follow the reference code
+(google-deepmind/leo) rather than the paper, term by term, and where the
+paper: ``leo_losses``. Capabilities: "uniform" task weighting only (LEO's w'
+is not in the space of its meta-parameters, so Gradient Agreement's update
+vectors are undefined), tasks in a loop, one device.
 
   python -m experiments.train --algorithm=leo --dataset=embeddings --data_dir=<root> --workdir=/tmp/leo
 """
@@ -33,58 +19,17 @@ in the space of its meta-parameters), tasks run in a loop, on one device.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from tfmeta.algorithms import leo_losses
-from tfmeta.algorithms.leo_losses import KL_ESTIMATORS, orthogonality_penalty
+from tfmeta.algorithms import leo_inner_loop, leo_losses
+from tfmeta.algorithms.leo_losses import LEOSettings
 from tfmeta.core.algorithm import Algorithm, Config, check_finite
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.learner import Learner, check_inner_steps
 from tfmeta.models.leo import LEOModel, LEOParameters
-
-
-class _Adapted(NamedTuple):
-    weights: tf.Tensor  # w' [N, d]
-    kl: tf.Tensor
-    encoder_penalty: tf.Tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class LEOSettings:
-    """LEO's hyperparameters; defaults from the reference code's config.py."""
-
-    finetune_steps: int = 5  # steps on w in meta-training and evaluation
-    kl_weight: float = 1e-3  # beta
-    encoder_penalty_weight: float = 1e-9  # gamma
-    l2_penalty_weight: float = 1e-8  # lambda_1
-    orthogonality_penalty_weight: float = 1e-3  # lambda_2
-    dropout_rate: float = 0.5  # on the input embeddings in meta-training
-    kl_estimator: str = "sample"  # reference code; "analytic": closed form
-    # z and w are the means of their distributions in meta-training too (no
-    # sampling, no KL); evaluation is always deterministic.
-    deterministic: bool = False
-    gradient_clip_value: float | None = 0.1  # each entry to [-v, v]; None: off
-    gradient_clip_variable_norm: float | None = 0.1  # then each variable's norm
-
-    def __post_init__(self):
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(
-                f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
-            )
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if self.finetune_steps < 0:
-            raise ValueError(f"finetune_steps must be >= 0, got {self.finetune_steps}")
-        for name in (
-            "kl_weight",
-            "encoder_penalty_weight",
-            "l2_penalty_weight",
-            "orthogonality_penalty_weight",
-        ):
-            check_finite(name, getattr(self, name))
 
 
 class LEO(Learner):
@@ -144,16 +89,6 @@ class LEO(Learner):
         )
 
     # --------------------------------------------------------------- pieces
-    def _check_support(self, support_x: tf.Tensor) -> None:
-        """A static support size must be a multiple of N (a dynamic one, as in a
-        served request, is checked by the serving signature)."""
-        count = support_x.shape[0]
-        if count is not None and (count == 0 or count % self.n_way):
-            raise ValueError(
-                f"the support set must hold n_way * k_shot = {self.n_way} * K examples, "
-                f"got {count}"
-            )
-
     def _dropout(self, x: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
         return leo_losses.dropout(x, self.dropout_rate if training else 0.0, seed)
 
@@ -172,11 +107,11 @@ class LEO(Learner):
 
     def regularization(self, params: LEOParameters) -> tf.Tensor:
         """lambda_1 * sum ||phi||^2 / 2 + lambda_2 * mean((C_d - I)^2)."""
-        l2 = tf.add_n([tf.nn.l2_loss(w) for w in self.model.network_weights(params)])
-        orthogonality = orthogonality_penalty(self.model.decoder_kernel(params))
-        return (
-            self.l2_penalty_weight * l2
-            + self.orthogonality_penalty_weight * orthogonality
+        return leo_losses.regularization(
+            self.model,
+            params,
+            self.l2_penalty_weight,
+            self.orthogonality_penalty_weight,
         )
 
     # ------------------------------------------------------------ inner loop
@@ -189,69 +124,29 @@ class LEO(Learner):
         finetune_steps: int,
         training: bool,
         task_seed: tf.Tensor | None = None,
-    ) -> _Adapted:
-        """w' ``[N, d]`` from ``support_x [N*K, d]``, ``support_y [N*K]``.
-
-        Unrolled in Python, so an enclosing tape differentiates through every
-        step. ``training``: dropout, sampling, the KL and encoder penalty terms.
-        """
-        self._check_support(support_x)
+    ) -> leo_inner_loop.Adapted:
+        """w' ``[N, d]`` from ``support_x [N*K, d]``, ``support_y [N*K]``
+        (``leo_inner_loop.adapt``). ``training``: dropout, sampling, the KL and
+        encoder penalty terms."""
         if task_seed is None:
             task_seed = tf.constant([self.seed, 0], tf.int64)
-        # One seed per random draw: encoder dropout, z, each decoded w (inner
-        # steps + 1) and each support-loss dropout (inner + fine-tuning steps).
-        draws = 2 + (inner_steps + 1) + inner_steps + finetune_steps
-        seeds = iter(
-            tf.unstack(tf.random.experimental.stateless_split(task_seed, draws))
-            if training
-            else [None] * draws
-        )
-        model = self.model
-        mean, stddev = model.latent_distribution(
+        return leo_inner_loop.adapt(
+            self,
             params,
-            self._dropout(support_x, next(seeds), training),
+            support_x,
             support_y,
-            self.n_way,
+            inner_steps,
+            finetune_steps,
+            training,
+            task_seed,
         )
-        latents = self._sample(mean, stddev, next(seeds), training)
-        sampled = training and not self.deterministic
-        kl = self.kl(latents, mean, stddev) if sampled else tf.zeros([], mean.dtype)
-        start = latents
-
-        def decode(z):
-            w_mean, w_stddev = model.weight_distribution(params, z)
-            return self._sample(w_mean, w_stddev, next(seeds), training)
-
-        def support_loss(w):
-            x = self._dropout(support_x, next(seeds), training)
-            return self.inner_loss(self.predict(w, x), support_y)
-
-        for _ in range(inner_steps):
-            with tf.GradientTape() as tape:
-                tape.watch(latents)
-                loss = support_loss(decode(latents))
-            latents = latents - params.inner_lr * tape.gradient(loss, latents)
-        weights = decode(latents)
-        for _ in range(finetune_steps):
-            with tf.GradientTape() as tape:
-                tape.watch(weights)
-                loss = support_loss(weights)
-            weights = weights - params.finetune_lr * tape.gradient(loss, weights)
-        if training:
-            penalty = tf.reduce_mean(tf.square(tf.stop_gradient(latents) - start))
-        else:
-            penalty = tf.zeros([], mean.dtype)
-        return _Adapted(weights, kl, penalty)
 
     # ------------------------------------------------------ public interface
     def adapt(
         self, support_x: tf.Tensor, support_y: tf.Tensor, inner_steps: int | None = None
     ) -> tf.Tensor:
-        """w' ``[N, d]`` for one task (deterministic, no dropout); variables unchanged.
-
-        Runs ``eval_inner_steps`` (or ``inner_steps``) latent steps, then
-        ``finetune_steps`` steps on w.
-        """
+        """w' ``[N, d]`` after ``eval_inner_steps`` (or ``inner_steps``) latent
+        steps and ``finetune_steps`` on w; deterministic, variables unchanged."""
         steps = self.eval_inner_steps if inner_steps is None else inner_steps
         return self.leo_adapt(
             self.model.split_parameters(self.parameters()),
@@ -262,12 +157,7 @@ class LEO(Learner):
             training=False,
         ).weights
 
-    def predict(
-        self,
-        fast_weights: tf.Tensor,
-        query_x: tf.Tensor,
-        support_x: tf.Tensor | None = None,
-    ) -> tf.Tensor:
+    def predict(self, fast_weights, query_x, support_x=None) -> tf.Tensor:
         """Logits ``x w^T`` ``[M, N]`` of ``query_x [M, d]`` under w ``[N, d]``."""
         del support_x  # no normalization statistics: the classifier is linear
         return tf.matmul(query_x, fast_weights, transpose_b=True)

@@ -1,6 +1,7 @@
-"""The stateless pieces of LEO (Rusu et al., ICLR 2019): the KL of the latent
-codes against N(0, I), one-sample or closed form, the support loss, the
-decoder's orthogonality penalty, sampling, dropout and the reference code's
+"""LEO's objective (Rusu et al., ICLR 2019): its hyperparameters
+(``LEOSettings``) and its stateless terms: the KL of the latent codes against
+N(0, I), one-sample or closed form, the support loss, the L2 and decoder
+orthogonality penalties, sampling, dropout and the reference code's
 gradient clipping; ``tfmeta.algorithms.leo`` says where each enters.
 
 Where we follow the reference code (google-deepmind/leo) rather than the
@@ -35,9 +36,12 @@ checkpoint is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import tensorflow as tf
+
+from tfmeta.core.algorithm import check_finite
 
 KL_ESTIMATORS = ("sample", "analytic")
 
@@ -119,3 +123,57 @@ def clip(gradients, value: float | None, variable_norm: float | None):
     if variable_norm:
         gradients = [tf.clip_by_norm(g, variable_norm) for g in gradients]
     return gradients
+
+
+@dataclasses.dataclass(frozen=True)
+class LEOSettings:
+    """LEO's hyperparameters; defaults from the reference code's config.py."""
+
+    finetune_steps: int = 5  # steps on w in meta-training and evaluation
+    kl_weight: float = 1e-3  # beta
+    encoder_penalty_weight: float = 1e-9  # gamma
+    l2_penalty_weight: float = 1e-8  # lambda_1
+    orthogonality_penalty_weight: float = 1e-3  # lambda_2
+    dropout_rate: float = 0.5  # on the input embeddings in meta-training
+    kl_estimator: str = "sample"  # reference code; "analytic": closed form
+    # z and w are the means of their distributions in meta-training too (no
+    # sampling, no KL); evaluation is always deterministic.
+    deterministic: bool = False
+    gradient_clip_value: float | None = 0.1  # each entry to [-v, v]; None: off
+    gradient_clip_variable_norm: float | None = 0.1  # then each variable's norm
+
+    def __post_init__(self):
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(
+                f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
+            )
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.finetune_steps < 0:
+            raise ValueError(f"finetune_steps must be >= 0, got {self.finetune_steps}")
+        for name in (
+            "kl_weight",
+            "encoder_penalty_weight",
+            "l2_penalty_weight",
+            "orthogonality_penalty_weight",
+        ):
+            check_finite(name, getattr(self, name))
+
+
+def check_support(support_x: tf.Tensor, n_way: int) -> None:
+    """A static support size must be a multiple of N (a dynamic one, as in a
+    served request, is checked by the serving signature)."""
+    count = support_x.shape[0]
+    if count is not None and (count == 0 or count % n_way):
+        raise ValueError(
+            f"the support set must hold n_way * k_shot = {n_way} * K examples, "
+            f"got {count}"
+        )
+
+
+def regularization(model, params, l2_weight: float, orthogonality_weight: float):
+    """lambda_1 * sum ||phi||^2 / 2 over the networks' kernels + lambda_2 *
+    mean((C_d - I)^2) of the decoder kernel."""
+    l2 = tf.add_n([tf.nn.l2_loss(w) for w in model.network_weights(params)])
+    orthogonality = orthogonality_penalty(model.decoder_kernel(params))
+    return l2_weight * l2 + orthogonality_weight * orthogonality
