@@ -18,7 +18,7 @@ from tfmeta.data import (
     load_omniglot_tfds,
     preprocess_omniglot_image,
 )
-from tfmeta.data import omniglot as omniglot_module
+from tfmeta.data import omniglot_tfds as omniglot_module
 
 MINIMAL_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 

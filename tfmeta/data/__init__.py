@@ -15,10 +15,10 @@ from tfmeta.data.omniglot import (
     ARCHIVES,
     OmniglotCharacter,
     load_omniglot_folder,
-    load_omniglot_tfds,
     preprocess_omniglot_image,
 )
 from tfmeta.data.omniglot_split import PROTOCOLS, describe_split, split_omniglot
+from tfmeta.data.omniglot_tfds import load_omniglot_tfds
 from tfmeta.data.sinusoid import (
     sinusoid_dataset,
     sinusoid_function,

@@ -5,7 +5,7 @@ Two loaders give identical records for the same images:
 * `load_omniglot_folder` reads the original archives (`images_background.zip`,
   `images_evaluation.zip` and the two "minimal" background sets), zipped or
   unpacked, without network access.
-* `load_omniglot_tfds` reads the tensorflow-datasets `omniglot` builder.
+* `load_omniglot_tfds` (``omniglot_tfds``) reads the tensorflow-datasets `omniglot` builder.
 
 Both decode every image once, preprocess it with `preprocess_omniglot_image`
 and return one `OmniglotCharacter` per character, sorted by
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import pathlib
 import re
-import socket
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -38,12 +36,6 @@ ARCHIVES = (
 SOURCES = ("background", "evaluation", "small1", "small2")
 _ARCHIVE_SOURCE = dict(zip(ARCHIVES, SOURCES))
 # tensorflow-datasets split -> source, in priority order.
-_TFDS_SPLIT_SOURCE = {
-    "train": "background",
-    "test": "evaluation",
-    "small1": "small1",
-    "small2": "small2",
-}
 _CHARACTER_DIR = re.compile(r"character\d+")
 _OFFLINE_HINT = (
     "To use Omniglot offline, download the original zips (images_background.zip, "
@@ -51,25 +43,6 @@ _OFFLINE_HINT = (
     "folder and pass it as the data_dir setting or set TFMETA_OMNIGLOT_DIR "
     "(read by tfmeta.data.load_omniglot_folder)."
 )
-
-# Where tensorflow-datasets' omniglot builder downloads the archives from.
-_DOWNLOAD_HOST = "github.com"
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-def _check_download_host(timeout: float = 10.0) -> None:
-    """Fails within ``timeout`` seconds, with the offline hint, when the
-    download host cannot be reached (the download itself retries for minutes
-    first). Skipped behind a proxy, which a direct connection does not use."""
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
-        return
-    try:
-        socket.create_connection((_DOWNLOAD_HOST, 443), timeout=timeout).close()
-    except OSError as error:
-        raise ConnectionError(
-            f"cannot reach {_DOWNLOAD_HOST} to download Omniglot ({error}). "
-            + _OFFLINE_HINT
-        ) from error
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -330,87 +303,6 @@ def load_omniglot_folder(
             OmniglotCharacter(alphabet, character, source, _sorted_by_content(block))
         )
     _log_loaded(records, f"folder {data_dir}")
-    return records
-
-
-def load_omniglot_tfds(
-    data_dir: str | None = None,
-    splits: Sequence[str] = ("train", "test", "small1", "small2"),
-    image_size: int = 28,
-    download: bool = True,
-) -> list[OmniglotCharacter]:
-    """Loads Omniglot through the tensorflow-datasets `omniglot` builder.
-
-    Splits map to sources `train` -> "background", `test` -> "evaluation",
-    `small1`/`small2` -> themselves. A character (alphabet, alphabet_char_id)
-    in several splits counts once, from the first of background, evaluation,
-    small1, small2. Records equal those of `load_omniglot_folder` for the same
-    images (character `f"character{alphabet_char_id + 1:02d}"`, same
-    preprocessing, images ordered by content).
-
-    Args:
-      data_dir: tensorflow-datasets data dir (None: its default).
-      splits: any of "train", "test", "small1", "small2".
-      image_size: side of the preprocessed images.
-      download: download and prepare the data set when missing. With no
-        route to the download host this fails at once (``ConnectionError``);
-        other errors while downloading or reading propagate with a hint for
-        offline use.
-
-    Returns:
-      One record per distinct character, sorted by `(alphabet, character)`.
-    """
-    import tensorflow_datasets as tfds  # Imported here: only this loader needs it.
-
-    unknown = [s for s in splits if s not in _TFDS_SPLIT_SOURCE]
-    if unknown or not splits:
-        raise ValueError(
-            f"splits must be a non-empty subset of {tuple(_TFDS_SPLIT_SOURCE)}, got {tuple(splits)}."
-        )
-    ordered = [s for s in _TFDS_SPLIT_SOURCE if s in splits]
-    builder = tfds.builder("omniglot", data_dir=data_dir)
-    if download and not builder.is_prepared():
-        _check_download_host()
-    try:
-        if download:
-            builder.download_and_prepare()
-        datasets = {
-            s: builder.as_dataset(split=s, shuffle_files=False) for s in ordered
-        }
-    except Exception as error:
-        error.add_note(_OFFLINE_HINT)
-        raise
-    selected = {}  # (alphabet id, alphabet_char_id) -> (source, [images])
-    for split in ordered:
-        examples = datasets[split].map(
-            lambda ex: (ex["image"], ex["alphabet"], ex["alphabet_char_id"])
-        )
-        found = {}
-        for images, alphabets, char_ids in _preprocess_all(examples, image_size):
-            for image, alphabet, char_id in zip(images, alphabets, char_ids):
-                found.setdefault((int(alphabet), int(char_id)), []).append(image)
-        new = {k: v for k, v in found.items() if k not in selected}
-        selected.update({k: (_TFDS_SPLIT_SOURCE[split], v) for k, v in new.items()})
-        logging.info(
-            "Omniglot tfds split %s: %d characters, %d images (%d characters already loaded).",
-            split,
-            len(new),
-            sum(len(v) for v in new.values()),
-            len(found) - len(new),
-        )
-    # Alphabet names are known once the builder is prepared.
-    alphabet_names = builder.info.features["alphabet"]
-    records = [
-        OmniglotCharacter(
-            alphabet=alphabet_names.int2str(alphabet),
-            character=f"character{char_id + 1:02d}",
-            source=source,
-            images=_sorted_by_content(np.stack(images)),
-        )
-        for (alphabet, char_id), (source, images) in selected.items()
-    ]
-    records.sort(key=lambda r: (r.alphabet, r.character))
-    _log_loaded(records, "tensorflow-datasets")
     return records
 
 
