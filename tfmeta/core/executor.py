@@ -154,13 +154,19 @@ class MetaStep:
         learner = self.learner
         params = learner.parameters()
         result = learner.task_result(support_x, support_y, query_x, query_y, task_seed)
+        # A gradient through a gather (e.g. per-step parameters) comes as
+        # IndexedSlices: dense, like every other task's.
+        meta_gradient = [
+            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in result.meta_gradient
+        ]
         update = (
             [p - f for p, f in zip(params, result.adapted)]
             if self.task_weighting != "uniform"
             else []
         )
         return _Record(
-            result.meta_gradient,
+            meta_gradient,
             update,
             result.query_loss,
             result.query_metric,

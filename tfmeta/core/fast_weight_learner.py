@@ -72,6 +72,7 @@ class FastWeightLearner(Learner):
             adapt_variables=adapt_variables,
             unroll=unroll_inner_loop,
             inner_batch=self.inner_batch,
+            step_forward=self.step_forward,
         )
         self.transductive = transductive
 
@@ -108,6 +109,12 @@ class FastWeightLearner(Learner):
     def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
         """Model outputs for ``x`` under weights ``params``."""
         return functional.forward(self.model, params, x)
+
+    def step_forward(self, params, x: tf.Tensor, step) -> tf.Tensor:
+        """The model at inner step ``step`` (an int when unrolled, a tensor in
+        a ``tf.while_loop``): ``forward`` at every step by default; a learner
+        with per-step parameters (``own_variables``) picks them here."""
+        return self.forward(params, x)
 
     def default_seed(self) -> tf.Tensor:
         return tf.constant([self.seed, 0], tf.int64)

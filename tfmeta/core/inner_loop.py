@@ -74,6 +74,9 @@ class InnerLoop:
       unroll: see the module docstring.
       inner_batch: ``(support_x, support_y, step, task_seed, training) ->
         (x, y)``, the examples of inner step ``step`` (default: all).
+      step_forward: ``(params, x, step) -> outputs``, the model at inner step
+        ``step`` (default: the same model at every step; a learner with
+        per-step parameters, e.g. per-step batch norm, picks them here).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class InnerLoop:
         adapt_variables: str = "all",
         unroll: bool = True,
         inner_batch: Callable = whole_support_set,
+        step_forward: Callable | None = None,
     ):
         check_adapt_variables(adapt_variables)
         self.model = model
@@ -93,6 +97,9 @@ class InnerLoop:
         self.adapt_variables = adapt_variables
         self.unroll = unroll
         self.inner_batch = inner_batch
+        self.step_forward = step_forward or (
+            lambda params, x, step: self.forward(params, x)
+        )
         variables = list(model.trainable_variables)
         self.adapted = self._adapted_indices(variables, adapt_variables)
         adapted = set(self.adapted)
@@ -135,7 +142,8 @@ class InnerLoop:
         x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
         with tf.GradientTape() as tape:
             tape.watch(adapted)
-            loss = self.problem.loss(self.forward(self.merge(params, adapted), x), y)
+            outputs = self.step_forward(self.merge(params, adapted), x, step)
+            loss = self.problem.loss(outputs, y)
         grads = tape.gradient(
             loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )

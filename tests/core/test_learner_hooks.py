@@ -1,0 +1,136 @@
+"""What the core carries for the next algorithms, checked against central
+finite differences in float64: a per-task start of the inner loop whose
+gradient reaches theta, and per-step parameters owned by the learner."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import floatx, regression_task, seed_tensor, tiny_mlp
+from tfmeta.algorithms import MAML
+
+
+class ScaledHead(MAML):
+    """Each task starts with the last bias replaced by b * (1 + mean(support_y)):
+    a per-task start that is a function of theta and of the support set."""
+
+    name = "scaled_head"
+
+    def initial_weights(self, params, support_x, support_y):
+        start = list(params)
+        start[-1] = params[-1] * (1.0 + tf.reduce_mean(support_y))
+        return start
+
+
+class PerStepOffsets(MAML):
+    """A learned output offset per inner step (up to 3), owned by the learner:
+    inner step s adds offsets[s] to the model's outputs."""
+
+    name = "per_step_offsets"
+
+    def __init__(self, model, optimizer, steps, **kwargs):
+        self.offsets = tf.Variable(
+            np.linspace(0.3, -0.2, 3), dtype=tf.float64, name="offsets"
+        )
+        super().__init__(
+            model, optimizer, inner_steps=steps, own_variables=[self.offsets], **kwargs
+        )
+
+    def step_forward(self, params, x, step):
+        offset = tf.gather(params[-1], step)  # params[-1] is theta's copy of offsets
+        return self.forward(params, x) + offset
+
+
+def objective(learner, task, steps):
+    """The query loss after the inner loop, from the current variables (eager,
+    no tape through the meta-step's machinery)."""
+    support_x, support_y, query_x, query_y = task
+    start = learner.initial_weights(learner.parameters(), support_x, support_y)
+    fast = learner.inner_loop(start, support_x, support_y, steps, False, seed_tensor())
+    return float(learner.loss(learner.predict(fast, query_x, support_x), query_y))
+
+
+def check_against_finite_differences(learner, task, steps, epsilon=1e-6):
+    gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+    theta = [v.numpy().copy() for v in learner.variables]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        direction = [rng.normal(size=t.shape) for t in theta]
+        values = []
+        for sign in (1.0, -1.0):
+            for variable, t, d in zip(learner.variables, theta, direction):
+                variable.assign(t + sign * epsilon * d)
+            values.append(objective(learner, task, steps))
+        for variable, t in zip(learner.variables, theta):
+            variable.assign(t)
+        numeric = (values[0] - values[1]) / (2 * epsilon)
+        analytic = sum(
+            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
+        )
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+    return gradient
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_per_task_start_passes_its_gradient_to_theta(first_order):
+    with floatx("float64"):
+        learner = ScaledHead(
+            tiny_mlp(seed=4),
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.05,
+            inner_steps=2,
+            problem="regression",
+            first_order=first_order,
+        )
+    task = regression_task(np.random.default_rng(2))
+    if first_order:  # FOMAML through the start: d theta'/d start = I
+        support_x, support_y, query_x, query_y = task
+        params = learner.parameters()
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            start = learner.initial_weights(params, support_x, support_y)
+        fast = learner.inner_loop(start, support_x, support_y, 2, False, seed_tensor())
+        with tf.GradientTape() as query_tape:
+            query_tape.watch(fast)
+            loss = learner.loss(learner.predict(fast, query_x, support_x), query_y)
+        expected = tape.gradient(
+            start, params, output_gradients=query_tape.gradient(loss, fast)
+        )
+        got = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+        assert float(tf.reduce_sum(tf.abs(got[-1]))) > 0.0
+    else:
+        check_against_finite_differences(learner, task, 2)
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_per_step_parameters_are_the_ones_each_step_uses(unroll):
+    with floatx("float64"):
+        learner = PerStepOffsets(
+            tiny_mlp(seed=5),
+            keras.optimizers.SGD(0.0),
+            steps=3,
+            inner_lr=0.05,
+            problem="regression",
+            unroll_inner_loop=unroll,
+        )
+    task = regression_task(np.random.default_rng(3))
+    assert learner.variables[-1] is learner.offsets
+    gradient = check_against_finite_differences(learner, task, 3)
+    assert np.all(np.abs(gradient[-1].numpy()) > 0.0)  # every step's offset is used
+    # With one inner step, only offsets[0] is used.
+    with floatx("float64"):
+        one_step = PerStepOffsets(
+            tiny_mlp(seed=5),
+            keras.optimizers.SGD(0.0),
+            steps=1,
+            inner_lr=0.05,
+            problem="regression",
+            unroll_inner_loop=unroll,
+        )
+    one = one_step.meta_step.task(*task, seed_tensor()).meta_gradient[-1].numpy()
+    assert one[0] != 0.0 and np.all(one[1:] == 0.0)
