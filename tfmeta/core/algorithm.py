@@ -47,11 +47,12 @@ class Algorithm:
     summary: str = ""
 
     def check_config(self, config: Config) -> None:
-        """Every rule on the keys this algorithm reads, and its capabilities."""
+        """Every rule on the keys this algorithm reads, and its capabilities
+        on one device (the binary checks the replicas of its strategy)."""
         self.learner.check_capabilities(
             config.get("task_weighting", "uniform"),
             config.get("task_execution", "loop"),
-            replicas=config.get("replicas", 1),
+            replicas=1,
         )
         self.check(config)
 

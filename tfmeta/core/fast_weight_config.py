@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tfmeta.core.algorithm import Config, check_finite
-from tfmeta.core.executor import check_task_execution
 from tfmeta.core.inner_loop import check_adapt_variables
 from tfmeta.core.inner_optimizers import make_inner_optimizer
 from tfmeta.core.learner import check_inner_steps
-from tfmeta.core.weighting import check_task_weighting
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
@@ -45,8 +43,8 @@ def check(config: Config) -> None:
                 f"inner_beta1 must be in [0, 1), got {config['inner_beta1']}"
             )
     check_adapt_variables(config["adapt_variables"])
-    check_task_weighting(config["task_weighting"])
-    check_task_execution(config["task_execution"])
+    # task_weighting and task_execution: the learner's capabilities
+    # (``Algorithm.check_config``).
 
 
 def learner_arguments(config: Config, problem: str) -> dict[str, Any]:
