@@ -5,6 +5,13 @@ weights by inner steps) share how they adapt, predict, evaluate and serve:
 an ``InnerLoop`` from theta (or from a per-task start, ``initial_weights``,
 e.g. a head initialized from the support set), then the model under theta'.
 They differ only in ``task_result``.
+
+Learners with meta-parameters of their own (``own_variables``) use them
+through three hooks: ``step_learning_rates`` (learned inner step sizes, e.g.
+MAML++'s LSLR, Meta-SGD), ``parameters_at_step`` (parameters that differ
+per inner step, e.g. per-step batch norm; the query after k steps uses those
+of step k - 1, and those of the last trained step past it) and
+``initial_weights`` (a per-task start).
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class FastWeightLearner(Learner):
       unroll_inner_loop: see ``tfmeta.core.inner_loop``.
     """
 
+    # True where step_learning_rates gives learned step sizes (set before
+    # __init__ builds the inner loop).
+    learned_step_sizes = False
+
     def __init__(
         self,
         model: keras.Model,
@@ -73,6 +84,10 @@ class FastWeightLearner(Learner):
             unroll=unroll_inner_loop,
             inner_batch=self.inner_batch,
             step_forward=self.step_forward,
+            learning_rates=(
+                self.step_learning_rates if self.learned_step_sizes else None
+            ),
+            num_parameters=len(self.variables),
         )
         self.transductive = transductive
 
@@ -112,9 +127,25 @@ class FastWeightLearner(Learner):
 
     def step_forward(self, params, x: tf.Tensor, step) -> tf.Tensor:
         """The model at inner step ``step`` (an int when unrolled, a tensor in
-        a ``tf.while_loop``): ``forward`` at every step by default; a learner
-        with per-step parameters (``own_variables``) picks them here."""
-        return self.forward(params, x)
+        a ``tf.while_loop``): ``forward`` under ``parameters_at_step``."""
+        return self.forward(self.parameters_at_step(params, step), x)
+
+    def parameters_at_step(self, params, step):
+        """The parameters inner step ``step`` runs the model with: ``params``
+        by default; a learner with per-step parameters (``own_variables``)
+        substitutes them here."""
+        return params
+
+    def step_learning_rates(self, params, step) -> list[tf.Tensor] | None:
+        """Step sizes of inner step ``step``, one per adapted tensor
+        (``self.inner.adapted``), taken from ``params``; None: the inner
+        optimizer's fixed alpha. Used where ``learned_step_sizes`` is True."""
+        return None
+
+    def query_step(self, steps: int) -> int:
+        """The per-step parameters the query uses after ``steps`` inner steps:
+        those of the last step taken."""
+        return max(steps - 1, 0)
 
     def default_seed(self) -> tf.Tensor:
         return tf.constant([self.seed, 0], tf.int64)
@@ -135,11 +166,13 @@ class FastWeightLearner(Learner):
         task = SupportTask(support_x, support_y, seed, training)
         return self.inner.run(params, task, steps, differentiable, first_order_steps)
 
-    def query(self, support_x, query_x, query_y):
-        """fast weights -> (query outputs, query loss)."""
+    def query(self, support_x, query_x, query_y, steps: int | None = None):
+        """fast weights -> (query outputs, query loss), after ``steps`` inner
+        steps (default: ``inner_steps``)."""
+        steps = self.inner_steps if steps is None else steps
 
         def outputs_and_loss(fast):
-            outputs = self.predict(fast, query_x, support_x)
+            outputs = self.predict(fast, query_x, support_x, steps)
             return outputs, self.loss(outputs, query_y)
 
         return outputs_and_loss
@@ -164,16 +197,21 @@ class FastWeightLearner(Learner):
         fast_weights: Sequence[tf.Tensor],
         query_x: tf.Tensor,
         support_x: tf.Tensor | None = None,
+        steps: int | None = None,
     ) -> tf.Tensor:
-        """Outputs for ``query_x [n_query, ...]`` under theta'. Non-transductive
-        learners need ``support_x`` for the normalization statistics."""
+        """Outputs for ``query_x [n_query, ...]`` under theta' reached by
+        ``steps`` inner steps (default: ``eval_inner_steps``, as ``adapt``).
+        Non-transductive learners need ``support_x`` for the normalization
+        statistics."""
+        steps = self.eval_inner_steps if steps is None else steps
+        params = self.parameters_at_step(fast_weights, self.query_step(steps))
         return functional.predict(
-            self.model, fast_weights, query_x, support_x, self.transductive
+            self.model, params, query_x, support_x, self.transductive
         )
 
     def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
         fast = self.adapt(support_x, support_y, steps)
-        outputs = self.predict(fast, query_x, support_x)
+        outputs = self.predict(fast, query_x, support_x, steps)
         return self.loss(outputs, query_y), self.metric(outputs, query_y)
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]:

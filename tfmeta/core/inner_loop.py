@@ -27,10 +27,10 @@ import tensorflow as tf
 from tfmeta.core import functional
 from tfmeta.core.inner_optimizers import InnerAdam, InnerSGD
 from tfmeta.core.problem import Problem
-from tfmeta.models.batch_norm import tracing_for_xla
+from tfmeta.models.batch_norm import MetaBatchNorm, tracing_for_xla
 
 FastWeights = list[tf.Tensor]
-ADAPT_VARIABLES = ("all", "head")
+ADAPT_VARIABLES = ("all", "head", "all_but_norm")
 XLA_CPU_UNROLL_MAX_STEPS = 10
 
 
@@ -46,6 +46,25 @@ def check_adapt_variables(adapt_variables: str) -> None:
         raise ValueError(
             f"adapt_variables must be one of {ADAPT_VARIABLES}, got {adapt_variables!r}"
         )
+
+
+def adapted_indices(model: keras.Model, adapt_variables: str) -> list[int]:
+    """Indices in ``model.trainable_variables`` of the tensors that adapt."""
+    check_adapt_variables(adapt_variables)
+    variables = list(model.trainable_variables)
+    if adapt_variables == "all":
+        return list(range(len(variables)))
+    if adapt_variables == "all_but_norm":
+        norm_ids = {
+            id(v)
+            for layer in model.layers
+            if isinstance(layer, MetaBatchNorm)
+            for v in layer.trainable_variables
+        }
+        return [i for i, v in enumerate(variables) if id(v) not in norm_ids]
+    head = [layer for layer in model.layers if layer.trainable_variables][-1]
+    head_ids = {id(v) for v in head.trainable_variables}
+    return [i for i, v in enumerate(variables) if id(v) in head_ids]
 
 
 class SupportTask(NamedTuple):
@@ -70,13 +89,21 @@ class InnerLoop:
       model: a built Keras model, only ever called through ``stateless_call``.
       problem: the support loss.
       optimizer: the inner update rule (``InnerSGD(alpha)``, ``InnerAdam``).
-      adapt_variables: "all", or "head" (only the last layer with weights).
+      adapt_variables: "all", "head" (only the last layer with weights, as
+        ANIL) or "all_but_norm" (all but normalization layers' scale and
+        offset, as MAML++'s code).
       unroll: see the module docstring.
       inner_batch: ``(support_x, support_y, step, task_seed, training) ->
         (x, y)``, the examples of inner step ``step`` (default: all).
       step_forward: ``(params, x, step) -> outputs``, the model at inner step
         ``step`` (default: the same model at every step; a learner with
         per-step parameters, e.g. per-step batch norm, picks them here).
+      learning_rates: ``(params, step) -> [rate per adapted tensor] | None``,
+        learned step sizes taken from theta (LSLR, Meta-SGD); None (or a
+        None result): the optimizer's fixed alpha.
+      num_parameters: the length of theta (the model's trainable variables
+        and the learner's own meta-parameters after them); default: the
+        model's. Every tensor that does not adapt is "fixed".
     """
 
     def __init__(
@@ -89,6 +116,8 @@ class InnerLoop:
         unroll: bool = True,
         inner_batch: Callable = whole_support_set,
         step_forward: Callable | None = None,
+        learning_rates: Callable | None = None,
+        num_parameters: int | None = None,
     ):
         check_adapt_variables(adapt_variables)
         self.model = model
@@ -100,17 +129,13 @@ class InnerLoop:
         self.step_forward = step_forward or (
             lambda params, x, step: self.forward(params, x)
         )
+        self.learns_rates = learning_rates is not None
+        self.learning_rates = learning_rates or (lambda params, step: None)
         variables = list(model.trainable_variables)
-        self.adapted = self._adapted_indices(variables, adapt_variables)
+        self.adapted = adapted_indices(model, adapt_variables)
         adapted = set(self.adapted)
-        self.fixed = [i for i in range(len(variables)) if i not in adapted]
-
-    def _adapted_indices(self, variables, adapt_variables: str) -> list[int]:
-        if adapt_variables == "all":
-            return list(range(len(variables)))
-        head = [layer for layer in self.model.layers if layer.trainable_variables][-1]
-        head_ids = {id(v) for v in head.trainable_variables}
-        return [i for i, v in enumerate(variables) if id(v) in head_ids]
+        count = len(variables) if num_parameters is None else num_parameters
+        self.fixed = [i for i in range(count) if i not in adapted]
 
     def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
         return functional.forward(self.model, params, x)
@@ -149,7 +174,8 @@ class InnerLoop:
         )
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        return self.optimizer.update(adapted, grads, state, step)
+        rates = self.learning_rates(params, step)
+        return self.optimizer.update(adapted, grads, state, step, rates)
 
     def run(
         self,
@@ -158,23 +184,28 @@ class InnerLoop:
         steps: int,
         differentiable: bool,
         first_order_steps: int = 0,
-    ) -> FastWeights:
+        trajectory: bool = False,
+    ) -> FastWeights | list[FastWeights]:
         """theta' after ``steps`` inner updates from ``params``.
 
         ``differentiable``: an enclosing tape sees theta' as a function of
         theta; the first ``first_order_steps`` steps stop the gradient of
         their inner gradient (first order for those steps only).
+        ``trajectory``: return the fast weights after every step
+        (``steps`` lists; the loop is then unrolled).
         """
         params = list(params)
         adapted = [params[i] for i in self.adapted]
         state = self.optimizer.init(adapted)
         unroll = self.unroll and (differentiable or unroll_for_xla_cpu(steps))
-        if unroll:
+        if unroll or trajectory:
+            after = []
             for step in range(steps):
                 adapted, state = self.step(
                     params, adapted, state, step, task, step < first_order_steps
                 )
-            return self.merge(params, adapted)
+                after.append(self.merge(params, adapted))
+            return after if trajectory else self.merge(params, adapted)
         # First-order steps, then second-order ones: one tf.while_loop each.
         first = min(first_order_steps, steps)
         for start, end, first_order in ((0, first, True), (first, steps, False)):

@@ -4,6 +4,11 @@ Each optimizer is a pair of pure functions: ``init(params) -> state`` and
 ``update(params, grads, state, step) -> (new_params, new_state)`` over lists of
 tensors, so an inner loop can run inside a ``tf.function``, a ``tf.while_loop``
 or a ``GradientTape`` (second-order MAML differentiates through ``update``).
+
+``learning_rates`` (optional in ``update``): one step size per parameter
+tensor, broadcastable to it (a scalar per layer as MAML++'s LSLR, the
+tensor's shape as Meta-SGD), in place of the fixed ``learning_rate``. They
+are tensors of theta, so the meta-gradient reaches them.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ class InnerSGD:
         grads: Sequence[tf.Tensor],
         state: tuple,
         step,
+        learning_rates: Sequence[tf.Tensor] | None = None,
     ) -> tuple[Tensors, tuple]:
-        return [p - self.learning_rate * g for p, g in zip(params, grads)], state
+        rates = _rates(self.learning_rate, params, learning_rates)
+        return [p - rate * g for p, g, rate in zip(params, grads, rates)], state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,22 +70,33 @@ class InnerAdam:
         grads: Sequence[tf.Tensor],
         state: tuple,
         step,
+        learning_rates: Sequence[tf.Tensor] | None = None,
     ) -> tuple[Tensors, tuple]:
         first, second = state
         t = tf.cast(step, params[0].dtype) + 1.0
-        scale = (
-            self.learning_rate * tf.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
-        )
+        correction = tf.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         first = [self.beta1 * m + (1.0 - self.beta1) * g for m, g in zip(first, grads)]
         second = [
             self.beta2 * v + (1.0 - self.beta2) * tf.square(g)
             for v, g in zip(second, grads)
         ]
+        rates = _rates(self.learning_rate, params, learning_rates)
         params = [
-            p - scale * m / (tf.sqrt(v) + self.epsilon)
-            for p, m, v in zip(params, first, second)
+            p - rate * correction * m / (tf.sqrt(v) + self.epsilon)
+            for p, m, v, rate in zip(params, first, second, rates)
         ]
         return params, (first, second)
+
+
+def _rates(learning_rate: float, params, learning_rates) -> list:
+    """The step size of each tensor: ``learning_rates``, else alpha for all."""
+    if learning_rates is None:
+        return [learning_rate] * len(params)
+    if len(learning_rates) != len(params):
+        raise ValueError(
+            f"got {len(learning_rates)} learning rates for {len(params)} tensors"
+        )
+    return list(learning_rates)
 
 
 def make_inner_optimizer(

@@ -1,5 +1,6 @@
-"""The outer (meta) optimizer: Adam, SGD, or SGD with a linearly annealed
-rate (Reptile's epsilon schedule). beta in the MAML paper is its rate."""
+"""The outer (meta) optimizer: Adam, SGD, SGD with a linearly annealed
+rate (Reptile's epsilon schedule), or Adam with a cosine-annealed rate
+(MAML++). beta in the MAML paper is its rate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import keras
 
 from tfmeta.core.algorithm import check_finite
 
-OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd")
+OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd", "cosine_adam")
+ANNEALED = ("annealed_sgd", "cosine_adam")  # rates that reach final_outer_lr
 
 
 def annealed_outer_optimizer(
@@ -24,6 +26,24 @@ def annealed_outer_optimizer(
         power=1.0,
     )
     return keras.optimizers.SGD(learning_rate=schedule)
+
+
+def cosine_outer_optimizer(
+    learning_rate: float,
+    num_steps: int,
+    final_lr: float = 0.0,
+    clip_norm: float | None = None,
+) -> keras.optimizers.Optimizer:
+    """Adam whose rate beta follows half a cosine from ``learning_rate`` at
+    step 0 to ``final_lr`` at ``num_steps`` (MAML++, Antoniou et al. 2019:
+    ``CosineAnnealingLR`` with eta_min, stepped per epoch in the authors'
+    code, per meta-step here)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=num_steps, alpha=final_lr / learning_rate
+    )
+    return keras.optimizers.Adam(schedule, global_clipnorm=clip_norm)
 
 
 def check_outer_optimizer(
@@ -54,4 +74,8 @@ def make_outer_optimizer(
         return keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, global_clipnorm=clip_norm)
+    if name == "cosine_adam":
+        return cosine_outer_optimizer(
+            learning_rate, schedule_steps, final_lr, clip_norm
+        )
     return annealed_outer_optimizer(learning_rate, schedule_steps, final_lr)

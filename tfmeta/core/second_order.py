@@ -22,6 +22,13 @@ loss L(theta'_i), d L / d theta = (d theta'_i / d theta)^T grad L(theta'_i).
   neither graph nor tensor memory grows with k.
 - ``second_order_steps``: second derivatives through only the last this many
   inner steps; the earlier ones are first order.
+- ``multi_step``: the meta-loss is a weighted sum of the query losses after
+  every inner step (MAML++'s multi-step loss), one tape over the unrolled
+  loop.
+
+First order with learned inner step sizes (LSLR, Meta-SGD): theta' = theta -
+alpha * g with g's gradient stopped, so d theta'/d theta = I and alpha keeps
+its gradient -g * dL/d theta' (one tape over the loop, no second derivative).
 
 Every variant gives the same meta-gradient (tests compare them with each
 other and with central finite differences in float64).
@@ -75,6 +82,8 @@ class MetaGradient:
         query: QueryFunction,
     ):
         """(meta_gradient, query loss, query outputs, theta'_i) for one task."""
+        if self.first_order and inner.learns_rates:
+            return stored(inner, params, task, steps, steps, query)
         if self.first_order:
             fast = inner.run(params, task, steps, differentiable=False)
             meta_gradient, loss, outputs = query_gradient(query, fast)
@@ -94,6 +103,39 @@ class MetaGradient:
         return recomputed(
             inner, params, task, steps, first_order_steps, query, kept_from
         )
+
+    def multi_step(
+        self,
+        inner: InnerLoop,
+        params: FastWeights,
+        task: SupportTask,
+        steps: int,
+        query_after: Callable[[int], QueryFunction],
+        weights: tf.Tensor,
+    ):
+        """(meta_gradient, last query loss, last outputs, theta'_i) for the
+        meta-loss sum_s weights[s - 1] * L(theta'_s; D^val), s = 1..steps;
+        ``query_after(s)`` is the query function after s steps. The stored
+        form (an error with ``recompute``)."""
+        if self.recompute:
+            raise ValueError("the multi-step loss does not combine with recompute")
+        if steps == 0:
+            meta_gradient, loss, outputs = query_gradient(query_after(0), params)
+            return meta_gradient, loss, outputs, params
+        second = steps if self.second_order_steps is None else self.second_order_steps
+        first_order_steps = steps if self.first_order else max(0, steps - second)
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            trajectory = inner.run(
+                params, task, steps, True, first_order_steps, trajectory=True
+            )
+            losses = []
+            for step, fast in enumerate(trajectory, start=1):
+                outputs, loss = query_after(step)(fast)
+                losses.append(loss)
+            meta_loss = tf.add_n([weights[s] * loss for s, loss in enumerate(losses)])
+        meta_gradient = tape.gradient(meta_loss, params, unconnected_gradients=ZERO)
+        return meta_gradient, losses[-1], outputs, trajectory[-1]
 
 
 def check_meta_gradient(
