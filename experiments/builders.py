@@ -11,6 +11,8 @@ from tfmeta.algorithms import get_algorithm
 from tfmeta.core import Learner
 from tfmeta.core.outer_optimizers import make_outer_optimizer
 
+from .pretrained import load_backbone
+
 
 def model_name(config: dict[str, Any]) -> str:
     """--model, else leo (LEO), linear (embeddings), mlp (sinusoid) or conv4."""
@@ -24,7 +26,20 @@ def model_name(config: dict[str, Any]) -> str:
     return "mlp" if config["dataset"] == "sinusoid" else "conv4"
 
 
-def build_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras.Model:
+def build_model(
+    config: dict[str, Any], input_shape: tuple[int, ...], *, pretrained: bool = False
+) -> keras.Model:
+    """The model of ``config`` for inputs ``input_shape``, initialized by its
+    seed; with ``pretrained`` (a fresh training run: a resumed, evaluated or
+    exported one restores theta from its checkpoint instead) and a
+    ``pretrained_backbone``, every layer but the head from that backbone."""
+    model = _seeded_model(config, input_shape)
+    if pretrained and config.get("pretrained_backbone"):
+        load_backbone(model, config["pretrained_backbone"], config)
+    return model
+
+
+def _seeded_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras.Model:
     model = model_name(config)
     if model == "leo":
         return models.leo_model(
@@ -62,7 +77,8 @@ def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
         clip_norm=config["gradient_clip_norm"],
         # The schedule's length is fixed when the run starts (schedule_steps):
         # resuming with a larger num_steps does not rewrite the steps taken.
-        schedule_steps=int(config.get("schedule_steps") or config["num_steps"]),
+        # A run of no step (num_steps=0) takes none on any schedule.
+        schedule_steps=max(1, int(config.get("schedule_steps") or config["num_steps"])),
         final_lr=config["final_outer_lr"],
     )
 

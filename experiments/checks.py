@@ -13,8 +13,10 @@ from tfmeta.algorithms import ALGORITHMS, get_algorithm
 from tfmeta.core.outer_optimizers import check_outer_optimizer
 
 from .builders import model_name
+from .pretrained import check_backbone
 
 ROTATIONS = ("train", "all", "none")
+IMAGE_DATASETS = ("omniglot", "folder")
 MODELS = ("conv4", "mlp", "linear", "leo")
 
 
@@ -30,13 +32,15 @@ def check_config(config: dict[str, Any]) -> None:
         "q_query",
         "eval_q_query",
         "meta_batch_size",
-        "num_steps",
         "test_tasks",
     ]
     for key in positive:
         if int(config[key]) < 1:
             raise ValueError(f"--{key} must be >= 1, got {config[key]}")
-    for key in ("val_tasks",):  # inner steps: the algorithm's own check
+    # num_steps=0: evaluate (and export) theta as built, e.g. a pretrained
+    # backbone, or a learner that is not meta-trained. Inner steps: the
+    # algorithm's own check.
+    for key in ("val_tasks", "num_steps"):
         if int(config[key]) < 0:
             raise ValueError(f"--{key} must be >= 0, got {config[key]}")
     if not 0.0 <= config["noisy_task_fraction"] <= 1.0:
@@ -59,6 +63,21 @@ def check_config(config: dict[str, Any]) -> None:
     )
     algorithm.check_config(config)
     _check_embeddings_and_leo(config)
+    if config.get("pretrained_backbone"):
+        _check_pretrained_backbone(config)
+
+
+def _check_pretrained_backbone(config: dict[str, Any]) -> None:
+    """The backbone's files and its fit to the run (architecture, split);
+    reads neither data nor weights (the data source is compared once the
+    data is read, when the backbone is loaded)."""
+    model = model_name(config)
+    if model != "conv4" or config["dataset"] not in IMAGE_DATASETS:
+        raise ValueError(
+            f"pretrained_backbone is a conv4 for images (--dataset={'|'.join(IMAGE_DATASETS)}); "
+            f"this run has --dataset={config['dataset']} and model {model}"
+        )
+    check_backbone(config)
 
 
 def _check_embeddings_and_leo(config: dict[str, Any]) -> None:

@@ -21,6 +21,13 @@ accuracy, and the nearest-centroid accuracy of 5-way tasks on val and test
 
   python -m experiments.train --algorithm=leo --dataset=embeddings \\
       --data_dir=/tmp/tfmeta/embeddings --workdir=/tmp/tfmeta/leo_omniglot
+
+It also writes the trained network as a ``tfmeta.models.conv4(pooling="max")``
+with its head over the meta-train classes, ``<output_dir>/backbone.weights.h5``
+with ``backbone.json`` (architecture and split; ``experiments.pretrained``):
+an image learner on the same split starts from it with
+``--pretrained_backbone=<output_dir>`` (and the same --filters, --depth,
+--pooling=max, --image_size, --split_protocol, --split_seed).
 """
 
 from __future__ import annotations
@@ -37,9 +44,10 @@ from absl import app, flags
 
 from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
+from tfmeta.models import conv4
 from tfmeta.training.workdir import write_json
 
-from . import run_binary, task_data
+from . import pretrained, run_binary, task_data
 
 FLAGS = flags.FLAGS
 
@@ -87,6 +95,8 @@ def backbone(
     """Images ``[batch, H, W, C]`` -> features ``[batch, d]``, d = filters * (H / 2^depth)^2."""
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     for block in range(depth):
+        # The layers of tfmeta.models.conv4(pooling="max"), by name; the
+        # convolution needs no bias before batch norm (conv4's is set to 0).
         layers += [
             keras.layers.Conv2D(
                 filters,
@@ -94,13 +104,42 @@ def backbone(
                 padding="same",
                 use_bias=False,
                 kernel_initializer=keras.initializers.HeNormal(seed=seed + block),
+                name=f"conv{block}",
             ),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(2, padding="same"),
+            keras.layers.BatchNormalization(name=f"norm{block}"),
+            keras.layers.ReLU(name=f"relu{block}"),
+            keras.layers.MaxPooling2D(2, padding="same", name=f"pool{block}"),
         ]
-    layers.append(keras.layers.Flatten())
+    layers.append(keras.layers.Flatten(name="flatten"))
     return keras.Sequential(layers, name="backbone")
+
+
+def as_conv4(features: keras.Sequential, head: keras.layers.Dense) -> keras.Sequential:
+    """The classifier ``head(features(x))`` as ``tfmeta.models.conv4(pooling="max")``:
+    the same function of a batch normalized with its own statistics (batch norm
+    in training mode; conv4's MetaBatchNorm always is), since conv{i}'s bias is
+    0 and norm{i}'s gamma and beta are the trained ones (their running averages,
+    which only ``embed`` uses, are dropped)."""
+    depth = sum(
+        1 for layer in features.layers if isinstance(layer, keras.layers.Conv2D)
+    )
+    model = conv4(
+        int(head.units),
+        input_shape=tuple(features.input_shape[1:]),
+        filters=int(features.get_layer("conv0").filters),
+        depth=depth,
+        pooling="max",
+        seed=0,  # every weight is set below
+    )
+    for block in range(depth):
+        conv, norm = f"conv{block}", f"norm{block}"
+        model.get_layer(conv).kernel.assign(features.get_layer(conv).kernel)
+        model.get_layer(conv).bias.assign(np.zeros(model.get_layer(conv).bias.shape))
+        model.get_layer(norm).gamma.assign(features.get_layer(norm).gamma)
+        model.get_layer(norm).beta.assign(features.get_layer(norm).beta)
+    model.get_layer("head").kernel.assign(head.kernel)
+    model.get_layer("head").bias.assign(head.bias)
+    return model
 
 
 def with_rotations(classes: ClassImages) -> ClassImages:
@@ -131,20 +170,18 @@ def train_backbone(
     learning_rate: float,
     seed: int,
     verbose: int = 2,
-) -> tuple[keras.Sequential, dict[str, float]]:
-    """Softmax classification over ``classes``; returns the backbone and the last
-    epoch's loss and accuracy (on the training images)."""
+) -> tuple[keras.Sequential, keras.layers.Dense, dict[str, float]]:
+    """Softmax classification over ``classes``; returns the backbone, the
+    classifier head and the last epoch's loss and accuracy (on the training
+    images)."""
     keras.utils.set_random_seed(seed)
     features = backbone(classes.image_shape, filters, depth, seed)
-    model = keras.Sequential(
-        [
-            features,
-            keras.layers.Dense(
-                classes.num_classes,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + depth),
-            ),
-        ]
+    head = keras.layers.Dense(
+        classes.num_classes,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + depth),
+        name="head",
     )
+    model = keras.Sequential([features, head])
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -166,10 +203,14 @@ def train_backbone(
         shuffle=False,  # the dataset is shuffled (seeded) above
         verbose=verbose,
     )
-    return features, {
-        "loss": float(history.history["loss"][-1]),
-        "accuracy": float(history.history["accuracy"][-1]),
-    }
+    return (
+        features,
+        head,
+        {
+            "loss": float(history.history["loss"][-1]),
+            "accuracy": float(history.history["accuracy"][-1]),
+        },
+    )
 
 
 def embed(
@@ -225,8 +266,28 @@ def nearest_centroid_accuracy(
     return float(np.mean(np.argmin(distances, axis=-1) == batch.query_y.numpy()))
 
 
+def check_output_dir(output_dir: str, *subfolders: str) -> str:
+    """``output_dir/<subfolders>`` (expanded); NotADirectoryError, naming the
+    file, if it or a folder on its way is an existing file."""
+    root = os.path.expanduser(output_dir)
+    folder = os.path.join(root, *subfolders)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or os.curdir
+    if not os.path.isdir(existing):
+        where = "" if existing == root else f": {existing}"
+        raise NotADirectoryError(
+            f"--output_dir={output_dir}{where} is a file, not a folder"
+        )
+    return folder
+
+
 def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
-    """Loads Omniglot, trains the backbone, writes the three splits; returns the info."""
+    """Loads Omniglot, trains the backbone, writes the three splits and the
+    backbone (``experiments.pretrained``); returns the info."""
+    folder = check_output_dir(
+        config["output_dir"], config["embedding_dataset"], config["embedding_crop"]
+    )
     data_dir = task_data.resolve_data_dir(
         {"data_dir": config["data_dir"], "dataset": "omniglot"}
     )
@@ -239,7 +300,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     if config["rotations"] == "train":
         splits["train"] = with_rotations(splits["train"])
     start = time.perf_counter()
-    features, training = train_backbone(
+    features, head, training = train_backbone(
         splits["train"],
         filters=config["filters"],
         depth=config["depth"],
@@ -250,14 +311,28 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
         seed=config["seed"],
     )
     training["seconds"] = round(time.perf_counter() - start, 1)
-    folder = os.path.join(
+    split = tfmeta_data.describe_split(characters, protocol=protocol, seed=split_seed)
+    weights = pretrained.save_backbone(
+        as_conv4(features, head),
         os.path.expanduser(config["output_dir"]),
-        config["embedding_dataset"],
-        config["embedding_crop"],
+        {
+            "filters": config["filters"],
+            "depth": config["depth"],
+            "pooling": "max",
+            "image_size": config["image_size"],
+            "channels": int(splits["train"].image_shape[-1]),
+            "dataset": "omniglot",
+            "split_protocol": protocol,
+            "split_seed": split_seed,
+            "data_source": split,  # the run's data_source, as experiments.train finds it
+            "rotations": config["rotations"],
+            "seed": config["seed"],
+            "training": training,
+        },
     )
+    print(f"wrote {weights} (a conv4 with pooling=max)", flush=True)
     info: dict[str, Any] = {
-        "source": f"Omniglot ({data_dir or 'tensorflow-datasets'}): "
-        + tfmeta_data.describe_split(characters, protocol=protocol, seed=split_seed),
+        "source": f"Omniglot ({data_dir or 'tensorflow-datasets'}): {split}",
         "rotations": config["rotations"],
         "backbone": {
             key: config[key]
@@ -271,6 +346,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
                 "seed",
             )
         },
+        "backbone_weights": weights,
         "training": training,
         "classes": {},
         "nearest_centroid_accuracy": {},
@@ -334,7 +410,8 @@ def main(argv):
     }
     try:
         write_embeddings(config)
-    except (FileNotFoundError, ConnectionError) as error:  # no data: no traceback
+    # No data, or nowhere to write (checked before any training): no traceback.
+    except (FileNotFoundError, NotADirectoryError, ConnectionError) as error:
         raise app.UsageError(str(error)) from error
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfmeta import data as tfmeta_data
+from tfmeta.algorithms import get_algorithm
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 
@@ -42,6 +43,7 @@ def _episodes(
     classes,
     config,
     *,
+    n_way,
     k_shot,
     q_query,
     batch,
@@ -53,7 +55,7 @@ def _episodes(
     def make(start_step: int = 0) -> tf.data.Dataset:
         dataset = tfmeta_data.episode_dataset(
             classes,
-            n_way=config["n_way"],
+            n_way=n_way,
             k_shot=k_shot,
             q_query=q_query,
             meta_batch_size=batch,
@@ -75,15 +77,31 @@ def _fixed_count(tasks: int, batch: int) -> tuple[int, int]:
     return batch, -(-tasks // batch)
 
 
+def train_n_way(config: dict[str, Any]) -> int:
+    """Classes per meta-training task: ``train_n_way`` (an algorithm that
+    declares it classifies any number of classes, e.g. by prototypes), else
+    ``n_way``. ValueError for an algorithm whose head fixes the way."""
+    value = config.get("train_n_way")
+    if not value:
+        return int(config["n_way"])
+    algorithm = config.get("algorithm")
+    if algorithm and "train_n_way" not in get_algorithm(algorithm).defaults:
+        raise ValueError(
+            f"train_n_way={value} applies to the algorithms that classify any number "
+            f"of classes (protonet, nearest_centroid): {algorithm} trains at n_way"
+        )
+    return int(value)
+
+
 def _classification_data(
     splits: dict, config: dict[str, Any], description: str, split: str
 ) -> TaskData:
     train_k = config["train_k_shot"] or config["k_shot"]
     rotations = config["rotations"]
     train_rot, eval_rot = rotations in ("train", "all"), rotations == "all"
-    n_way = config["n_way"]
+    n_way, train_n = config["n_way"], train_n_way(config)
     tfmeta_data.check_episode_spec(
-        splits["train"], n_way, train_k, config["q_query"], rotations=train_rot
+        splits["train"], train_n, train_k, config["q_query"], rotations=train_rot
     )
     tfmeta_data.check_episode_spec(
         splits["test"],
@@ -107,6 +125,7 @@ def _classification_data(
         config["test_tasks"], config["eval_batch_size"]
     )
     eval_kwargs = {
+        "n_way": n_way,
         "k_shot": config["k_shot"],
         "q_query": config["eval_q_query"],
         "rotations": eval_rot,
@@ -115,10 +134,13 @@ def _classification_data(
         f"; rotations: {'meta-train and meta-test' if eval_rot else 'meta-train only' if train_rot else 'none'}"
         f"; {n_way}-way {config['k_shot']}-shot test tasks with {config['eval_q_query']} queries per class"
     )
+    if train_n != n_way:
+        description += f"; {train_n}-way meta-training tasks"
     return TaskData(
         train=_episodes(
             splits["train"],
             config,
+            n_way=train_n,
             k_shot=train_k,
             q_query=config["q_query"],
             batch=config["meta_batch_size"],
@@ -232,6 +254,7 @@ def _embeddings(config: dict[str, Any]) -> TaskData:
 
 
 def build_data(config: dict[str, Any]) -> TaskData:
+    train_n_way(config)  # a setting refused before any data is read
     builders = {
         "omniglot": _omniglot,
         "folder": _folder,

@@ -20,6 +20,7 @@ import time
 from absl import app, flags, logging
 
 from tfmeta.algorithms import get_algorithm
+from tfmeta.core.outer_optimizers import ANNEALED
 
 from . import builders, checks, configure_runtime, run_binary, task_data
 from .configs import BASE
@@ -117,14 +118,17 @@ def main(argv):
             )
         if stored is not None:
             check_resume(stored, config, may_change=RESUME_MAY_CHANGE, defaults=BASE)
-        # Fixed when the run starts: the length of a schedule over the run.
+        # Fixed when the run starts: the length of a schedule over the run (a
+        # stored 0, a run of num_steps=0, is fixed by its first longer rerun).
         config["schedule_steps"] = (
-            stored.get("schedule_steps", stored.get("num_steps", config["num_steps"]))
-            if stored
-            else config["num_steps"]
-        )
+            stored.get("schedule_steps", stored.get("num_steps")) if stored else None
+        ) or config["num_steps"]
         with strategy.scope():
-            model = builders.build_model(config, data.input_shape)
+            # A pretrained backbone starts a new run only: a resumed one's
+            # checkpoint holds theta (and would overwrite it all anyway).
+            model = builders.build_model(
+                config, data.input_shape, pretrained=not run.has_checkpoint()
+            )
             learner = builders.build_learner(config, model)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise app.UsageError(flag_message(error)) from error
@@ -172,11 +176,11 @@ def _describe(config, data, workdir: str, replicas: int, resuming: bool) -> None
         flush=True,
     )
     if (
-        config["outer_optimizer"] == "annealed_sgd"
+        config["outer_optimizer"] in ANNEALED
         and config["num_steps"] > config["schedule_steps"]
     ):
         print(
-            f"annealed_sgd: the outer learning rate reaches final_outer_lr "
+            f"{config['outer_optimizer']}: the outer learning rate reaches final_outer_lr "
             f"{config['final_outer_lr']} at step {config['schedule_steps']} (the run's "
             "first num_steps) and stays there"
         )

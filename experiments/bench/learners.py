@@ -127,13 +127,17 @@ def resolve(name: str, settings: Settings) -> Configuration:
 
 def plan(names: list[str] | tuple[str, ...], settings: Settings) -> dict[str, Any]:
     """What the driver needs of each algorithm (``names``; none: every
-    registered one), or ``{"error": message}`` for a setting refused."""
+    registered one), or ``{"error": message}`` for a setting refused by an
+    algorithm named in ``names`` (of every registered one, such an algorithm
+    is skipped with the reason)."""
     entries = []
     for name in names or registered():
         try:
             configuration = resolve(name, settings)
         except ValueError as error:
-            return {"error": str(error)}
+            if names:
+                return {"error": str(error)}
+            configuration = Configuration(name, {}, (), [], skip=str(error))
         entry = {
             "algorithm": name,
             "skip": configuration.skip,

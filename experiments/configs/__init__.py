@@ -28,6 +28,18 @@ CONFIGS = {
     ("leo", "embeddings"): "leo_omniglot",
     ("maml", "embeddings"): "maml_embeddings",
     ("fomaml", "embeddings"): "maml_embeddings",
+    ("maml_plus_plus", "omniglot"): "maml_plus_plus_omniglot",
+    ("maml_plus_plus", "folder"): "maml_plus_plus_omniglot",
+    ("maml_plus_plus", "sinusoid"): "maml_plus_plus_sinusoid",
+    ("proto_maml", "omniglot"): "proto_maml_omniglot",
+    ("proto_maml", "folder"): "proto_maml_omniglot",
+    ("meta_sgd", "omniglot"): "meta_sgd_omniglot",
+    ("meta_sgd", "folder"): "meta_sgd_omniglot",
+    ("meta_sgd", "sinusoid"): "meta_sgd_sinusoid",
+    ("protonet", "omniglot"): "protonet_omniglot",
+    ("protonet", "folder"): "protonet_omniglot",
+    ("nearest_centroid", "omniglot"): "nearest_centroid_omniglot",
+    ("nearest_centroid", "folder"): "nearest_centroid_omniglot",
 }
 # Named alternatives to the default config of a pair (--config=<name>).
 CONFIG_CHOICES = {
@@ -95,6 +107,7 @@ BASE: dict[str, Any] = {
     # or leo (--algorithm=leo). New fixed keys default to None, so workdirs
     # written before they existed still resume.
     "model": None,
+    "pretrained_backbone": "",  # experiments.embed's conv4 (folder or .weights.h5) to start image learners from
     # --dataset=embeddings: <data_dir>/<embedding_dataset>/<embedding_crop>/<split>_embeddings.pkl
     "embedding_dataset": None,
     "embedding_crop": "center",

@@ -6,10 +6,25 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import batch, classification_task, floatx, seed_tensor, tiny_conv
-from tfmeta.algorithms import ALGORITHMS, FOMAML, LEO, MAML, Reptile
+from tfmeta.algorithms import (
+    ALGORITHMS,
+    FOMAML,
+    LEO,
+    MAML,
+    MAMLPlusPlus,
+    MetaSGD,
+    NearestCentroid,
+    ProtoMAML,
+    PrototypicalNetwork,
+    Reptile,
+)
+from tfmeta.core import FastWeightLearner
 
-# The algorithms that meta-learn any Keras model (LEO needs its own).
-FAST_WEIGHT_ALGORITHMS = sorted(n for n, a in ALGORITHMS.items() if a.model is None)
+# The algorithms that adapt any Keras model's weights by inner steps (LEO
+# needs its own model; Prototypical Networks adapt no weights).
+FAST_WEIGHT_ALGORITHMS = sorted(
+    n for n, a in ALGORITHMS.items() if issubclass(a.learner, FastWeightLearner)
+)
 
 
 def make(name, model, optimizer=None, **kwargs):
@@ -166,7 +181,17 @@ def test_bad_settings_are_refused(kwargs, message):
 
 def test_learner_classes_are_registered():
     learners = {name: algorithm.learner for name, algorithm in ALGORITHMS.items()}
-    assert learners == {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile, "leo": LEO}
+    assert learners == {
+        "maml": MAML,
+        "fomaml": FOMAML,
+        "maml_plus_plus": MAMLPlusPlus,
+        "meta_sgd": MetaSGD,
+        "proto_maml": ProtoMAML,
+        "reptile": Reptile,
+        "leo": LEO,
+        "protonet": PrototypicalNetwork,
+        "nearest_centroid": NearestCentroid,
+    }
     assert [a.name for a in ALGORITHMS.values() if a.model] == ["leo"]
 
 

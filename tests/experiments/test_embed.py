@@ -215,3 +215,46 @@ def test_binary_reports_missing_data_without_a_traceback(tmp_path):
     assert f"Omniglot folder {tmp_path / 'absent'} does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_any_training(tmp_path):
+    data_dir = fake_omniglot(tmp_path, alphabets=2, characters=3)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.embed",
+            f"--output_dir={taken}",
+            f"--data_dir={data_dir}",
+            "--max_steps=1",
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"--output_dir={taken} is a file, not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Epoch" not in result.stdout + result.stderr  # no training started
+    assert taken.read_text() == "a file"
+    # A file on the way to the embeddings folder: named, before reading data.
+    config = {
+        "output_dir": str(taken / "sub"),
+        "data_dir": str(tmp_path / "absent"),
+        "embedding_dataset": "omniglot",
+        "embedding_crop": "center",
+    }
+    with pytest.raises(NotADirectoryError) as error:
+        embed.write_embeddings(config)
+    assert str(error.value) == (
+        f"--output_dir={taken / 'sub'}: {taken} is a file, not a folder"
+    )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "omniglot").write_text("")
+    with pytest.raises(NotADirectoryError, match="out/omniglot is a file"):
+        embed.write_embeddings({**config, "output_dir": str(tmp_path / "out")})

@@ -96,6 +96,7 @@ def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
             n_way=N_WAY,
             k_shot=1,
             train_k_shot=None,
+            train_n_way=None,  # protonet_omniglot's 60 > the fake's classes
             q_query=1,
             eval_q_query=2,
             rotations="none",

@@ -95,6 +95,10 @@ print("ok", weights)
         ("reptile", "gradient_agreement", "loop"),
         # Replicas running their tasks through tf.map_fn, against the loop on one device.
         ("maml", "gradient_agreement", "map_fn"),
+        # Learners with meta-parameters of their own, a per-task start.
+        ("maml_plus_plus", "gradient_agreement", "loop"),
+        ("meta_sgd", "gradient_agreement", "map_fn"),
+        ("proto_maml", "gradient_agreement", "loop"),
     ],
 )
 def test_mirrored_meta_step_equals_one_device(algorithm, weighting, execution):

@@ -2,6 +2,11 @@
 
 from tfmeta.algorithms.leo import LEO
 from tfmeta.algorithms.maml import FOMAML, MAML
+from tfmeta.algorithms.maml_plus_plus import MAMLPlusPlus
+from tfmeta.algorithms.meta_sgd import MetaSGD
+from tfmeta.algorithms.nearest_centroid import NearestCentroid
+from tfmeta.algorithms.proto_maml import ProtoMAML
+from tfmeta.algorithms.protonet import PrototypicalNetwork
 from tfmeta.algorithms.registry import ALGORITHMS, get_algorithm
 from tfmeta.algorithms.reptile import Reptile
 from tfmeta.core import (
@@ -23,6 +28,11 @@ __all__ = [
     "InnerAdam",
     "InnerSGD",
     "Learner",
+    "MAMLPlusPlus",
+    "MetaSGD",
+    "NearestCentroid",
+    "ProtoMAML",
+    "PrototypicalNetwork",
     "Reptile",
     "TaskResult",
     "annealed_outer_optimizer",

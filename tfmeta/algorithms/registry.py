@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from tfmeta.algorithms import leo, maml, reptile
+from tfmeta.algorithms import (
+    leo,
+    maml,
+    maml_plus_plus,
+    meta_sgd,
+    nearest_centroid,
+    proto_maml,
+    protonet,
+    reptile,
+)
 from tfmeta.core.algorithm import Algorithm
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -11,8 +20,13 @@ ALGORITHMS: dict[str, Algorithm] = {
     for algorithm in (
         maml.MAML_ALGORITHM,
         maml.FOMAML_ALGORITHM,
+        maml_plus_plus.ALGORITHM,
         reptile.ALGORITHM,
         leo.ALGORITHM,
+        protonet.ALGORITHM,
+        nearest_centroid.ALGORITHM,
+        proto_maml.ALGORITHM,
+        meta_sgd.ALGORITHM,
     )
 }
 

@@ -200,21 +200,22 @@ def uses_batch_statistics(learner: Servable) -> bool:
     return any(isinstance(layer, MetaBatchNorm) for layer in layers(learner.model))
 
 
-def classification_signatures(
+def adaptation_signatures(
     learner: Servable, preprocessing: ImagePreprocessing | None
 ) -> dict[str, Callable]:
-    """Signatures of an N-way classifier ``[batch, H, W, C] -> [batch, N]``.
+    """The "adapt, then predict" signatures of an N-way classifier of inputs
+    ``[batch, H, W, C]`` (N: ``learner.model.output_shape[-1]``), through
+    ``learner.adapt(support_x, support_y)`` and ``learner.predict(adapted,
+    query_x, support_x)`` only, whatever "adapted" is (fast weights theta',
+    prototypes c_k):
 
     * ``adapt_and_predict`` (also ``serving_default``): ``support_x``
       float32 ``[S, H, W, C]``, ``support_y`` int32 ``[S]`` in [0, N),
       ``query_x`` ``[Q, H, W, C]`` -> ``logits``, ``probabilities`` ``[Q, N]``,
-      ``classes`` int32 ``[Q]``, after ``learner.eval_inner_steps`` inner steps.
+      ``classes`` int32 ``[Q]``, after the learner's meta-test adaptation.
     * ``adapt_and_predict_images`` (with ``preprocessing``): the same from
       ``support_images`` / ``query_images``, string ``[S]`` / ``[Q]`` of PNG
       or JPEG bytes.
-    * ``predict``: theta without adaptation on ``query_x`` (and ``support_x``
-      for the normalization statistics when the learner is not transductive
-      and the model normalizes).
     """
     example_shape = tuple(learner.model.input_shape[1:])
     n_way = int(learner.model.output_shape[-1])
@@ -271,7 +272,23 @@ def classification_signatures(
             return adapt_and_predict_checked(support_x, support_y, query_x)
 
         signatures["adapt_and_predict_images"] = adapt_and_predict_images
+    return signatures
 
+
+def classification_signatures(
+    learner: Servable, preprocessing: ImagePreprocessing | None
+) -> dict[str, Callable]:
+    """Signatures of an N-way classifier ``[batch, H, W, C] -> [batch, N]``
+    whose adapted state is fast weights theta' over its model:
+    ``adaptation_signatures`` (after ``learner.eval_inner_steps`` inner
+    steps) and
+
+    * ``predict``: theta without adaptation on ``query_x`` (and ``support_x``
+      for the normalization statistics when the learner is not transductive
+      and the model normalizes).
+    """
+    signatures = adaptation_signatures(learner, preprocessing)
+    example_shape = tuple(learner.model.input_shape[1:])
     if not learner.transductive and uses_batch_statistics(learner):
 
         @tf.function(
@@ -291,7 +308,7 @@ def classification_signatures(
             )
             support_x = check_examples("support_x", support_x, example_shape)
             query_x = check_examples("query_x", query_x, example_shape)
-            logits = learner.predict(learner.parameters(), query_x, support_x)
+            logits = learner.predict(learner.parameters(), query_x, support_x, 0)
             return classification_outputs(logits)
 
     else:
@@ -300,9 +317,8 @@ def classification_signatures(
         def predict(query_x):
             (query_x,) = _after([check_not_empty("query_x", query_x, "query")], query_x)
             query_x = check_examples("query_x", query_x, example_shape)
-            return classification_outputs(
-                learner.forward(learner.parameters(), query_x)
-            )
+            logits = learner.predict(learner.parameters(), query_x, None, 0)
+            return classification_outputs(logits)
 
     signatures["predict"] = predict
     return signatures

@@ -223,6 +223,17 @@ class Trainer:
             # A checkpoint of an earlier version, saved before its validation.
             self._save(start, self._validate(start), seconds())
         if start >= num_steps:
+            if not self.workdir.latest.steps():
+                # num_steps=0 on a new run (theta as built, e.g. a pretrained
+                # backbone or a learner that is not meta-trained): its
+                # meta-validation and the step-0 checkpoint that evaluation,
+                # export and a longer rerun read.
+                validate = self._validation_due(start, num_steps)
+                self._save(start, self._validate(start) if validate else False, 0.0)
+                for writer in self._writers.values():
+                    writer.flush()
+                self.print(f"num_steps {num_steps}: saved theta at step {start}")
+                return {"step": start, "train_seconds": previous_seconds}
             self.print(
                 f"already at step {start} >= num_steps {num_steps}; nothing to train"
             )

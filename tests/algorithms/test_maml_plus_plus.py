@@ -1,0 +1,203 @@
+"""MAML++: its meta-gradient against central finite differences in float64
+with each part on (multi-step loss, LSLR, per-step batch norm), the
+importance vector against its closed form, derivative-order annealing against
+first- and second-order MAML++, and the per-step parameters each step uses."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import (
+    classification_task,
+    floatx,
+    regression_task,
+    seed_tensor,
+    tiny_conv,
+    tiny_mlp,
+)
+from tfmeta.algorithms import MAMLPlusPlus
+from tfmeta.algorithms.maml_plus_plus import importance_vector, run_steps
+from tfmeta.core.inner_loop import SupportTask
+
+STEPS = 2
+
+
+def build(model=None, **kwargs):
+    with floatx("float64"):
+        model = model or tiny_conv(n_way=3, seed=1)
+        arguments = {
+            "inner_lr": 0.1,
+            "inner_steps": STEPS,
+            "multi_step_loss_steps": 10,
+            "adapt_variables": "all_but_norm",
+        }
+        arguments.update(kwargs)
+        return MAMLPlusPlus(model, keras.optimizers.SGD(0.0), **arguments)
+
+
+def objective(learner, task) -> float:
+    """sum_s v_s L(theta'_s; query), eagerly, from the current variables."""
+    support_x, support_y, query_x, query_y = task
+    steps = learner.inner_steps
+    if learner.multi_step_loss:
+        weights = learner.step_weights().numpy()
+    else:
+        weights = np.eye(steps)[-1]
+    trajectory = learner.inner.run(
+        learner.parameters(),
+        SupportTask(support_x, support_y, seed_tensor(), True),
+        steps,
+        differentiable=False,
+        trajectory=True,
+    )
+    total = 0.0
+    for step, (weight, fast) in enumerate(zip(weights, trajectory), start=1):
+        outputs = learner.predict(fast, query_x, support_x, step)
+        total += weight * float(learner.loss(outputs, query_y))
+    return total
+
+
+def check_finite_differences(learner, task, epsilon=1e-6, directions=3):
+    gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+    theta = [v.numpy().copy() for v in learner.variables]
+    rng = np.random.default_rng(0)
+    for _ in range(directions):
+        direction = [rng.normal(size=t.shape) for t in theta]
+        values = []
+        for sign in (1.0, -1.0):
+            for variable, t, d in zip(learner.variables, theta, direction):
+                variable.assign(t + sign * epsilon * d)
+            values.append(objective(learner, task))
+        for variable, t in zip(learner.variables, theta):
+            variable.assign(t)
+        numeric = (values[0] - values[1]) / (2 * epsilon)
+        analytic = sum(
+            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
+        )
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+    return gradient
+
+
+PARTS = {
+    "all": {},
+    "multi_step_loss": {"learned_step_sizes": False, "per_step_batch_norm": False},
+    "lslr": {"multi_step_loss": False, "per_step_batch_norm": False},
+    "per_step_batch_norm": {"multi_step_loss": False, "learned_step_sizes": False},
+}
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+@pytest.mark.parametrize("part", sorted(PARTS))
+def test_meta_gradient_matches_finite_differences(part, transductive):
+    learner = build(transductive=transductive, **PARTS[part])
+    # Mid-annealing, so that the importance vector is not uniform.
+    learner.outer_optimizer.iterations.assign(4)
+    task = classification_task(np.random.default_rng(0))
+    gradient = check_finite_differences(learner, task)
+    own = gradient[len(learner.model.trainable_variables) :]
+    assert len(own) == len(learner.own_variables)
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0.0 for g in own)
+
+
+def test_second_order_through_learned_rates_on_the_sinusoid_mlp():
+    with floatx("float64"):
+        model = tiny_mlp(seed=3, hidden=(5, 5))
+    learner = build(model, problem="regression", inner_lr=0.05, inner_steps=3)
+    learner.outer_optimizer.iterations.assign(2)
+    check_finite_differences(learner, regression_task(np.random.default_rng(1)))
+
+
+def test_importance_vector_closed_form():
+    five = importance_vector(5, tf.constant(0.0), tf.float64).numpy()
+    np.testing.assert_allclose(five, [0.2] * 5)
+    half = importance_vector(5, tf.constant(0.5), tf.float64).numpy()
+    np.testing.assert_allclose(half, [0.1, 0.1, 0.1, 0.1, 0.6])
+    late = importance_vector(5, tf.constant(0.99), tf.float64).numpy()
+    np.testing.assert_allclose(late[:4], [0.006] * 4)  # the floor 0.03 / S
+    np.testing.assert_allclose(late[4], 0.976)  # 1 - 4 * 0.006
+    np.testing.assert_allclose(
+        importance_vector(5, tf.constant(1.0), tf.float64).numpy(), [0, 0, 0, 0, 1]
+    )
+    np.testing.assert_allclose(
+        importance_vector(1, tf.constant(0.3), tf.float64).numpy(), [1.0]
+    )
+
+
+def test_derivative_order_annealing_is_first_order_then_second():
+    task = classification_task(np.random.default_rng(3))
+    annealed = build(first_order_steps_of_run=3)
+    first = build(first_order=True)
+    second = build()
+
+    def gradient(learner, step):
+        learner.outer_optimizer.iterations.assign(step)
+        result = learner.meta_step.task(*task, seed_tensor())
+        return [g.numpy() for g in result.meta_gradient]
+
+    for step, reference in ((0, first), (2, first), (3, second), (7, second)):
+        for a, b in zip(gradient(annealed, step), gradient(reference, step)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    # First and second order differ, and the first-order phase still trains
+    # the learned step sizes (theta' = theta - alpha * g, g held constant).
+    difference = max(
+        np.abs(a - b).max() for a, b in zip(gradient(first, 0), gradient(second, 0))
+    )
+    assert difference > 1e-6
+    rates = gradient(first, 0)[annealed.rate_offset :]
+    assert all(np.abs(r).max() > 0.0 for r in rates)
+
+
+def test_each_step_uses_its_own_parameters():
+    learner = build(multi_step_loss=False)
+    for (model_index, own_index), variable in zip(
+        learner.norm_slots, learner.own_variables
+    ):
+        variable.assign(
+            variable + tf.reshape(tf.range(STEPS, dtype=tf.float64), [-1, 1])
+        )
+    params = learner.parameters()
+    for step in range(STEPS + 2):  # past the trained steps: the last one's
+        slot = min(step, STEPS - 1)
+        chosen = learner.parameters_at_step(params, step)
+        for model_index, own_index in learner.norm_slots:
+            np.testing.assert_array_equal(chosen[model_index], params[own_index][slot])
+        rates = learner.step_learning_rates(params, tf.constant(step))
+        assert len(rates) == len(learner.inner.adapted)
+    # One inner step: theta' = theta - alpha_{l,0} * grad, a rate per tensor.
+    for index, rate in enumerate(learner.step_sizes):
+        rate.assign([0.01 * (index + 1), 0.5])
+    support_x, support_y, _, _ = classification_task(np.random.default_rng(4))
+    start = learner.parameters()
+    with tf.GradientTape() as tape:
+        tape.watch(start)
+        loss = learner.loss(learner.step_forward(start, support_x, 0), support_y)
+    grads = tape.gradient(loss, start)
+    fast = learner.inner_loop(start, support_x, support_y, 1, differentiable=False)
+    for index, (tensor, rate) in enumerate(
+        zip(learner.inner.adapted, learner.step_sizes)
+    ):
+        expected = start[tensor] - 0.01 * (index + 1) * grads[tensor]
+        np.testing.assert_allclose(fast[tensor], expected, rtol=1e-12)
+    # Normalization layers do not adapt; the model's own scale and offset are
+    # replaced by the per-step ones, so their meta-gradient is zero.
+    task = classification_task(np.random.default_rng(5))
+    gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+    for model_index, _ in learner.norm_slots:
+        np.testing.assert_array_equal(fast[model_index], start[model_index])
+        assert float(tf.reduce_max(tf.abs(gradient[model_index]))) == 0.0
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(0.1, 100), (0.0, 0), (250, 250), (250.0, 250), (1, 1)]
+)
+def test_schedules_in_steps_or_fractions(value, expected):
+    assert run_steps("multi_step_loss_steps", value, 1000) == expected
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, float("nan"), "x", True])
+def test_bad_schedules_are_refused(value):
+    with pytest.raises(ValueError, match="multi_step_loss_steps"):
+        run_steps("multi_step_loss_steps", value, 1000)

@@ -1,0 +1,241 @@
+"""Meta-SGD: alpha's shapes and initialization, the inner step by hand, the
+meta-gradient in theta and alpha against central finite differences in
+float64, alpha in checkpoints and exports, and Gradient Agreement."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments.export import export_workdir
+from tests.export import (
+    Exported,
+    episode,
+    fake_omniglot,
+    in_memory_learner,
+    tiny_config,
+    train_workdir,
+)
+from tests.helpers import (
+    classification_task,
+    floatx,
+    regression_task,
+    seed_tensor,
+    tiny_conv,
+    tiny_mlp,
+)
+from tfmeta.algorithms import MetaSGD
+from tfmeta.training import Trainer
+
+
+def conv_learner(model_seed=1, **kwargs):
+    with floatx("float64"):
+        return MetaSGD(
+            tiny_conv(seed=model_seed),
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.3,
+            **kwargs,
+        )
+
+
+def test_alpha_has_the_shapes_of_theta_and_the_papers_initialization():
+    learner = conv_learner(seed=2)  # alpha is drawn from the learner's seed
+    count = len(learner.model.trainable_variables)
+    assert learner.variables[count:] == learner.alphas
+    for alpha, variable in zip(learner.alphas, learner.model.trainable_variables):
+        assert alpha.shape == variable.shape and alpha.dtype == tf.float64
+    values = np.concatenate([a.numpy().ravel() for a in learner.alphas])
+    assert values.min() >= 0.005 and values.max() <= 0.1 and values.std() > 0.02
+    same, other = conv_learner(model_seed=5, seed=2), conv_learner(seed=3)
+    np.testing.assert_array_equal(same.alphas[0].numpy(), learner.alphas[0].numpy())
+    assert not np.allclose(other.alphas[0].numpy(), learner.alphas[0].numpy())
+    constant = conv_learner(meta_sgd_init="constant")
+    for alpha in constant.alphas:
+        np.testing.assert_array_equal(alpha.numpy(), 0.3)
+    head = conv_learner(adapt_variables="head")
+    assert [a.shape for a in head.alphas] == [
+        v.shape for v in head.model.layers[-1].trainable_variables
+    ]
+
+
+def test_one_inner_step_is_theta_minus_alpha_times_gradient():
+    learner = conv_learner(model_seed=3, eval_inner_steps=1)
+    support_x, support_y, _, _ = classification_task(np.random.default_rng(3))
+    theta = learner.parameters()
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = learner.loss(learner.forward(theta, support_x), support_y)
+    grads = tape.gradient(loss, theta[: len(learner.alphas)])
+    adapted = learner.adapt(support_x, support_y)
+    for k, (t, alpha, g) in enumerate(zip(theta, learner.alphas, grads)):
+        expected = t.numpy() - alpha.numpy() * g.numpy()
+        np.testing.assert_allclose(adapted[k].numpy(), expected, rtol=1e-12, atol=1e-14)
+    for t, a in zip(theta[len(learner.alphas) :], adapted[len(learner.alphas) :]):
+        np.testing.assert_array_equal(
+            a.numpy(), t.numpy()
+        )  # alpha itself does not adapt
+
+
+def objective(learner, task, steps):
+    support_x, support_y, query_x, query_y = task
+    fast = learner.inner_loop(
+        learner.parameters(), support_x, support_y, steps, False, seed_tensor()
+    )
+    return float(
+        learner.loss(learner.predict(fast, query_x, support_x, steps), query_y)
+    )
+
+
+def check_finite_differences(learner, task, steps, epsilon):
+    """Directional derivatives along random directions of (theta, alpha), and
+    of alpha alone."""
+    gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+    values = [v.numpy().copy() for v in learner.variables]
+    count = len(learner.model.trainable_variables)
+    rng = np.random.default_rng(0)
+    for only_alpha in (False, False, True):
+        direction = [rng.normal(size=v.shape) for v in values]
+        if only_alpha:
+            direction[:count] = [np.zeros_like(v) for v in values[:count]]
+        sides = []
+        for sign in (1.0, -1.0):
+            for variable, v, d in zip(learner.variables, values, direction):
+                variable.assign(v + sign * epsilon * d)
+            sides.append(objective(learner, task, steps))
+        for variable, v in zip(learner.variables, values):
+            variable.assign(v)
+        numeric = (sides[0] - sides[1]) / (2 * epsilon)
+        analytic = sum(
+            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
+        )
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-10)
+    assert min(float(tf.norm(g)) for g in gradient[count:]) > 0.0
+    return gradient
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_meta_gradient_in_theta_and_alpha_matches_finite_differences(steps):
+    # 2 steps: the backward pass recomputes each step's activations.
+    learner = conv_learner(model_seed=4, inner_steps=steps, recompute=steps == 2)
+    # epsilon 1e-5 crosses a ReLU kink of this net at 2 steps (error 1e-4)
+    check_finite_differences(
+        learner, classification_task(np.random.default_rng(4)), steps, 1e-6
+    )
+    with floatx("float64"):
+        regressor = MetaSGD(
+            tiny_mlp(seed=4),
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.05,
+            inner_steps=steps,
+            problem="regression",
+            unroll_inner_loop=steps == 1,  # 2 steps: a differentiated while loop
+        )
+    check_finite_differences(
+        regressor, regression_task(np.random.default_rng(4)), steps, 1e-6
+    )
+
+
+def test_first_order_keeps_alphas_gradient():
+    """First order: d theta'/d theta = I and dL/d alpha = -grad_support * grad_query(theta')."""
+    learner = conv_learner(model_seed=5, first_order=True)
+    task = classification_task(np.random.default_rng(5))
+    support_x, support_y, query_x, query_y = task
+    theta = learner.parameters()
+    count = len(learner.alphas)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = learner.loss(learner.forward(theta, support_x), support_y)
+    support_grad = tape.gradient(loss, theta[:count])
+    fast = [t - a * g for t, a, g in zip(theta, learner.alphas, support_grad)]
+    with tf.GradientTape() as tape:
+        tape.watch(fast)
+        loss = learner.loss(learner.predict(fast, query_x, support_x, 1), query_y)
+    query_grad = tape.gradient(loss, fast)
+    got = learner.meta_step.task(*task, seed_tensor()).meta_gradient
+    for k in range(count):
+        np.testing.assert_allclose(
+            got[k].numpy(), query_grad[k].numpy(), rtol=1e-9, atol=1e-13
+        )
+        expected = -support_grad[k].numpy() * query_grad[k].numpy()
+        np.testing.assert_allclose(
+            got[count + k].numpy(), expected, rtol=1e-9, atol=1e-13
+        )
+
+
+def test_gradient_agreement_update_is_alpha_times_gradient():
+    """theta - theta'_i: alpha * grad for theta, zero for alpha (it does not adapt)."""
+    learner = conv_learner(model_seed=6, task_weighting="gradient_agreement")
+    task = classification_task(np.random.default_rng(6))
+    theta = learner.parameters()
+    count = len(learner.alphas)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = learner.loss(learner.forward(theta, task[0]), task[1])
+    grads = tape.gradient(loss, theta[:count])
+    update = learner.meta_step.task(*task, seed_tensor()).update
+    assert len(update) == 2 * count
+    for u, a, g in zip(update, learner.alphas, grads):
+        np.testing.assert_allclose(u.numpy(), (a * g).numpy(), rtol=1e-9, atol=1e-14)
+    assert all(float(tf.reduce_max(tf.abs(u))) == 0.0 for u in update[count:])
+    rng = np.random.default_rng(7)
+    tasks = [classification_task(rng) for _ in range(3)]
+    out = learner.meta_train_step(tuple(tf.stack(parts) for parts in zip(*tasks)))
+    weights = out["task_weights"].numpy()
+    assert np.all(np.isfinite(weights)) and np.abs(weights - 1 / 3).max() > 1e-4
+
+
+def _episodes(start_step=0):
+    rng = np.random.default_rng(start_step)
+    while True:
+        x = rng.uniform(-1, 1, size=(2, 6, 1)).astype(np.float32)
+        yield (x[:, :3], np.sin(x[:, :3]), x[:, 3:], np.sin(x[:, 3:]))
+
+
+def test_alphas_are_checkpointed_and_resumed(tmp_path):
+    def make():
+        return MetaSGD(
+            tiny_mlp(seed=1),
+            keras.optimizers.Adam(0.01),
+            inner_lr=0.1,
+            problem="regression",
+        )
+
+    learner = make()
+    initial = [a.numpy().copy() for a in learner.alphas]
+    Trainer(learner, str(tmp_path), _episodes, checkpoint_every=1).train(2)
+    trained = [a.numpy().copy() for a in learner.alphas]
+    assert all(np.abs(a - b).max() > 1e-4 for a, b in zip(trained, initial))
+    fresh = make()
+    assert Trainer(fresh, str(tmp_path), _episodes).resume() == 2
+    for got, want in zip(fresh.alphas, trained):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_export_serves_the_learned_alphas(tmp_path):
+    data_dir = fake_omniglot(tmp_path / "omniglot")
+    config = tiny_config("meta_sgd", "omniglot", str(data_dir))
+    workdir = train_workdir(tmp_path / "run", config)
+    result = export_workdir(str(workdir), str(tmp_path / "models" / "meta_sgd"))
+    learner = in_memory_learner(Exported(workdir, tmp_path, result["path"], config))
+    fresh = MetaSGD(learner.model, keras.optimizers.SGD(0.0), inner_lr=0.4)
+    assert any(  # 2 meta-steps moved alpha from its initialization
+        np.abs(a.numpy() - b.numpy()).max() > 1e-5
+        for a, b in zip(learner.alphas, fresh.alphas)
+    )
+    loaded = tf.saved_model.load(result["path"])
+    saved = loaded.variables_to_save[-len(learner.alphas) :]  # theta, then alpha
+    for got, alpha in zip(saved, learner.alphas):
+        np.testing.assert_array_equal(got.numpy(), alpha.numpy())
+    support_x, support_y, query_x = episode(seed=3, k_shot=2)
+    fast = learner.adapt(tf.constant(support_x), tf.constant(support_y))
+    expected = learner.predict(fast, tf.constant(query_x), tf.constant(support_x))
+    served = loaded.signatures["adapt_and_predict"](
+        support_x=tf.constant(support_x),
+        support_y=tf.constant(support_y),
+        query_x=tf.constant(query_x),
+    )
+    np.testing.assert_allclose(
+        served["logits"].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5
+    )
