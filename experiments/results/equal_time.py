@@ -163,7 +163,7 @@ def run_row(out: pathlib.Path, row: str, seed: str) -> None:
                     f"--num_steps={FLAGS.pilot_steps}",
                     "--log_every=10",
                     "--val_tasks=0",
-                    "--test_tasks=0",
+                    "--noevaluate",
                 ],
             ),
             out / ".pilot" / f"{workdir.name}.log",

@@ -1,6 +1,7 @@
 """Meta-SGD: alpha's shapes and initialization, the inner step by hand, the
 meta-gradient in theta and alpha against central finite differences in
-float64, alpha in checkpoints and exports, and Gradient Agreement."""
+float64, alpha in checkpoints, the oneDNN refusal, and Gradient Agreement
+(the export: ``test_conformance.py``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.export import export_workdir
-from tests.export import (
-    Exported,
-    episode,
-    fake_omniglot,
-    in_memory_learner,
-    tiny_config,
-    train_workdir,
-)
 from tests.helpers import (
     classification_task,
     floatx,
@@ -31,6 +23,7 @@ from tfmeta.training import Trainer
 
 
 def conv_learner(model_seed=1, **kwargs):
+    kwargs.setdefault("adapt_variables", "all")  # float64: no oneDNN rewrite
     with floatx("float64"):
         return MetaSGD(
             tiny_conv(seed=model_seed),
@@ -193,6 +186,26 @@ def _episodes(start_step=0):
         yield (x[:, :3], np.sin(x[:, :3]), x[:, 3:], np.sin(x[:, 3:]))
 
 
+def test_batch_norm_adapting_under_onednn_is_refused_in_float32():
+    from tfmeta import runtime
+
+    if runtime.onednn_enabled():
+        with pytest.raises(ValueError, match="adapt_variables=all_but_norm"):
+            MetaSGD(
+                tiny_conv(),
+                keras.optimizers.SGD(0.0),
+                inner_lr=0.1,
+                adapt_variables="all",
+            )
+    else:  # TensorFlow's own kernels: nothing to refuse
+        learner = MetaSGD(
+            tiny_conv(), keras.optimizers.SGD(0.0), inner_lr=0.1, adapt_variables="all"
+        )
+        assert learner.adapt_variables == "all"
+    learner = MetaSGD(tiny_conv(), keras.optimizers.SGD(0.0), inner_lr=0.1)  # default
+    assert learner.adapt_variables == "all_but_norm"
+
+
 def test_alphas_are_checkpointed_and_resumed(tmp_path):
     def make():
         return MetaSGD(
@@ -211,31 +224,3 @@ def test_alphas_are_checkpointed_and_resumed(tmp_path):
     assert Trainer(fresh, str(tmp_path), _episodes).resume() == 2
     for got, want in zip(fresh.alphas, trained):
         np.testing.assert_array_equal(got.numpy(), want)
-
-
-def test_export_serves_the_learned_alphas(tmp_path):
-    data_dir = fake_omniglot(tmp_path / "omniglot")
-    config = tiny_config("meta_sgd", "omniglot", str(data_dir))
-    workdir = train_workdir(tmp_path / "run", config)
-    result = export_workdir(str(workdir), str(tmp_path / "models" / "meta_sgd"))
-    learner = in_memory_learner(Exported(workdir, tmp_path, result["path"], config))
-    fresh = MetaSGD(learner.model, keras.optimizers.SGD(0.0), inner_lr=0.4)
-    assert any(  # 2 meta-steps moved alpha from its initialization
-        np.abs(a.numpy() - b.numpy()).max() > 1e-5
-        for a, b in zip(learner.alphas, fresh.alphas)
-    )
-    loaded = tf.saved_model.load(result["path"])
-    saved = loaded.variables_to_save[-len(learner.alphas) :]  # theta, then alpha
-    for got, alpha in zip(saved, learner.alphas):
-        np.testing.assert_array_equal(got.numpy(), alpha.numpy())
-    support_x, support_y, query_x = episode(seed=3, k_shot=2)
-    fast = learner.adapt(tf.constant(support_x), tf.constant(support_y))
-    expected = learner.predict(fast, tf.constant(query_x), tf.constant(support_x))
-    served = loaded.signatures["adapt_and_predict"](
-        support_x=tf.constant(support_x),
-        support_y=tf.constant(support_y),
-        query_x=tf.constant(query_x),
-    )
-    np.testing.assert_allclose(
-        served["logits"].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5
-    )

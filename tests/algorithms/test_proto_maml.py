@@ -1,6 +1,7 @@
 """Proto-MAML: the prototype head by hand, its meta-gradient against central
 finite differences in float64, adaptation as MAML's inner loop from that
-head, a short training run, and the export."""
+head, and a short training run (resume, export and serving:
+``test_conformance.py``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.export import export_workdir
-from tests.export import (
-    Exported,
-    episode,
-    fake_omniglot,
-    in_memory_learner,
-    tiny_config,
-    train_workdir,
-)
 from tests.helpers import (
     batch,
     classification_task,
@@ -215,26 +207,3 @@ def test_short_training_run_raises_accuracy():
         learner.meta_train_step(tasks(rng, 4))
     after = float(tf.reduce_mean(learner.meta_eval_step(test)["accuracy"]))
     assert before < 0.6 and after > 0.8, (before, after)
-
-
-def test_export_serves_the_in_memory_prediction(tmp_path):
-    data_dir = fake_omniglot(tmp_path / "omniglot")
-    config = tiny_config("proto_maml", "omniglot", str(data_dir))
-    workdir = train_workdir(tmp_path / "run", config)
-    result = export_workdir(str(workdir), str(tmp_path / "models" / "proto_maml"))
-    exported = Exported(workdir, tmp_path / "models", result["path"], config)
-    learner = in_memory_learner(exported)
-    support_x, support_y, query_x = episode(seed=2, k_shot=2)
-    fast = learner.adapt(tf.constant(support_x), tf.constant(support_y))
-    expected = learner.predict(fast, tf.constant(query_x), tf.constant(support_x))
-    loaded = tf.saved_model.load(result["path"])
-    served = loaded.signatures["adapt_and_predict"](
-        support_x=tf.constant(support_x),
-        support_y=tf.constant(support_y),
-        query_x=tf.constant(query_x),
-    )
-    np.testing.assert_allclose(
-        served["logits"].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5
-    )
-    assert "predict" not in loaded.signatures  # theta's own head is never trained
-    assert result["metadata"]["algorithm"] == "proto_maml"

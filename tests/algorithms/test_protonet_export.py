@@ -1,6 +1,7 @@
 """Prototypical Networks through the binaries' pieces: 4-way training
-episodes for a 3-way model, a resumed run, an export whose signatures give
-the in-memory learner's predictions, and a meta-step split over replicas."""
+episodes for a 3-way model, the head left untrained, the export's metadata,
+and a meta-step split over replicas (resume and served predictions:
+``test_conformance.py``)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,15 @@ import pytest
 import tensorflow as tf
 
 from experiments import builders, task_data
-from experiments.export import export_workdir, restore_learner
+from experiments.export import export_workdir
 from tests.export import (
     Exported,
-    episode,
     fake_omniglot,
     in_memory_learner,
-    omniglot_png,
     tiny_config,
     train_workdir,
 )
 from tests.helpers import REPO
-from tfmeta.data import preprocess_omniglot_image
 from tfmeta.export import METADATA_FILE
 
 
@@ -71,58 +69,6 @@ def test_meta_training_moves_the_embedding_and_not_the_head(exported):
         moved[variable.path] = not np.array_equal(variable.numpy(), start.numpy())
     assert not moved["conv4/head/kernel"] and not moved["conv4/head/bias"]
     assert moved["conv4/conv0/kernel"] and moved["conv4/norm1/gamma"]
-
-
-def test_a_resumed_run_ends_where_the_straight_run_does(exported, tmp_path):
-    workdir = tmp_path / "resumed"
-    train_workdir(workdir, {**exported.config, "num_steps": 1})
-    train_workdir(workdir, exported.config)  # a fresh learner resumes at step 1
-    config = exported.config
-    resumed, path = restore_learner(str(workdir), config, "latest")
-    straight, _ = restore_learner(str(exported.workdir), config, "latest")
-    assert path.endswith("ckpt-2")
-    for a, b in zip(resumed.variables, straight.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_the_export_serves_the_in_memory_learners_predictions(exported):
-    loaded = tf.saved_model.load(str(exported.path))
-    learner = in_memory_learner(exported)
-    support_x, support_y, query_x = episode(seed=1, k_shot=2, queries=5)
-    served = loaded.signatures["serving_default"](
-        support_x=tf.constant(support_x),
-        support_y=tf.constant(support_y),
-        query_x=tf.constant(query_x),
-    )
-    prototypes = learner.adapt(tf.constant(support_x), tf.constant(support_y))
-    expected = learner.predict(prototypes, tf.constant(query_x), tf.constant(support_x))
-    np.testing.assert_allclose(
-        served["logits"].numpy(), expected.numpy(), rtol=1e-6, atol=1e-5
-    )
-    np.testing.assert_array_equal(
-        served["classes"].numpy(), np.argmax(expected.numpy(), axis=1)
-    )
-    # PNG bytes decoded in the graph as in training.
-    rng = np.random.default_rng(2)
-    support_png = [omniglot_png(rng) for _ in range(6)]
-    query_png = [omniglot_png(rng) for _ in range(4)]
-    labels = np.repeat(np.arange(3), 2).astype(np.int32)
-    images = loaded.signatures["adapt_and_predict_images"](
-        support_images=tf.constant(support_png),
-        support_y=tf.constant(labels),
-        query_images=tf.constant(query_png),
-    )["logits"].numpy()
-
-    def decode(pngs):
-        return tf.stack([preprocess_omniglot_image(tf.constant(p), 28) for p in pngs])
-
-    support_images = decode(support_png)
-    expected = learner.predict(
-        learner.adapt(support_images, tf.constant(labels)),
-        decode(query_png),
-        support_images,
-    ).numpy()
-    np.testing.assert_allclose(images, expected, rtol=1e-6, atol=1e-5)
 
 
 def test_the_export_describes_the_prototype_rule(exported):

@@ -97,7 +97,6 @@ print("ok", weights)
         ("maml", "gradient_agreement", "map_fn"),
         # Learners with meta-parameters of their own, a per-task start.
         ("maml_plus_plus", "gradient_agreement", "loop"),
-        ("meta_sgd", "gradient_agreement", "map_fn"),
         ("proto_maml", "gradient_agreement", "loop"),
     ],
 )

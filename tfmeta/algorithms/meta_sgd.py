@@ -27,7 +27,8 @@ fusion of ``Conv2DBackpropFilter`` with ``BiasAddGrad``) builds a graph with
 a cycle in about 2 of 5 processes, failing the first meta-step ("N nodes in a
 cycle"); with ``"all_but_norm"`` (MAML++'s code's choice: normalization
 layers do not adapt) or with oneDNN off it never did in 21 tries. So
-``check`` refuses "all" for a model with batch norm while oneDNN is on.
+the learner (and the config ``check``) refuses "all" for a float32 model with
+batch norm while oneDNN is on; the learner's default is "all_but_norm".
 
   python -m experiments.train --algorithm=meta_sgd --dataset=omniglot \
       --workdir=/tmp/tfmeta/meta_sgd_omniglot
@@ -49,6 +50,7 @@ from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import InnerLoop
 from tfmeta.core.inner_optimizers import InnerSGD
 from tfmeta.core.problem import Problem
+from tfmeta.models.batch_norm import MetaBatchNorm
 
 INITS = ("uniform", "constant")
 PAPER_INIT_RANGE = (0.005, 0.1)  # alpha ~ U[0.005, 0.1] (Li et al. 2017)
@@ -70,6 +72,23 @@ def initial_alphas(
     rng = np.random.default_rng(seed)
     low, high = PAPER_INIT_RANGE
     return [rng.uniform(low, high, size=shape) for shape in shapes]
+
+
+def check_onednn(model: keras.Model, adapt_variables: str) -> None:
+    """Refuses batch norm adapting with per-element alpha in a float32 model
+    under oneDNN (the module docstring says why; oneDNN rewrites float32
+    graphs only)."""
+    has_norm = any(isinstance(layer, MetaBatchNorm) for layer in model.layers)
+    float32 = model.trainable_variables[0].dtype == "float32"
+    if adapt_variables == "all" and has_norm and float32 and runtime.onednn_enabled():
+        raise ValueError(ONEDNN_MESSAGE)
+
+
+ONEDNN_MESSAGE = (
+    "meta_sgd with adapt_variables=all (batch norm adapting with per-element "
+    "alpha) trips a TensorFlow oneDNN graph-rewrite bug: use "
+    "--adapt_variables=all_but_norm, or set TF_ENABLE_ONEDNN_OPTS=0"
+)
 
 
 class MetaSGD(maml.MAML):
@@ -94,6 +113,8 @@ class MetaSGD(maml.MAML):
         **kwargs,
     ):
         check_init(meta_sgd_init)
+        kwargs.setdefault("adapt_variables", "all_but_norm")
+        check_onednn(model, kwargs["adapt_variables"])
         optimizer = inner_optimizer_from(
             kwargs.pop("inner_lr", None), kwargs.pop("inner_optimizer", None)
         )
@@ -161,11 +182,7 @@ def check(config: Config) -> None:
         and config.get("dataset") in ("omniglot", "folder")
         and runtime.onednn_enabled()
     ):
-        raise ValueError(
-            "meta_sgd with adapt_variables=all (batch norm adapting with "
-            "per-element alpha) trips a TensorFlow oneDNN graph-rewrite bug: use "
-            "--adapt_variables=all_but_norm, or set TF_ENABLE_ONEDNN_OPTS=0"
-        )
+        raise ValueError(ONEDNN_MESSAGE)
     if config["inner_optimizer"] != "sgd":
         raise ValueError(
             f"inner_optimizer must be sgd for meta_sgd (alpha scales SGD steps), got "
