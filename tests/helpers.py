@@ -110,3 +110,31 @@ def batch(*tasks):
 
 def seed_tensor(index: int = 0) -> tf.Tensor:
     return tf.constant([0, index], tf.int64)
+
+
+def random_directions(learner, count: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """``count`` random directions in theta (arrays aligned with ``learner.variables``)."""
+    rng = np.random.default_rng(seed)
+    return [[rng.normal(size=v.shape) for v in learner.variables] for _ in range(count)]
+
+
+def check_directional_derivatives(
+    learner, gradient, value, directions, epsilon=1e-6, rel=1e-6, abs=1e-9
+) -> None:
+    """For each direction d (arrays aligned with ``learner.variables``), the
+    central difference (value(theta + eps d) - value(theta - eps d)) / 2 eps
+    equals <gradient, d>; ``value()`` reads the learner's variables."""
+    theta = [v.numpy().copy() for v in learner.variables]
+    for direction in directions:
+        sides = []
+        for sign in (1.0, -1.0):
+            for variable, t, d in zip(learner.variables, theta, direction):
+                variable.assign(t + sign * epsilon * d)
+            sides.append(value())
+        for variable, t in zip(learner.variables, theta):
+            variable.assign(t)
+        numeric = (sides[0] - sides[1]) / (2 * epsilon)
+        analytic = sum(
+            float(np.sum(np.asarray(g) * d)) for g, d in zip(gradient, direction)
+        )
+        assert analytic == pytest.approx(numeric, rel=rel, abs=abs)

@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import (
+    check_directional_derivatives,
     classification_task,
     floatx,
+    random_directions,
     regression_task,
     seed_tensor,
     tiny_conv,
@@ -60,24 +62,14 @@ def objective(learner, task) -> float:
     return total
 
 
-def check_finite_differences(learner, task, epsilon=1e-6, directions=3):
+def check_finite_differences(learner, task):
     gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
-    theta = [v.numpy().copy() for v in learner.variables]
-    rng = np.random.default_rng(0)
-    for _ in range(directions):
-        direction = [rng.normal(size=t.shape) for t in theta]
-        values = []
-        for sign in (1.0, -1.0):
-            for variable, t, d in zip(learner.variables, theta, direction):
-                variable.assign(t + sign * epsilon * d)
-            values.append(objective(learner, task))
-        for variable, t in zip(learner.variables, theta):
-            variable.assign(t)
-        numeric = (values[0] - values[1]) / (2 * epsilon)
-        analytic = sum(
-            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
-        )
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+    check_directional_derivatives(
+        learner,
+        gradient,
+        lambda: objective(learner, task),
+        random_directions(learner, 3),
+    )
     return gradient
 
 

@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import (
+    check_directional_derivatives,
     classification_task,
     floatx,
+    random_directions,
     regression_task,
     seed_tensor,
     tiny_conv,
@@ -85,25 +87,18 @@ def check_finite_differences(learner, task, steps, epsilon):
     """Directional derivatives along random directions of (theta, alpha), and
     of alpha alone."""
     gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
-    values = [v.numpy().copy() for v in learner.variables]
     count = len(learner.model.trainable_variables)
-    rng = np.random.default_rng(0)
-    for only_alpha in (False, False, True):
-        direction = [rng.normal(size=v.shape) for v in values]
-        if only_alpha:
-            direction[:count] = [np.zeros_like(v) for v in values[:count]]
-        sides = []
-        for sign in (1.0, -1.0):
-            for variable, v, d in zip(learner.variables, values, direction):
-                variable.assign(v + sign * epsilon * d)
-            sides.append(objective(learner, task, steps))
-        for variable, v in zip(learner.variables, values):
-            variable.assign(v)
-        numeric = (sides[0] - sides[1]) / (2 * epsilon)
-        analytic = sum(
-            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
-        )
-        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-10)
+    directions = random_directions(learner, 3)
+    directions[-1][:count] = [np.zeros_like(d) for d in directions[-1][:count]]
+    check_directional_derivatives(
+        learner,
+        gradient,
+        lambda: objective(learner, task, steps),
+        directions,
+        epsilon=epsilon,
+        rel=1e-5,
+        abs=1e-10,
+    )
     assert min(float(tf.norm(g)) for g in gradient[count:]) > 0.0
     return gradient
 

@@ -12,8 +12,10 @@ import tensorflow as tf
 
 from tests.helpers import (
     batch,
+    check_directional_derivatives,
     classification_task,
     floatx,
+    random_directions,
     seed_tensor,
     tiny_conv,
     tiny_mlp,
@@ -75,22 +77,14 @@ def test_meta_gradient_matches_finite_differences(steps, transductive):
     assert float(tf.reduce_max(tf.abs(gradient[learner.kernel_index]))) == 0.0
     assert float(tf.reduce_max(tf.abs(gradient[learner.bias_index]))) == 0.0
     assert float(tf.norm(gradient[0])) > 1e-4
-    theta = [v.numpy().copy() for v in learner.variables]
-    rng, epsilon = np.random.default_rng(0), 1e-5
-    for _ in range(3):
-        direction = [rng.normal(size=t.shape) for t in theta]
-        values = []
-        for sign in (1.0, -1.0):
-            for variable, t, d in zip(learner.variables, theta, direction):
-                variable.assign(t + sign * epsilon * d)
-            values.append(objective(learner, task, steps))
-        for variable, t in zip(learner.variables, theta):
-            variable.assign(t)
-        numeric = (values[0] - values[1]) / (2 * epsilon)
-        analytic = sum(
-            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
-        )
-        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    check_directional_derivatives(
+        learner,
+        gradient,
+        lambda: objective(learner, task, steps),
+        random_directions(learner, 3),
+        epsilon=1e-5,
+        rel=1e-5,
+    )
 
 
 def test_first_order_keeps_the_gradient_through_the_prototypes():

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import floatx, regression_task, seed_tensor, tiny_mlp
+from tests.helpers import (
+    check_directional_derivatives,
+    floatx,
+    random_directions,
+    regression_task,
+    seed_tensor,
+    tiny_mlp,
+)
 from tfmeta.algorithms import MAML
 
 
@@ -55,22 +62,13 @@ def objective(learner, task, steps):
 
 def check_against_finite_differences(learner, task, steps, epsilon=1e-6):
     gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
-    theta = [v.numpy().copy() for v in learner.variables]
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        direction = [rng.normal(size=t.shape) for t in theta]
-        values = []
-        for sign in (1.0, -1.0):
-            for variable, t, d in zip(learner.variables, theta, direction):
-                variable.assign(t + sign * epsilon * d)
-            values.append(objective(learner, task, steps))
-        for variable, t in zip(learner.variables, theta):
-            variable.assign(t)
-        numeric = (values[0] - values[1]) / (2 * epsilon)
-        analytic = sum(
-            float(np.sum(g.numpy() * d)) for g, d in zip(gradient, direction)
-        )
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+    check_directional_derivatives(
+        learner,
+        gradient,
+        lambda: objective(learner, task, steps),
+        random_directions(learner, 3),
+        epsilon=epsilon,
+    )
     return gradient
 
 

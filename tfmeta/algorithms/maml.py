@@ -95,7 +95,16 @@ class MAML(FastWeightLearner):
                 output_gradients=meta_gradient,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-        return TaskResult(meta_gradient, loss, self.metric(outputs, query_y), fast)
+        update_end = self.update_end(params, start, fast)
+        return TaskResult(
+            meta_gradient, loss, self.metric(outputs, query_y), update_end
+        )
+
+    def update_end(self, params, start, fast):
+        """What Gradient Agreement's update theta - (this) reads: theta'_i
+        (a learner whose inner loop starts elsewhere than theta gives
+        theta - (start - theta'_i), the inner loop's move)."""
+        return fast
 
 
 class FOMAML(MAML):

@@ -38,10 +38,7 @@ from tfmeta.algorithms import maml
 from tfmeta.algorithms.protonet import class_prototypes, embedding_network
 from tfmeta.core import fast_weight_config, functional
 from tfmeta.core.algorithm import Algorithm, Config
-from tfmeta.core.executor import TaskResult
-from tfmeta.core.inner_loop import FastWeights, SupportTask
-
-ZERO = tf.UnconnectedGradients.ZERO
+from tfmeta.core.inner_loop import FastWeights
 
 
 def head_indices(model: keras.Model) -> tuple[int, int]:
@@ -101,26 +98,10 @@ class ProtoMAML(maml.MAML):
         start[self.kernel_index], start[self.bias_index] = prototype_head(prototypes)
         return start
 
-    def task_result(self, support_x, support_y, query_x, query_y, task_seed):
-        """MAML's result from the prototype start; the update vector that
-        Gradient Agreement reads is the inner loop's move, start - theta'_i
-        (the executor forms theta - ``adapted``)."""
-        params = self.parameters()
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            start = self.initial_weights(params, support_x, support_y)
-        meta_gradient, loss, outputs, fast = self.meta_gradient(
-            self.inner,
-            start,
-            SupportTask(support_x, support_y, task_seed, True),
-            self.inner_steps,
-            self.query(support_x, query_x, query_y),
-        )
-        meta_gradient = tape.gradient(
-            start, params, output_gradients=meta_gradient, unconnected_gradients=ZERO
-        )
-        moved = [p - (s - f) for p, s, f in zip(params, start, fast)]
-        return TaskResult(meta_gradient, loss, self.metric(outputs, query_y), moved)
+    def update_end(self, params, start, fast):
+        """Gradient Agreement's update vector is the inner loop's move,
+        start - theta'_i (the executor forms theta - this)."""
+        return [p - (s - f) for p, s, f in zip(params, start, fast)]
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]:
         """``adapt_and_predict`` (and the image variant); no ``predict``: theta's
