@@ -103,10 +103,9 @@ def train_command(row: str, seed: str, extra: list[str]) -> list[str]:
 def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
     """experiments.embed's backbone for ``backbone_minutes``; (folder, minutes)."""
     folder = out / f"backbone_seed{seed}"
-    info = folder / "embedding_info.json"
-    if not info.exists():
+    if not (folder / "wall_seconds.txt").exists():
         start = time.perf_counter()
-        pilot = run(
+        run(
             [
                 sys.executable,
                 "-m",
@@ -118,7 +117,6 @@ def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
             ],
             out / ".pilot" / "backbone.log",
         )
-        del pilot
         per_step = (time.perf_counter() - start) / 50  # an upper bound
         steps = max(int(FLAGS.backbone_minutes * 60 / per_step), 50)
         start = time.perf_counter()
