@@ -138,3 +138,25 @@ def check_directional_derivatives(
             float(np.sum(np.asarray(g) * d)) for g, d in zip(gradient, direction)
         )
         assert analytic == pytest.approx(numeric, rel=rel, abs=abs)
+
+
+def first_order_through_start(learner, task) -> list:
+    """The first-order meta-gradient of a learner whose inner loop starts at
+    ``initial_weights(theta, support)``: d theta'/d start = I, so the query
+    gradient at theta' chained through the start's Jacobian."""
+    support_x, support_y, query_x, query_y = task
+    params = learner.parameters()
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        start = learner.initial_weights(params, support_x, support_y)
+    steps = learner.inner_steps
+    fast = learner.inner_loop(start, support_x, support_y, steps, False, seed_tensor())
+    with tf.GradientTape() as query_tape:
+        query_tape.watch(fast)
+        loss = learner.loss(learner.predict(fast, query_x, support_x), query_y)
+    return tape.gradient(
+        start,
+        params,
+        output_gradients=query_tape.gradient(loss, fast),
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )

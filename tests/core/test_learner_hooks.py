@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tests.helpers import (
     check_directional_derivatives,
+    first_order_through_start,
     floatx,
     random_directions,
     regression_task,
@@ -85,18 +86,7 @@ def test_a_per_task_start_passes_its_gradient_to_theta(first_order):
         )
     task = regression_task(np.random.default_rng(2))
     if first_order:  # FOMAML through the start: d theta'/d start = I
-        support_x, support_y, query_x, query_y = task
-        params = learner.parameters()
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            start = learner.initial_weights(params, support_x, support_y)
-        fast = learner.inner_loop(start, support_x, support_y, 2, False, seed_tensor())
-        with tf.GradientTape() as query_tape:
-            query_tape.watch(fast)
-            loss = learner.loss(learner.predict(fast, query_x, support_x), query_y)
-        expected = tape.gradient(
-            start, params, output_gradients=query_tape.gradient(loss, fast)
-        )
+        expected = first_order_through_start(learner, task)
         got = learner.meta_step.task(*task, seed_tensor()).meta_gradient
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
