@@ -47,9 +47,8 @@ from tfmeta.algorithms import maml
 from tfmeta.core import fast_weight_config
 from tfmeta.core.algorithm import Algorithm, Config
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
-from tfmeta.core.inner_loop import InnerLoop
+from tfmeta.core.inner_loop import adapted_indices
 from tfmeta.core.inner_optimizers import InnerSGD
-from tfmeta.core.problem import Problem
 from tfmeta.models.batch_norm import MetaBatchNorm
 
 INITS = ("uniform", "constant")
@@ -123,12 +122,7 @@ class MetaSGD(maml.MAML):
                 f"meta_sgd learns the step sizes of SGD: inner_optimizer must be sgd, "
                 f"got {type(optimizer).__name__}"
             )
-        adapted = InnerLoop(
-            model,
-            Problem(kwargs.get("problem", "classification")),
-            optimizer,
-            adapt_variables=kwargs.get("adapt_variables", "all"),
-        ).adapted
+        adapted = adapted_indices(model, kwargs["adapt_variables"])
         variables = model.trainable_variables
         values = initial_alphas(
             [tuple(variables[i].shape) for i in adapted],
