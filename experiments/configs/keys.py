@@ -80,6 +80,8 @@ HELP: dict[str, str] = {
     "multi_step_loss_steps": "MAML++: length of the multi-step loss annealing, meta-steps (>= 1) or a fraction of the run (< 1)",
     "learned_step_sizes": "MAML++ (LSLR): a learned inner learning rate per adapted tensor and inner step, starting at inner_lr",
     "per_step_batch_norm": "MAML++: batch-norm scale and offset per inner step, meta-learned",
+    "running_statistics": "MAML++ (BNRS): batch-norm running mean and variance per inner step, used to adapt and predict at evaluation and serving",
+    "statistics_momentum": "MAML++: how far the running statistics move towards each meta-batch's mean (0, 1]",
     "first_order_steps_of_run": "MAML++ derivative-order annealing: first-order meta-gradients for this many meta-steps (or fraction of the run), then second order; 0: off",
 }
 

@@ -46,13 +46,18 @@ def config_of(name: str, data_dir, num_steps: int) -> dict:
         checkpoint_every=1,
     )
     if name == "maml_plus_plus":
-        config.update(inner_steps=2, eval_inner_steps=3, multi_step_loss_steps=0.5)
+        config.update(
+            inner_steps=2,
+            eval_inner_steps=3,
+            multi_step_loss_steps=0.5,
+            running_statistics=True,
+        )
     return config
 
 
 def variables_of(workdir, config) -> list[np.ndarray]:
     learner, _ = restore_learner(str(workdir), config, "latest")
-    state = [v.numpy() for v in learner.variables]
+    state = [v.numpy() for v in learner.variables + learner.state_variables]
     state += [v.numpy() for v in learner.outer_optimizer.variables]
     return state
 

@@ -193,3 +193,112 @@ def test_schedules_in_steps_or_fractions(value, expected):
 def test_bad_schedules_are_refused(value):
     with pytest.raises(ValueError, match="multi_step_loss_steps"):
         run_steps("multi_step_loss_steps", value, 1000)
+
+
+def first_layer_moments(learner, weights, x):
+    """The first batch-norm layer's input moments under ``weights``, by hand
+    (tiny_conv: a 3x3 convolution, then batch norm)."""
+    kernel, bias = weights[0], weights[1]
+    stride = learner.model.layers[0].strides
+    padding = learner.model.layers[0].padding.upper()
+    z = tf.nn.conv2d(x, kernel, strides=stride, padding=padding) + bias
+    return z.numpy().mean(axis=(0, 1, 2)), z.numpy().var(axis=(0, 1, 2))
+
+
+def test_running_statistics_move_towards_the_support_statistics():
+    from tfmeta.models.batch_norm import collect_statistics
+
+    learner = build(
+        running_statistics=True, statistics_momentum=0.25, multi_step_loss=False
+    )
+    assert len(learner.state_variables) == 2 * len(learner.norm_layers) == 4
+    rng = np.random.default_rng(8)
+    tasks = [classification_task(rng) for _ in range(2)]
+    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
+    params = learner.parameters()
+    learner.meta_train_step(episode)  # SGD(0): theta stays, the state moves
+    expected_means = np.zeros((len(learner.norm_layers), STEPS, 4))
+    expected_variances = np.zeros_like(expected_means)
+    for support_x, support_y, _, _ in tasks:
+        task = SupportTask(support_x, support_y, seed_tensor(), True)
+        after = learner.inner.run(params, task, STEPS - 1, False, trajectory=True)
+        for step, weights in enumerate([params, *after]):
+            hand_mean, hand_variance = first_layer_moments(learner, weights, support_x)
+            np.testing.assert_allclose(
+                hand_mean, collect(learner, weights, support_x, step, collect_statistics)[0][0]
+            )
+            moments = collect(learner, weights, support_x, step, collect_statistics)
+            for index, (mean, variance) in enumerate(moments):
+                expected_means[index, step] += mean / len(tasks)
+                expected_variances[index, step] += variance / len(tasks)
+            np.testing.assert_allclose(moments[0][1], hand_variance, rtol=1e-10)
+    for index in range(len(learner.norm_layers)):
+        np.testing.assert_allclose(
+            learner.running_means[index].numpy(), 0.25 * expected_means[index], rtol=1e-9
+        )
+        np.testing.assert_allclose(
+            learner.running_variances[index].numpy(),
+            0.75 + 0.25 * expected_variances[index],
+            rtol=1e-9,
+        )
+
+
+def collect(learner, weights, x, step, collect_statistics):
+    with collect_statistics() as seen:
+        learner.step_forward(weights, x, step, True)
+    return [seen[layer.name] for layer in learner.norm_layers]
+
+
+def test_evaluation_normalizes_with_the_running_statistics():
+    """With the running statistics set to the support set's own, the support
+    forward and an unadapted prediction equal the support-statistics
+    (non-transductive) learner's; adapting takes the statistics as constants
+    (no gradient through them); a query's answer depends on no other example."""
+    from tfmeta.models.batch_norm import collect_statistics
+
+    running = build(running_statistics=True, inner_steps=1, transductive=False)
+    support = build(inner_steps=1, transductive=False)
+    for a, b in zip(running.variables, support.variables):
+        a.assign(b)
+    support_x, support_y, query_x, _ = classification_task(np.random.default_rng(9))
+    moments = collect(running, running.parameters(), support_x, 0, collect_statistics)
+    for index, (mean, variance) in enumerate(moments):
+        running.running_means[index].assign(mean[None])
+        running.running_variances[index].assign(variance[None])
+    params = running.parameters()
+    np.testing.assert_allclose(
+        running.step_forward(params, support_x, 0, training=False),
+        support.step_forward(params, support_x, 0, training=False),
+        rtol=1e-10,
+    )
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        outputs = running.step_forward(params, support_x, 0, training=False)
+        loss = running.loss(outputs, support_y)
+    grads = tape.gradient(loss, params)
+    adapted = running.adapt(support_x, support_y)
+    batch_adapted = support.adapt(support_x, support_y)
+    for index in running.inner.adapted:
+        np.testing.assert_allclose(
+            adapted[index], params[index] - 0.1 * grads[index], rtol=1e-10, atol=1e-12
+        )
+    assert not np.allclose(adapted[0], batch_adapted[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        running.predict(params, query_x, None, 0),
+        support.predict(params, query_x, support_x, 0),
+        rtol=1e-10,
+    )
+    # One query alone, no support set: the same answer as in its batch.
+    fast = running.adapt(support_x, support_y)
+    together = running.predict(fast, query_x)
+    np.testing.assert_allclose(running.predict(fast, query_x[:1]), together[:1], rtol=1e-12)
+    # Meta-training's query still uses batch statistics.
+    assert not np.allclose(
+        running.predict(fast, query_x, support_x, training=True), together
+    )
+    assert running.describe()["running_statistics"] is True
+
+
+def test_bad_statistics_momentum_is_refused():
+    with pytest.raises(ValueError, match="statistics_momentum"):
+        build(running_statistics=True, statistics_momentum=0.0)

@@ -47,7 +47,7 @@ class PerStepOffsets(MAML):
             model, optimizer, inner_steps=steps, own_variables=[self.offsets], **kwargs
         )
 
-    def step_forward(self, params, x, step):
+    def step_forward(self, params, x, step, training=True):
         offset = tf.gather(params[-1], step)  # params[-1] is theta's copy of offsets
         return self.forward(params, x) + offset
 

@@ -210,3 +210,32 @@ def test_seeded_models_are_reproducible():
     a, b = tiny_conv(seed=3), tiny_conv(seed=3)
     for va, vb in zip(a.trainable_variables, b.trainable_variables):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_collected_and_fixed_statistics(dtype):
+    """collect_statistics records the moments of the reference rows;
+    fixed_statistics normalizes with given moments (those recorded give the
+    same output, others the closed form)."""
+    from tfmeta.models.batch_norm import collect_statistics, fixed_statistics
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(6, 4, 4, 3)), dtype)
+    layer = MetaBatchNorm(epsilon=1e-3)
+    layer(x)
+    with normalization_reference(4), collect_statistics() as seen:
+        reference_output = layer(x)
+    mean, variance = seen[layer.name]
+    np.testing.assert_allclose(mean, x[:4].numpy().mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(variance, x[:4].numpy().var(axis=(0, 1, 2)), rtol=1e-5)
+    with fixed_statistics({layer.name: (mean, variance)}):
+        fixed_output = layer(x)
+    np.testing.assert_allclose(fixed_output, reference_output, rtol=1e-5, atol=1e-5)
+    given = (tf.constant([1.0, -2.0, 0.5], dtype), tf.constant([4.0, 0.25, 1.0], dtype))
+    with fixed_statistics({layer.name: given}):
+        output = layer(x).numpy()
+    expected = (x.numpy() - given[0].numpy()) / np.sqrt(given[1].numpy() + 1e-3)
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    # A layer not named keeps its batch statistics.
+    with fixed_statistics({"another_layer": given}):
+        np.testing.assert_allclose(layer(x), MetaBatchNorm(epsilon=1e-3)(x), atol=1e-5)

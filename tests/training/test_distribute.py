@@ -51,12 +51,15 @@ def learner(task_execution="loop"):
     settings["task_execution"] = task_execution
     if algorithm == "reptile":
         return Reptile(model, keras.optimizers.SGD(0.5), **settings)
+    if algorithm == "maml_plus_plus":
+        # Running statistics: state updated after the outer update.
+        settings.update(running_statistics=True, statistics_momentum=0.5)
     return get_algorithm(algorithm).learner(model, keras.optimizers.Adam(0.01), **settings)
 
 
 def run(learner):
     outputs = [learner.meta_train_step(e) for e in episodes]
-    return [v.numpy() for v in learner.variables], outputs
+    return [v.numpy() for v in learner.variables + learner.state_variables], outputs
 
 
 # float64: Adam turns the round-off in exactly-zero gradients (a conv bias

@@ -22,15 +22,27 @@ can be ablated:
   the outer step, so no host sync and both orders compiled once).
 - cosine annealing of the outer learning rate beta (the ``cosine_adam``
   outer optimizer, ``tfmeta.core.outer_optimizers``).
+- per-step running statistics (BNRS, ``running_statistics``): each
+  batch-norm layer keeps a running mean and variance per inner step,
+  ``[S, channels]``, moved after every outer update towards the meta-batch's
+  mean of the support set's statistics at that step (momentum
+  ``statistics_momentum``, 0.1 as PyTorch's default the code uses); adapting
+  and predicting at evaluation and serving normalize with them, so no
+  prediction depends on other examples' statistics. Meta-training normalizes
+  with batch statistics as without them.
 
 Evaluation with more inner steps than training reuses the last trained step's
-learning rates and batch-norm parameters (the code would index past them).
-Where the paper and the code differ: the code always normalizes with batch
-statistics (the paper describes per-step running statistics); here
-normalization follows the learner's ``transductive`` setting, with batch
-statistics of the support set when it is False. The code counts 500
-iterations per epoch; schedules here are in meta-steps or fractions of the
-run.
+learning rates, batch-norm parameters and running statistics (the code would
+index past them). Where the paper and the code differ: the code always
+normalizes with batch statistics, at evaluation too (the paper describes
+per-step running statistics); here normalization follows the learner's
+``transductive`` setting (support-set statistics when it is False) unless
+``running_statistics`` is on. The statistics a step observes are those of
+the support set under the fast weights that step starts from, gathered by a
+pass of the inner loop with no gradient through it (about S forward and
+backward passes more per task); the query after the last step is normalized
+with the last step's. The code counts 500 iterations per epoch; schedules
+here are in meta-steps or fractions of the run.
 
   python -m experiments.train --algorithm=maml_plus_plus --dataset=omniglot \
       --workdir=/tmp/tfmeta/maml_plus_plus
@@ -47,7 +59,8 @@ from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import SupportTask, adapted_indices
 from tfmeta.core.second_order import MetaGradient
-from tfmeta.models.batch_norm import MetaBatchNorm
+from tfmeta.core import functional
+from tfmeta.models.batch_norm import MetaBatchNorm, collect_statistics, fixed_statistics
 
 MIN_NON_FINAL_WEIGHT = 0.03  # times 1/S: the code's min_value_for_non_final_losses
 
@@ -79,7 +92,8 @@ def importance_vector(steps: int, progress: tf.Tensor, dtype) -> tf.Tensor:
 class MAMLPlusPlus(maml.MAML):
     """MAML++. Switches: ``multi_step_loss`` (with ``multi_step_loss_steps``,
     the annealing length in meta-steps), ``learned_step_sizes`` (LSLR),
-    ``per_step_batch_norm``, ``first_order_steps_of_run`` (DA; 0: off).
+    ``per_step_batch_norm``, ``first_order_steps_of_run`` (DA; 0: off),
+    ``running_statistics`` (BNRS, with ``statistics_momentum``).
     Other arguments: ``MAML`` (``first_order`` turns DA's second phase first
     order too)."""
 
@@ -95,6 +109,8 @@ class MAMLPlusPlus(maml.MAML):
         learned_step_sizes: bool = True,
         per_step_batch_norm: bool = True,
         first_order_steps_of_run: int = 0,
+        running_statistics: bool = False,
+        statistics_momentum: float = 0.1,
         inner_steps: int = 5,
         **kwargs,
     ):
@@ -106,12 +122,18 @@ class MAMLPlusPlus(maml.MAML):
             raise ValueError(
                 f"first_order_steps_of_run must be >= 0, got {first_order_steps_of_run}"
             )
+        if not 0.0 < statistics_momentum <= 1.0:
+            raise ValueError(
+                f"statistics_momentum must be in (0, 1], got {statistics_momentum}"
+            )
         alpha = inner_learning_rate(kwargs)
         self.multi_step_loss = multi_step_loss
         self.multi_step_loss_steps = multi_step_loss_steps
         self.learned_step_sizes = learned_step_sizes
         self.per_step_batch_norm = per_step_batch_norm
         self.first_order_steps_of_run = first_order_steps_of_run
+        self.running_statistics = running_statistics
+        self.statistics_momentum = statistics_momentum
         slots = max(inner_steps, 1)
         base = len(model.trainable_variables)
         own = []
@@ -139,11 +161,30 @@ class MAMLPlusPlus(maml.MAML):
                 )
                 for i in adapted_indices(model, adapt)
             ]
+        # BNRS: per layer, a running mean and variance [S, channels].
+        self.norm_layers = [l for l in model.layers if isinstance(l, MetaBatchNorm)]
+        self.running_means, self.running_variances = [], []
+        if running_statistics:
+            dtype = model.trainable_variables[0].dtype
+            for layer in self.norm_layers:
+                for value, kind, stack in (
+                    (0.0, "mean", self.running_means),
+                    (1.0, "variance", self.running_variances),
+                ):
+                    stack.append(
+                        tf.Variable(
+                            tf.fill([slots, layer.channels], tf.constant(value, dtype)),
+                            trainable=False,
+                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                            name=f"{layer.name}_running_{kind}",
+                        )
+                    )
         super().__init__(
             model,
             outer_optimizer,
             inner_steps=inner_steps,
             own_variables=own + self.step_sizes,
+            state_variables=self.running_means + self.running_variances,
             **kwargs,
         )
         self.first_order_gradient = MetaGradient(True)
@@ -167,6 +208,58 @@ class MAMLPlusPlus(maml.MAML):
         for model_index, own_index in self.norm_slots:
             params[model_index] = tf.gather(params[own_index], slot)
         return params
+
+    # ------------------------------------------------- running statistics
+    def statistics_at(self, step) -> dict:
+        """The running statistics of inner step ``step``, by layer name."""
+        slot = self._slot(step)
+        return {
+            layer.name: (tf.gather(mean, slot), tf.gather(variance, slot))
+            for layer, mean, variance in zip(
+                self.norm_layers, self.running_means, self.running_variances
+            )
+        }
+
+    def step_forward(self, params, x, step, training=True):
+        if self.running_statistics and not training:
+            with fixed_statistics(self.statistics_at(step)):
+                return super().step_forward(params, x, step, training)
+        return super().step_forward(params, x, step, training)
+
+    def predict(self, fast_weights, query_x, support_x=None, steps=None, training=False):
+        if not self.running_statistics or training:
+            return super().predict(fast_weights, query_x, support_x, steps, training)
+        steps = self.eval_inner_steps if steps is None else steps
+        slot = self.query_step(steps)
+        with fixed_statistics(self.statistics_at(slot)):
+            return functional.forward(
+                self.model, self.parameters_at_step(fast_weights, slot), query_x
+            )
+
+    def observed_statistics(self, params, support_x, support_y, task_seed):
+        """One task's support-set statistics at every inner step (means, then
+        variances, aligned with ``state_variables``), under the fast weights
+        each step starts from; no gradient flows through them."""
+        params = [tf.stop_gradient(p) for p in params]
+        slots = max(self.inner_steps, 1)
+        task = SupportTask(support_x, support_y, task_seed, True)
+        after = self.inner.run(params, task, slots - 1, False, trajectory=True)
+        means = [[] for _ in self.norm_layers]
+        variances = [[] for _ in self.norm_layers]
+        for step, weights in enumerate([params, *after]):
+            x, _ = self.inner_batch(support_x, support_y, step, task_seed, True)
+            with collect_statistics() as seen:
+                self.step_forward(weights, x, step, True)
+            for index, layer in enumerate(self.norm_layers):
+                means[index].append(seen[layer.name][0])
+                variances[index].append(seen[layer.name][1])
+        return [tf.stack(m) for m in means] + [tf.stack(v) for v in variances]
+
+    def update_state(self, statistics):
+        for variable, observed in zip(self.state_variables, statistics):
+            variable.assign(
+                variable + self.statistics_momentum * (observed - variable)
+            )
 
     # ------------------------------------------------------- one task
     def step_weights(self) -> tf.Tensor:
@@ -207,13 +300,21 @@ class MAMLPlusPlus(maml.MAML):
             )
         else:
             meta_gradient, loss, outputs, fast = self._task(self.meta_gradient, *task)
-        return TaskResult(meta_gradient, loss, self.metric(outputs, query_y), fast)
+        statistics = (
+            self.observed_statistics(self.parameters(), support_x, support_y, task_seed)
+            if self.state_variables
+            else None
+        )
+        return TaskResult(
+            meta_gradient, loss, self.metric(outputs, query_y), fast, None, statistics
+        )
 
     def describe(self):
         return {
             **super().describe(),
             "learned_step_sizes": self.learned_step_sizes,
             "per_step_batch_norm": self.per_step_batch_norm,
+            "running_statistics": self.running_statistics,
         }
 
 
@@ -224,6 +325,8 @@ DEFAULTS = {
     "learned_step_sizes": True,
     "per_step_batch_norm": True,
     "first_order_steps_of_run": 0.0,  # DA off, as the code's Omniglot configs
+    "running_statistics": False,  # BNRS off: the code normalizes by batch
+    "statistics_momentum": 0.1,
 }
 
 
@@ -256,6 +359,10 @@ def _schedule(config: Config) -> tuple[int, int]:
 def check(config: Config) -> None:
     maml.check(config)
     _schedule(config)
+    momentum = config["statistics_momentum"]
+    check_finite("statistics_momentum", momentum)
+    if not 0.0 < momentum <= 1.0:
+        raise ValueError(f"statistics_momentum must be in (0, 1], got {momentum}")
     if config["multi_step_loss"] and config["recompute"]:
         raise ValueError(
             "multi_step_loss keeps every step's query loss under one tape: "
@@ -273,6 +380,8 @@ def build(config: Config, model, outer_optimizer, problem: str) -> MAMLPlusPlus:
         learned_step_sizes=bool(config["learned_step_sizes"]),
         per_step_batch_norm=bool(config["per_step_batch_norm"]),
         first_order_steps_of_run=first_order_steps,
+        running_statistics=bool(config["running_statistics"]),
+        statistics_momentum=float(config["statistics_momentum"]),
         second_order_steps=config["second_order_steps"],
         recompute=bool(config["recompute"]),
         recompute_steps=config["recompute_steps"],

@@ -74,7 +74,7 @@ class Reptile(FastWeightLearner):
         fast = self.inner_loop(
             params, support_x, support_y, self.inner_steps, False, task_seed
         )
-        outputs = self.predict(fast, query_x, support_x)
+        outputs = self.predict(fast, query_x, support_x, training=True)
         meta_gradient = [p - f for p, f in zip(params, fast)]
         return TaskResult(
             meta_gradient,

@@ -45,6 +45,9 @@ class TaskResult(NamedTuple):
     query_metric: tf.Tensor  # scalar, accuracy or MSE
     adapted: list[tf.Tensor] | None = None  # theta'_i, for update vectors
     extras: dict[str, tf.Tensor] | None = None  # more scalars, averaged over tasks
+    # Observations of the learner's state (aligned with ``state_variables``),
+    # averaged over the meta-batch and passed to ``learner.update_state``.
+    statistics: list[tf.Tensor] | None = None
 
 
 def check_task_execution(task_execution: str) -> None:
@@ -100,6 +103,7 @@ class _Record(NamedTuple):
     query_loss: tf.Tensor
     query_metric: tf.Tensor
     extras: dict
+    statistics: list
 
 
 class MetaStep:
@@ -109,8 +113,9 @@ class MetaStep:
       learner: has ``variables``, ``outer_optimizer``, ``metric_name``,
         ``extra_metrics`` (names of its ``TaskResult.extras``),
         ``parameters()``, ``task_result(support_x, support_y, query_x,
-        query_y, task_seed)``, ``eval_task(..., steps)`` and
-        ``outer_gradient(meta_gradient, outputs)``.
+        query_y, task_seed)``, ``eval_task(..., steps)``,
+        ``outer_gradient(meta_gradient, outputs)``, ``state_variables`` and
+        ``update_state(statistics)``.
       task_weighting: ``weighting.TASK_WEIGHTINGS``.
       task_execution: "loop" or "map_fn" (module docstring).
       jit_compile: XLA for both steps.
@@ -171,6 +176,7 @@ class MetaStep:
             result.query_loss,
             result.query_metric,
             dict(result.extras or {}),
+            list(result.statistics or []),
         )
 
     def _task_seeds(self, tasks: int, first_task=0, total_tasks=None) -> tf.Tensor:
@@ -211,7 +217,10 @@ class MetaStep:
             scalar = tf.TensorSpec([], dtype)
             updates = list(specs) if self.task_weighting != "uniform" else []
             extras = {name: scalar for name in self.learner.extra_metrics}
-            signature = _Record(specs, updates, scalar, scalar, extras)
+            statistics = [
+                tf.TensorSpec(v.shape, v.dtype) for v in self.learner.state_variables
+            ]
+            signature = _Record(specs, updates, scalar, scalar, extras, statistics)
             stacked = self._map_tasks(self._task_fn, (*episode, seeds), signature)
             # Uniform weights need only the number of tasks and the dtype.
             stacks = stacked.update or [tf.zeros_like(stacked.query_loss)]
@@ -227,6 +236,7 @@ class MetaStep:
                 stacked.query_metric,
                 stacked.extras,
             )
+            statistics = [tf.reduce_sum(s, axis=0) for s in stacked.statistics]
         else:
             results = [self._task_fn(*task) for task in per_task(*episode, seeds)]
             weights = weighting.task_weights(
@@ -258,7 +268,23 @@ class MetaStep:
                 name: tf.stack([r.extras[name] for r in results])
                 for name in self.learner.extra_metrics
             }
-        return self._apply(meta_gradient, weights, losses, metrics, extras, replica)
+            statistics = [
+                tf.add_n(list(parts)) for parts in zip(*(r.statistics for r in results))
+            ]
+        outputs = self._apply(meta_gradient, weights, losses, metrics, extras, replica)
+        self._update_state(statistics, tasks, replica)
+        return outputs
+
+    def _update_state(self, statistics, tasks, replica) -> None:
+        """The learner's state from the mean over the meta-batch (all
+        replicas) of its tasks' observations (``statistics``: their sum on
+        this device)."""
+        if not statistics:
+            return
+        if replica is not None:
+            statistics = replica[2](statistics)
+            tasks = replica[1]
+        self.learner.update_state([s / tf.cast(tasks, s.dtype) for s in statistics])
 
     def _apply(
         self, meta_gradient, weights, losses, metrics, extras, replica

@@ -125,9 +125,10 @@ class FastWeightLearner(Learner):
         """Model outputs for ``x`` under weights ``params``."""
         return functional.forward(self.model, params, x)
 
-    def step_forward(self, params, x: tf.Tensor, step) -> tf.Tensor:
+    def step_forward(self, params, x: tf.Tensor, step, training: bool = True) -> tf.Tensor:
         """The model at inner step ``step`` (an int when unrolled, a tensor in
-        a ``tf.while_loop``): ``forward`` under ``parameters_at_step``."""
+        a ``tf.while_loop``) of meta-training (``training``) or of adaptation
+        at evaluation: ``forward`` under ``parameters_at_step``."""
         return self.forward(self.parameters_at_step(params, step), x)
 
     def parameters_at_step(self, params, step):
@@ -172,7 +173,7 @@ class FastWeightLearner(Learner):
         steps = self.inner_steps if steps is None else steps
 
         def outputs_and_loss(fast):
-            outputs = self.predict(fast, query_x, support_x, steps)
+            outputs = self.predict(fast, query_x, support_x, steps, training=True)
             return outputs, self.loss(outputs, query_y)
 
         return outputs_and_loss
@@ -198,11 +199,14 @@ class FastWeightLearner(Learner):
         query_x: tf.Tensor,
         support_x: tf.Tensor | None = None,
         steps: int | None = None,
+        training: bool = False,
     ) -> tf.Tensor:
         """Outputs for ``query_x [n_query, ...]`` under theta' reached by
-        ``steps`` inner steps (default: ``eval_inner_steps``, as ``adapt``).
-        Non-transductive learners need ``support_x`` for the normalization
-        statistics."""
+        ``steps`` inner steps (default: ``eval_inner_steps``, as ``adapt``),
+        in meta-training (``training``, the query loss) or at evaluation and
+        serving. Non-transductive learners need ``support_x`` for the
+        normalization statistics."""
+        del training  # normalized alike in both (a learner may differ)
         steps = self.eval_inner_steps if steps is None else steps
         params = self.parameters_at_step(fast_weights, self.query_step(steps))
         return functional.predict(

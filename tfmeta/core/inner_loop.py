@@ -95,9 +95,10 @@ class InnerLoop:
       unroll: see the module docstring.
       inner_batch: ``(support_x, support_y, step, task_seed, training) ->
         (x, y)``, the examples of inner step ``step`` (default: all).
-      step_forward: ``(params, x, step) -> outputs``, the model at inner step
-        ``step`` (default: the same model at every step; a learner with
-        per-step parameters, e.g. per-step batch norm, picks them here).
+      step_forward: ``(params, x, step, training) -> outputs``, the model at
+        inner step ``step`` (default: the same model at every step; a learner
+        with per-step parameters, e.g. per-step batch norm, picks them here,
+        and ``training`` tells meta-training from adaptation at evaluation).
       learning_rates: ``(params, step) -> [rate per adapted tensor] | None``,
         learned step sizes taken from theta (LSLR, Meta-SGD); None (or a
         None result): the optimizer's fixed alpha.
@@ -127,7 +128,7 @@ class InnerLoop:
         self.unroll = unroll
         self.inner_batch = inner_batch
         self.step_forward = step_forward or (
-            lambda params, x, step: self.forward(params, x)
+            lambda params, x, step, training: self.forward(params, x)
         )
         self.learns_rates = learning_rates is not None
         self.learning_rates = learning_rates or (lambda params, step: None)
@@ -167,7 +168,7 @@ class InnerLoop:
         x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
         with tf.GradientTape() as tape:
             tape.watch(adapted)
-            outputs = self.step_forward(self.merge(params, adapted), x, step)
+            outputs = self.step_forward(self.merge(params, adapted), x, step, training)
             loss = self.problem.loss(outputs, y)
         grads = tape.gradient(
             loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO

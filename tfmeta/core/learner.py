@@ -59,6 +59,9 @@ class Learner:
       seed: seeds randomness inside the steps.
       own_variables: meta-parameters the learner owns besides the model's
         (meta-learned with them, checkpointed with them).
+      state_variables: state the learner keeps that is not meta-learned
+        (e.g. running statistics): updated by ``update_state`` after each
+        outer update, checkpointed and exported with theta.
     """
 
     name = "learner"
@@ -80,6 +83,7 @@ class Learner:
         jit_compile: bool = False,
         seed: int = 0,
         own_variables: Sequence[tf.Variable] = (),
+        state_variables: Sequence[tf.Variable] = (),
     ):
         if not model.built or not model.trainable_variables:
             raise ValueError(
@@ -98,6 +102,7 @@ class Learner:
         self.seed = seed
         self.own_variables = list(own_variables)
         self.variables = list(model.trainable_variables) + self.own_variables
+        self.state_variables = list(state_variables)
         self.outer_optimizer.build(self.variables)
         self.meta_step = MetaStep(
             self,
@@ -139,6 +144,18 @@ class Learner:
             )
 
     # ------------------------------------------------------------ theta
+    @property
+    def saved_variables(self) -> list[tf.Variable]:
+        """What a checkpoint and an export hold besides the model's
+        variables: the learner's own meta-parameters, then its state."""
+        return self.own_variables + self.state_variables
+
+    def update_state(self, statistics: list[tf.Tensor]) -> None:
+        """Folds the meta-batch's mean observations (``TaskResult.statistics``,
+        aligned with ``state_variables``) into the state, after the outer
+        update; learners without state have none to give."""
+        del statistics
+
     def parameters(self) -> list[tf.Tensor]:
         """theta as tensors (a snapshot read of ``variables``)."""
         return [tf.identity(_tensor(v)) for v in self.variables]

@@ -97,7 +97,7 @@ class ServingModule(tf.Module):
     ):
         super().__init__(name="tfmeta_serving")
         self.variables_to_save = tracked(learner.model.variables) + tracked(
-            learner.own_variables
+            learner.saved_variables
         )
         serving = serving_learner(learner, transductive)
         functions = serving.serving_functions(image_preprocessing)

@@ -12,7 +12,7 @@ import tensorflow as tf
 class Servable(Protocol):
     name: str
     model: keras.Model
-    own_variables: list
+    saved_variables: list  # the learner's own meta-parameters and state
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]: ...
 

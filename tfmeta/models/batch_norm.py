@@ -15,6 +15,12 @@ first ``n`` rows only; a learner feeds ``concat([support_x, query_x])`` and sets
 ``n = len(support_x)``, so every query is normalized with support statistics and
 its prediction does not depend on the other queries.
 
+Fixed statistics: inside ``fixed_statistics({layer name: (mean, variance)})``
+the named layers normalize with the given ``[channels]`` moments instead of
+the batch's (running statistics kept by a learner, e.g. MAML++'s per-step
+ones); inside ``collect_statistics()`` every layer records the moments it
+computed (those of its reference rows), so a learner can average them.
+
 Fused kernel: with the TensorFlow backend, in the transductive case and for a
 float32 ``[batch, height, width, channels]`` input, the layer runs TensorFlow's
 fused batch norm (``FusedBatchNormV3`` in training mode), one op forward and
@@ -59,6 +65,33 @@ def normalization_reference(num_reference: int | None) -> Iterator[None]:
 
 def current_normalization_reference() -> int | None:
     return getattr(_state, "num_reference", None)
+
+
+@contextlib.contextmanager
+def fixed_statistics(statistics: dict) -> Iterator[None]:
+    """Within this context, the MetaBatchNorm layers named in ``statistics``
+    (``{layer name: (mean [channels], variance [channels])}``) normalize with
+    those moments instead of their input's."""
+    previous = getattr(_state, "fixed", None)
+    _state.fixed = statistics
+    try:
+        yield
+    finally:
+        _state.fixed = previous
+
+
+@contextlib.contextmanager
+def collect_statistics() -> Iterator[dict]:
+    """Within this context, every MetaBatchNorm layer records the moments it
+    normalizes with in the yielded dict, ``{layer name: (mean, variance)}``
+    (``[channels]`` each; a layer called again overwrites its entry)."""
+    previous = getattr(_state, "collected", None)
+    collected: dict = {}
+    _state.collected = collected
+    try:
+        yield collected
+    finally:
+        _state.collected = previous
 
 
 def batch_norm_grad_grad(x, scale, dy, ddx, ddscale, ddoffset, epsilon):
@@ -255,6 +288,7 @@ class MetaBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
+        self.channels = int(channels)
         self.gamma = (
             self.add_weight(shape=(channels,), initializer="ones", name="gamma")
             if self.scale
@@ -288,13 +322,20 @@ class MetaBatchNorm(keras.layers.Layer):
     def call(self, inputs):
         reference = inputs
         num_reference = current_normalization_reference()
-        if self._can_fuse(inputs, num_reference):
+        fixed = (getattr(_state, "fixed", None) or {}).get(self.name)
+        collected = getattr(_state, "collected", None)
+        if fixed is None and collected is None and self._can_fuse(inputs, num_reference):
             return self._fused_call(inputs)
-        if num_reference is not None:
-            reference = inputs[:num_reference]
         axes = tuple(range(len(inputs.shape) - 1))
-        mean = ops.mean(reference, axis=axes, keepdims=True)
-        variance = ops.mean(ops.square(reference - mean), axis=axes, keepdims=True)
+        if fixed is not None:
+            mean, variance = (ops.cast(m, inputs.dtype) for m in fixed)
+        else:
+            if num_reference is not None:
+                reference = inputs[:num_reference]
+            mean = ops.mean(reference, axis=axes)
+            variance = ops.mean(ops.square(reference - mean), axis=axes)
+        if collected is not None:
+            collected[self.name] = (mean, variance)
         outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
             outputs = outputs * self.gamma

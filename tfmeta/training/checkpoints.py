@@ -42,15 +42,16 @@ def reason(error: BaseException) -> str:
 
 
 def learner_root(
-    model: keras.Model, optimizer, own_variables=(), **state
+    model: keras.Model, optimizer, learner_variables=(), **state
 ) -> tf.train.Checkpoint:
     """What a training checkpoint holds: theta (the model's variables and the
     meta-parameters a learner owns besides them, e.g. learned inner learning
-    rates), the outer optimizer's state (its step count included) and
-    ``state`` (named tf.Variables)."""
-    if own_variables:
+    rates), the learner's state (e.g. running statistics; ``learner_variables``
+    are its ``saved_variables``), the outer optimizer's state (its step count
+    included) and ``state`` (named tf.Variables)."""
+    if learner_variables:
         state["learner_variables"] = [
-            v.value if isinstance(v, keras.Variable) else v for v in own_variables
+            v.value if isinstance(v, keras.Variable) else v for v in learner_variables
         ]
     return tf.train.Checkpoint(
         model_variables=[v.value for v in model.variables],
@@ -60,7 +61,7 @@ def learner_root(
 
 
 def restore_model_and_optimizer(
-    path: str, model: keras.Model, optimizer, own_variables=()
+    path: str, model: keras.Model, optimizer, learner_variables=()
 ) -> None:
     """Restores theta and the optimizer from the checkpoint ``path``; raises
     ValueError if it holds another number of model variables, AssertionError
@@ -71,7 +72,7 @@ def restore_model_and_optimizer(
         raise ValueError(
             f"the checkpoint holds {count} model variables, the model has {len(model.variables)}"
         )
-    status = learner_root(model, optimizer, own_variables).read(path)
+    status = learner_root(model, optimizer, learner_variables).read(path)
     status.assert_existing_objects_matched()
     status.expect_partial()
 

@@ -91,7 +91,7 @@ class Trainer:
         self.checkpoint = learner_root(
             learner.model,
             learner.outer_optimizer,
-            getattr(learner, "own_variables", ()),
+            getattr(learner, "saved_variables", ()),
             **self.state.variables(),
         )
         self._resumed = False
@@ -107,7 +107,7 @@ class Trainer:
             path,
             self.learner.model,
             self.learner.outer_optimizer,
-            getattr(self.learner, "own_variables", ()),
+            getattr(self.learner, "saved_variables", ()),
         )
         self._legacy = not self.state.restore(path)
 

@@ -183,7 +183,7 @@ def restore_checkpoint(
             path,
             learner.model,
             learner.outer_optimizer,
-            getattr(learner, "own_variables", ()),
+            getattr(learner, "saved_variables", ()),
         ),
         which,
         print_fn,
