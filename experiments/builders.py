@@ -80,6 +80,8 @@ def build_outer_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
         # A run of no step (num_steps=0) takes none on any schedule.
         schedule_steps=max(1, int(config.get("schedule_steps") or config["num_steps"])),
         final_lr=config["final_outer_lr"],
+        decay_steps=config["outer_lr_decay_steps"],
+        decay_rate=config["outer_lr_decay_rate"],
     )
 
 

@@ -60,6 +60,8 @@ def check_config(config: dict[str, Any]) -> None:
         config["outer_lr"],
         config["gradient_clip_norm"],
         config["final_outer_lr"],
+        config["outer_lr_decay_steps"],
+        config["outer_lr_decay_rate"],
     )
     algorithm.check_config(config)
     _check_embeddings_and_leo(config)

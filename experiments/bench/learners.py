@@ -49,6 +49,8 @@ OUTER_UPDATE_KEYS = (
     "outer_optimizer",
     "outer_lr",
     "final_outer_lr",
+    "outer_lr_decay_steps",
+    "outer_lr_decay_rate",
     "num_steps",  # the length of an annealed schedule
     "gradient_clip_norm",
     "gradient_clip_value",

@@ -83,6 +83,8 @@ BASE: dict[str, Any] = {
     "outer_optimizer": "adam",
     "outer_lr": 1e-3,
     "final_outer_lr": 0.0,
+    "outer_lr_decay_steps": 2000,
+    "outer_lr_decay_rate": 0.5,
     "gradient_clip_norm": None,
     "num_steps": 60000,
     "adapt_variables": "all",

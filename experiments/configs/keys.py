@@ -42,6 +42,8 @@ HELP: dict[str, str] = {
     "inner_lr": "alpha, the inner learning rate",
     "outer_lr": "beta (MAML) or initial epsilon (Reptile), the outer learning rate",
     "final_outer_lr": "annealed_sgd, cosine_adam: learning rate at num_steps",
+    "outer_lr_decay_steps": "step_adam: meta-steps between drops of the outer learning rate",
+    "outer_lr_decay_rate": "step_adam: the factor of each drop",
     "inner_beta1": "inner Adam beta1",
     "gradient_clip_norm": "clip the meta-gradient by global norm",
     "noisy_task_fraction": "fraction of meta-training tasks whose labels are shuffled (a noisy task distribution)",

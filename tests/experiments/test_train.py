@@ -274,7 +274,7 @@ def finished_run(tmp_path_factory):
     [
         (
             ["--outer_optimizer=bogus"],
-            "outer_optimizer must be one of ('adam', 'sgd', 'annealed_sgd', 'cosine_adam'), got 'bogus'",
+            "outer_optimizer must be one of ('adam', 'sgd', 'annealed_sgd', 'cosine_adam', 'step_adam'), got 'bogus'",
         ),
         (["--inner_lr=nan"], "--inner_lr must be a finite number, got nan"),
         (

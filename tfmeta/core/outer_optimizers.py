@@ -1,6 +1,8 @@
 """The outer (meta) optimizer: Adam, SGD, SGD with a linearly annealed
-rate (Reptile's epsilon schedule), or Adam with a cosine-annealed rate
-(MAML++). beta in the MAML paper is its rate."""
+rate (Reptile's epsilon schedule), Adam with a cosine-annealed rate
+(MAML++), or Adam whose rate drops by a factor every so many steps
+(Prototypical Networks: halved every 2000 episodes). beta in the MAML paper
+is its rate."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import keras
 
 from tfmeta.core.algorithm import check_finite
 
-OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd", "cosine_adam")
+OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd", "cosine_adam", "step_adam")
 ANNEALED = ("annealed_sgd", "cosine_adam")  # rates that reach final_outer_lr
 
 
@@ -46,8 +48,27 @@ def cosine_outer_optimizer(
     return keras.optimizers.Adam(schedule, global_clipnorm=clip_norm)
 
 
+def step_outer_optimizer(
+    learning_rate: float,
+    decay_steps: int,
+    decay_rate: float = 0.5,
+    clip_norm: float | None = None,
+) -> keras.optimizers.Optimizer:
+    """Adam whose rate is ``learning_rate * decay_rate ** floor(step /
+    decay_steps)`` (Snell et al. 2017: halved every 2000 episodes)."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=decay_steps, decay_rate=decay_rate, staircase=True
+    )
+    return keras.optimizers.Adam(schedule, global_clipnorm=clip_norm)
+
+
 def check_outer_optimizer(
-    name: str, learning_rate: float, clip_norm: float | None, final_lr: float = 0.0
+    name: str,
+    learning_rate: float,
+    clip_norm: float | None,
+    final_lr: float = 0.0,
+    decay_steps: int = 1,
+    decay_rate: float = 0.5,
 ) -> None:
     if name not in OUTER_OPTIMIZERS:
         raise ValueError(
@@ -57,6 +78,12 @@ def check_outer_optimizer(
     check_finite("final_outer_lr", final_lr)
     if clip_norm is not None:
         check_finite("gradient_clip_norm", clip_norm, positive=True)
+    if name == "step_adam":
+        if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
+            raise ValueError(
+                f"outer_lr_decay_steps must be an integer >= 1, got {decay_steps!r}"
+            )
+        check_finite("outer_lr_decay_rate", decay_rate, positive=True)
 
 
 def make_outer_optimizer(
@@ -66,10 +93,15 @@ def make_outer_optimizer(
     clip_norm: float | None = None,
     schedule_steps: int = 1,
     final_lr: float = 0.0,
+    decay_steps: int = 2000,
+    decay_rate: float = 0.5,
 ) -> keras.optimizers.Optimizer:
     """``name`` in ``OUTER_OPTIMIZERS``; ``schedule_steps``: the length of the
-    annealed schedule (fixed when a run starts)."""
-    check_outer_optimizer(name, learning_rate, clip_norm, final_lr)
+    annealed schedule (fixed when a run starts); ``decay_steps`` and
+    ``decay_rate``: step_adam's drops."""
+    check_outer_optimizer(
+        name, learning_rate, clip_norm, final_lr, decay_steps, decay_rate
+    )
     if name == "adam":
         return keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
     if name == "sgd":
@@ -78,4 +110,6 @@ def make_outer_optimizer(
         return cosine_outer_optimizer(
             learning_rate, schedule_steps, final_lr, clip_norm
         )
+    if name == "step_adam":
+        return step_outer_optimizer(learning_rate, decay_steps, decay_rate, clip_norm)
     return annealed_outer_optimizer(learning_rate, schedule_steps, final_lr)
