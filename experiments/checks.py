@@ -65,6 +65,7 @@ def check_config(config: dict[str, Any]) -> None:
     )
     algorithm.check_config(config)
     _check_embeddings_and_leo(config)
+    _check_omniglot_split(config)
     if config.get("pretrained_backbone"):
         _check_pretrained_backbone(config)
 
@@ -114,6 +115,20 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
                 "--dataset=embeddings holds feature vectors, which cannot be rotated: "
                 f"use --rotations=none, got {config['rotations']!r}"
             )
+
+
+def _check_omniglot_split(config: dict[str, Any]) -> None:
+    """The Omniglot split protocol and tasks within one alphabet (alphabet
+    sizes are checked once the data is read, by ``task_data``)."""
+    from tfmeta.data import PROTOCOLS
+
+    from .task_data import tasks_within_alphabet
+
+    if config["dataset"] == "omniglot" and config["split_protocol"] not in PROTOCOLS:
+        raise ValueError(
+            f"--split_protocol must be one of {PROTOCOLS}, got {config['split_protocol']!r}"
+        )
+    tasks_within_alphabet(config)
 
 
 def trained_workdir_config(workdir: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def _episodes(
     rotations,
     num_episodes=None,
     noisy=0.0,
+    class_groups=None,
 ):
     def make(start_step: int = 0) -> tf.data.Dataset:
         dataset = tfmeta_data.episode_dataset(
@@ -63,6 +64,7 @@ def _episodes(
             rotations=rotations,
             start_episode=start_step,
             num_episodes=num_episodes,
+            class_groups=class_groups,
         )
         return tfmeta_data.shuffle_task_labels(
             dataset, noisy, seed + 7919, start_episode=start_step
@@ -93,15 +95,53 @@ def train_n_way(config: dict[str, Any]) -> int:
     return int(value)
 
 
+def tasks_within_alphabet(config: dict[str, Any]) -> bool:
+    """Whether every task's classes come from one alphabet: ``tasks_within_alphabet``,
+    by default on with ``split_protocol=alphabet``. ValueError off Omniglot."""
+    value = config.get("tasks_within_alphabet")
+    if value is None:
+        return (
+            config["dataset"] == "omniglot"
+            and config.get("split_protocol") == "alphabet"
+        )
+    if value and config["dataset"] != "omniglot":
+        raise ValueError(
+            "tasks_within_alphabet needs --dataset=omniglot (classes Alphabet/characterNN), "
+            f"got --dataset={config['dataset']}"
+        )
+    return bool(value)
+
+
 def _classification_data(
-    splits: dict, config: dict[str, Any], description: str, split: str
+    splits: dict,
+    config: dict[str, Any],
+    description: str,
+    split: str,
+    groups: dict[str, tuple[str, ...]] | None = None,
 ) -> TaskData:
+    """``groups``: the alphabet of each class per split, for tasks within one alphabet."""
     train_k = config["train_k_shot"] or config["k_shot"]
     rotations = config["rotations"]
     train_rot, eval_rot = rotations in ("train", "all"), rotations == "all"
     n_way, train_n = config["n_way"], train_n_way(config)
+    groups = groups or {}
+    if groups:
+        for name, n, rotated in (
+            ("train", train_n, train_rot),
+            ("val", n_way, eval_rot),
+            ("test", n_way, eval_rot),
+        ):
+            if name != "val" or config["val_tasks"]:
+                tfmeta_data.check_tasks_within_alphabet(
+                    splits[name], n, rotated, split=name
+                )
     tfmeta_data.check_episode_spec(
-        splits["train"], train_n, train_k, config["q_query"], rotations=train_rot
+        splits["train"],
+        train_n,
+        train_k,
+        config["q_query"],
+        rotations=train_rot,
+        class_groups=groups.get("train"),
     )
     tfmeta_data.check_episode_spec(
         splits["test"],
@@ -109,6 +149,7 @@ def _classification_data(
         config["k_shot"],
         config["eval_q_query"],
         rotations=eval_rot,
+        class_groups=groups.get("test"),
     )
     if config["val_tasks"]:
         tfmeta_data.check_episode_spec(
@@ -117,6 +158,7 @@ def _classification_data(
             config["k_shot"],
             config["eval_q_query"],
             rotations=eval_rot,
+            class_groups=groups.get("val"),
         )
     val_batch, val_count = _fixed_count(
         max(1, config["val_tasks"]), config["eval_batch_size"]
@@ -136,6 +178,8 @@ def _classification_data(
     )
     if train_n != n_way:
         description += f"; {train_n}-way meta-training tasks"
+    if groups:
+        description += "; every task's classes from one alphabet (train, val and test)"
     return TaskData(
         train=_episodes(
             splits["train"],
@@ -147,6 +191,7 @@ def _classification_data(
             seed=config["seed"],
             rotations=train_rot,
             noisy=config["noisy_task_fraction"],
+            class_groups=groups.get("train"),
         ),
         val=lambda: _episodes(
             splits["val"],
@@ -154,6 +199,7 @@ def _classification_data(
             batch=val_batch,
             seed=config["test_seed"] + 1,
             num_episodes=val_count,
+            class_groups=groups.get("val"),
             **eval_kwargs,
         )(),
         test=lambda: _episodes(
@@ -162,6 +208,7 @@ def _classification_data(
             batch=test_batch,
             seed=config["test_seed"],
             num_episodes=test_count,
+            class_groups=groups.get("test"),
             **eval_kwargs,
         )(),
         description=description,
@@ -183,7 +230,10 @@ def _omniglot(config: dict[str, Any]) -> TaskData:
     protocol, seed = config["split_protocol"], config["split_seed"]
     splits = tfmeta_data.split_omniglot(characters, protocol=protocol, seed=seed)
     split = tfmeta_data.describe_split(characters, protocol=protocol, seed=seed)
-    return _classification_data(splits, config, f"{source}: {split}", split)
+    groups = None
+    if tasks_within_alphabet(config):
+        groups = {name: tfmeta_data.alphabets_of(c) for name, c in splits.items()}
+    return _classification_data(splits, config, f"{source}: {split}", split, groups)
 
 
 def _folder(config: dict[str, Any]) -> TaskData:
@@ -254,7 +304,8 @@ def _embeddings(config: dict[str, Any]) -> TaskData:
 
 
 def build_data(config: dict[str, Any]) -> TaskData:
-    train_n_way(config)  # a setting refused before any data is read
+    train_n_way(config)  # settings refused before any data is read
+    tasks_within_alphabet(config)
     builders = {
         "omniglot": _omniglot,
         "folder": _folder,

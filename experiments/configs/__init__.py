@@ -58,6 +58,8 @@ BASE: dict[str, Any] = {
     "seed": 0,
     "split_seed": 0,
     "split_protocol": "auto",
+    # None: tasks within one alphabet with split_protocol=alphabet, else mixed.
+    "tasks_within_alphabet": None,
     "rotations": "train",
     "data_dir": "",
     "data_source": "",

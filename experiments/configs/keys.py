@@ -56,7 +56,8 @@ HELP: dict[str, str] = {
     "gradient_clip_value": "LEO: clip each meta-gradient entry to [-v, v]",
     "gradient_clip_variable_norm": "LEO: then clip each variable's meta-gradient to this norm",
     "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets; --dataset=embeddings: the embeddings root",
-    "split_protocol": "Omniglot class split: auto | lake | maml | random",
+    "split_protocol": "Omniglot class split: auto | lake | maml | random | alphabet (whole alphabets to train/val/test; on the minimal sets val Balinese, test Greek and Latin)",
+    "tasks_within_alphabet": "Omniglot: the N classes of every train, val and test task from one alphabet (drawn in proportion to its characters among those of >= N); default: on with --split_protocol=alphabet, else off",
     "rotations": "rotation classes on: train | all | none",
     "inner_optimizer": "sgd | adam",
     "outer_optimizer": "adam | sgd | annealed_sgd | cosine_adam",
@@ -92,6 +93,7 @@ HELP: dict[str, str] = {
 TYPES: dict[str, type | str] = {
     "train_k_shot": int,
     "train_n_way": int,
+    "tasks_within_alphabet": bool,
     "second_order_steps": int,
     "recompute_steps": int,
     "inner_batch_size": int,

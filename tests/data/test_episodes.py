@@ -198,3 +198,73 @@ def test_check_episode_spec_errors_name_the_values():
     wide = ClassImages.from_list(["a"], [np.zeros((2, 2, 3, 1))])
     with pytest.raises(ValueError, match=r"square images, got image shape \(2, 3, 1\)"):
         check_episode_spec(wide, 1, 1, 1, rotations=True)
+
+
+# --- tasks within one group (e.g. one Omniglot alphabet) --------------------------------
+
+GROUPS = ("A", "B", "A", "B", "A", "C", "B")  # A: classes 0, 2, 4; B: 1, 3, 6; C: 5
+
+
+def _group_tasks(rotations, num_episodes, seed=2):
+    dataset = episode_dataset(
+        CLASSES, 3, 1, 1, 40, seed=seed, rotations=rotations,
+        num_episodes=num_episodes, class_groups=GROUPS,
+    )  # fmt: skip
+    for task in _tasks(dataset):
+        virtual = _check_task(task, 3, 1, 1, rotations=rotations)
+        groups = {GROUPS[c] for c, _ in virtual}
+        assert len(groups) == 1, virtual  # every class of a task from one group
+        yield groups.pop(), virtual
+
+
+def test_tasks_within_a_group_draw_it_in_proportion_to_its_classes():
+    # 3-way: C (1 class) cannot give a task; A and B (3 classes each) are
+    # equally likely, and each task holds all three classes of its group.
+    group_counts = collections.Counter()
+    for group, virtual in _group_tasks(rotations=False, num_episodes=8):
+        group_counts[group] += 1
+        assert sorted(c for c, _ in virtual) == [
+            c for c in range(7) if GROUPS[c] == group
+        ]
+    assert set(group_counts) == {"A", "B"}
+    assert abs(group_counts["A"] - 160) < 40, group_counts
+    # Rotations are classes of their character's group: A and B hold 12 virtual
+    # classes, C 4, so C gives 4/28 of the tasks; each virtual class is in a
+    # task with probability 3/28, as without groups.
+    group_counts, virtual_counts = collections.Counter(), collections.Counter()
+    for group, virtual in _group_tasks(rotations=True, num_episodes=14):
+        group_counts[group] += 1
+        virtual_counts.update(virtual)
+    assert abs(group_counts["C"] - 560 * 4 / 28) < 30, group_counts
+    assert len(virtual_counts) == 28
+    for v, count in virtual_counts.items():
+        assert abs(count - 560 * 3 / 28) < 25, (v, count)
+
+
+def test_tasks_within_a_group_are_fixed_by_the_seed():
+    make = lambda seed, **kw: episode_dataset(
+        CLASSES, 3, 1, 2, 4, seed=seed, rotations=True, class_groups=GROUPS,
+        prefetch=False, **kw,
+    )  # fmt: skip
+    first = _arrays(make(5, num_episodes=4))
+    _assert_same(first, _arrays(make(5, num_episodes=4)))
+    _assert_same(first[2:], _arrays(make(5, start_episode=2, num_episodes=2)))
+    other = _arrays(make(6, num_episodes=4))
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(first, other))
+
+
+def test_tasks_within_a_group_need_a_group_of_n_way_classes():
+    with pytest.raises(
+        ValueError,
+        match=r"^n_way=4 classes from one group need a group of >= 4 classes; the "
+        r"largest, 'A', has 3; expected n_way <= 3\.$",
+    ):
+        episode_dataset(CLASSES, 4, 1, 1, 1, seed=0, class_groups=GROUPS)
+    with pytest.raises(
+        ValueError,
+        match=r"'A', has 12 \(3 classes x 4 rotations\); expected n_way <= 12",
+    ):
+        check_episode_spec(CLASSES, 13, 1, 1, rotations=True, class_groups=GROUPS)
+    check_episode_spec(CLASSES, 12, 1, 1, rotations=True, class_groups=GROUPS)
+    with pytest.raises(ValueError, match="one group per class, got 2 for 7 classes"):
+        check_episode_spec(CLASSES, 2, 1, 1, class_groups=("A", "B"))

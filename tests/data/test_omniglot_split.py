@@ -1,9 +1,19 @@
 """Tests of split_omniglot / describe_split on synthetic characters with 1x1 images."""
 
+import os
+import pathlib
+import tempfile
+
 import numpy as np
 import pytest
 
-from tfmeta.data import OmniglotCharacter, describe_split, split_omniglot
+from tfmeta.data import (
+    OmniglotCharacter,
+    alphabets_of,
+    check_tasks_within_alphabet,
+    describe_split,
+    split_omniglot,
+)
 
 
 def _characters(
@@ -137,3 +147,149 @@ def test_maml_split_sizes_on_1623_characters():
     assert {sources[n] for n in names["train"]} == {"background", "evaluation"}
     with pytest.raises(ValueError, match="at least 1200 characters.*got 1199"):
         split_omniglot(characters[:1199], protocol="maml")
+
+
+# --- whole alphabets held out ----------------------------------------------------------
+
+MINIMAL_COUNTS = {"Balinese": 24, "Early_Aramaic": 22, "Greek": 24, "Japanese_(katakana)": 47,
+                  "Korean": 40, "Latin": 26, "Sanskrit": 42, "Tagalog": 17}  # fmt: skip
+MINIMAL_SPLIT = {
+    "train": {"Early_Aramaic", "Japanese_(katakana)", "Korean", "Sanskrit", "Tagalog"},
+    "val": {"Balinese"},
+    "test": {"Greek", "Latin"},
+}
+MINIMAL_DESCRIPTION = (
+    "alphabet split (whole alphabets, fixed alphabets of the two minimal sets): "
+    "train 168 characters (Early_Aramaic 22, Japanese_(katakana) 47, Korean 40, "
+    "Sanskrit 42, Tagalog 17); val 24 characters (Balinese 24); test 50 characters "
+    "(Greek 24, Latin 26)"
+)
+
+
+def _alphabets(names):
+    return {name.split("/")[0] for name in names}
+
+
+def _check_whole_alphabets(characters, splits):
+    """Disjoint splits of whole alphabets, every val and test alphabet of >= 20 characters."""
+    names = _check_split(characters, splits)
+    alphabets = {k: _alphabets(v) for k, v in names.items()}
+    assert not alphabets["train"] & alphabets["val"]
+    assert not (alphabets["train"] | alphabets["val"]) & alphabets["test"]
+    counts = {}
+    for r in characters:
+        counts[r.alphabet] = counts.get(r.alphabet, 0) + 1
+    for k, v in names.items():
+        # Whole alphabets: every character of a split's alphabets is in the split.
+        assert len(v) == sum(counts[a] for a in alphabets[k]), k
+    assert len(alphabets["test"]) >= 2 and len(alphabets["val"]) >= 1
+    assert min(counts[a] for a in alphabets["test"] | alphabets["val"]) >= 20
+    return alphabets
+
+
+def test_alphabet_split_of_the_minimal_sets_is_fixed():
+    assert {r.alphabet for r in MINIMAL} == set(MINIMAL_COUNTS)
+    splits = split_omniglot(MINIMAL, protocol="alphabet", seed=0)
+    assert _check_whole_alphabets(MINIMAL, splits) == MINIMAL_SPLIT
+    assert [splits[k].num_classes for k in ("train", "val", "test")] == [168, 24, 50]
+    assert describe_split(MINIMAL, "alphabet", seed=5) == MINIMAL_DESCRIPTION
+    # Neither the seed nor the input order changes it.
+    again = split_omniglot(list(reversed(MINIMAL)), protocol="alphabet", seed=7)
+    for k in ("train", "val", "test"):
+        assert again[k].class_names == splits[k].class_names
+        np.testing.assert_array_equal(again[k].images, splits[k].images)
+
+
+TEN_ALPHABETS = _characters({"background": {f"A{i}": 20 + 2 * i for i in range(8)} | {"S1": 12, "S2": 15}})  # fmt: skip
+
+
+def test_alphabet_split_of_other_data_is_seeded():
+    total = len(TEN_ALPHABETS)
+    first = split_omniglot(TEN_ALPHABETS, protocol="alphabet", seed=0)
+    alphabets = _check_whole_alphabets(TEN_ALPHABETS, first)
+    # Alphabets of fewer than 20 characters train; test holds >= 20% of the
+    # characters, val >= 10%.
+    assert {"S1", "S2"} <= alphabets["train"]
+    assert first["test"].num_classes >= 0.2 * total
+    assert first["val"].num_classes >= 0.1 * total
+    again = split_omniglot(list(reversed(TEN_ALPHABETS)), protocol="alphabet", seed=0)
+    assert all(again[k].class_names == first[k].class_names for k in first)
+    tests = set()
+    for seed in range(1, 6):
+        other = split_omniglot(TEN_ALPHABETS, protocol="alphabet", seed=seed)
+        tests.add(tuple(sorted(_check_whole_alphabets(TEN_ALPHABETS, other)["test"])))
+    assert len(tests | {tuple(sorted(alphabets["test"]))}) > 1
+    text = describe_split(TEN_ALPHABETS, "alphabet", seed=0)
+    assert text.startswith(
+        "alphabet split (whole alphabets, alphabets of >= 20 characters drawn with seed 0"
+    )
+    for a in alphabets["val"] | alphabets["test"]:
+        assert f"{a} {sum(r.alphabet == a for r in TEN_ALPHABETS)}" in text
+
+
+def test_alphabet_split_needs_three_alphabets_of_20_characters():
+    two_large = _characters({"background": {"A": 20, "B": 25, "C": 19, "D": 12}})
+    with pytest.raises(
+        ValueError,
+        match=r"needs 3 alphabets of >= 20 characters \(2 test, 1 val\) and more "
+        r"alphabets for train, got 2 of 4 alphabets with >= 20 characters\.$",
+    ):
+        split_omniglot(two_large, protocol="alphabet")
+    three_large = _characters({"background": {"A": 20, "B": 25, "C": 30}})
+    with pytest.raises(ValueError, match="got 3 of 3 alphabets"):
+        split_omniglot(three_large, protocol="alphabet")
+    # Test leaves an alphabet of >= 20 characters for val, even below 20% of
+    # the characters: 40 or 60 of 250 or 270.
+    small = {f"S{i}": 19 for i in range(10)}
+    for large, sizes in (("ABC", [20, 40]), ("ABCD", [20, 60])):
+        characters = _characters({"background": dict.fromkeys(large, 20) | small})
+        splits = split_omniglot(characters, "alphabet")
+        _check_whole_alphabets(characters, splits)
+        assert [splits[k].num_classes for k in ("val", "test")] == sizes
+
+
+def test_tasks_within_alphabet_need_an_alphabet_of_n_way_characters():
+    splits = split_omniglot(MINIMAL, protocol="alphabet")
+    assert alphabets_of(splits["test"]) == ("Greek",) * 24 + ("Latin",) * 26
+    check_tasks_within_alphabet(splits["test"], 26, split="test")
+    with pytest.raises(
+        ValueError,
+        match=r"^val split: 25-way tasks within one alphabet need an alphabet of >= 25 "
+        r"classes; the largest, Balinese, has 24; expected n_way <= 24\.$",
+    ):
+        check_tasks_within_alphabet(splits["val"], 25, split="val")
+    # Tagalog's 17 characters give no 20-way task, but 68 rotated classes do.
+    tagalog = split_omniglot(
+        [r for r in MINIMAL if r.alphabet == "Tagalog"], "random", fractions=(1, 0, 0)
+    )["train"]
+    with pytest.raises(ValueError, match="the largest, Tagalog, has 17; expected"):
+        check_tasks_within_alphabet(tagalog, 20, split="train")
+    check_tasks_within_alphabet(tagalog, 20, rotations=True, split="train")
+    with pytest.raises(ValueError, match=r"has 68 \(17 characters x 4 rotations\)"):
+        check_tasks_within_alphabet(tagalog, 69, rotations=True, split="train")
+
+
+def test_alphabet_split_of_the_real_minimal_sets():
+    from tests.helpers import REPO
+    from tfmeta.data import load_omniglot_folder
+
+    source = pathlib.Path(
+        os.environ.get("TFMETA_OMNIGLOT_DIR")
+        or REPO.parent / "shared" / "data" / "omniglot"
+    )
+    zips = ("images_background_small1.zip", "images_background_small2.zip")
+    if not all((source / name).is_file() for name in zips):
+        pytest.skip(
+            f"Omniglot minimal sets {zips} not found in {source}; set "
+            "TFMETA_OMNIGLOT_DIR to a folder holding them to run this test."
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        for name in zips:  # only the minimal sets, whatever else the folder holds
+            (pathlib.Path(folder) / name).symlink_to((source / name).resolve())
+        characters = load_omniglot_folder(folder, image_size=8)
+    counts = {a: sum(r.alphabet == a for r in characters) for a in MINIMAL_COUNTS}
+    assert counts == MINIMAL_COUNTS and len(characters) == 242
+    splits = split_omniglot(characters, protocol="alphabet")
+    assert _check_whole_alphabets(characters, splits) == MINIMAL_SPLIT
+    assert describe_split(characters, "alphabet") == MINIMAL_DESCRIPTION
+    assert all(len(r.images) == 20 for r in characters)

@@ -1,6 +1,7 @@
 """Data for meta-learning: class images, Omniglot, image folders, episodes, sinusoids,
 embeddings (LEO format)."""
 
+from tfmeta.data.alphabet_split import alphabets_of, check_tasks_within_alphabet
 from tfmeta.data.class_images import ClassImages
 from tfmeta.data.embeddings import (
     RestrictedUnpickler,
@@ -32,7 +33,9 @@ __all__ = [
     "Episode",
     "OmniglotCharacter",
     "RestrictedUnpickler",
+    "alphabets_of",
     "check_episode_spec",
+    "check_tasks_within_alphabet",
     "describe_split",
     "episode_dataset",
     "load_embedding_file",

@@ -10,6 +10,7 @@ training resumes at batch `s` with `start_episode=s` instead of replaying the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -46,13 +47,19 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def check_episode_spec(
-    classes: ClassImages, n_way: int, k_shot: int, q_query: int, rotations: bool = False
+    classes: ClassImages,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    rotations: bool = False,
+    class_groups: Sequence[str] | None = None,
 ) -> None:
     """Raises ValueError when `classes` cannot give N-way K-shot Q-query tasks.
 
     Checks, before any work: n_way, k_shot, q_query >= 1; n_way <= the
-    classes available (num_classes, times 4 with rotations); k_shot + q_query
-    <= the images of every class; square images when rotating.
+    classes available (num_classes, times 4 with rotations), and with
+    `class_groups` (one group name per class) <= those of the largest group;
+    k_shot + q_query <= the images of every class; square images when rotating.
     """
     n_way = _check_int("n_way", n_way, 1)
     k_shot = _check_int("k_shot", k_shot, 1)
@@ -64,6 +71,8 @@ def check_episode_spec(
             f"n_way={n_way} is larger than the {available} classes available{how}; "
             f"expected n_way <= {available}."
         )
+    if class_groups is not None:
+        _check_groups(classes, class_groups, n_way, rotations)
     counts = classes.images_per_class
     fewest = int(np.argmin(counts))
     if k_shot + q_query > counts[fewest]:
@@ -79,6 +88,39 @@ def check_episode_spec(
         )
 
 
+def _check_groups(
+    classes: ClassImages, class_groups: Sequence[str], n_way: int, rotations: bool
+) -> None:
+    if len(class_groups) != classes.num_classes:
+        raise ValueError(
+            f"class_groups must name one group per class, got {len(class_groups)} "
+            f"for {classes.num_classes} classes."
+        )
+    names, sizes = np.unique(np.asarray(class_groups, dtype=str), return_counts=True)
+    largest = int(np.argmax(sizes))
+    available = int(sizes[largest]) * (4 if rotations else 1)
+    if n_way > available:
+        how = f" ({sizes[largest]} classes x 4 rotations)" if rotations else ""
+        raise ValueError(
+            f"n_way={n_way} classes from one group need a group of >= {n_way} classes; "
+            f"the largest, {str(names[largest])!r}, has {available}{how}; expected "
+            f"n_way <= {available}."
+        )
+
+
+def _virtual_groups(
+    class_groups: Sequence[str], n_way: int, rotations: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group index of each virtual class, and whether its group has >= n_way of them."""
+    _, group_of_class = np.unique(
+        np.asarray(class_groups, dtype=str), return_inverse=True
+    )
+    # Virtual class v is class v // 4 rotated (rotations): the group of its class.
+    group = np.repeat(group_of_class, 4) if rotations else group_of_class
+    eligible = np.bincount(group)[group] >= n_way
+    return group.astype(np.int64), eligible
+
+
 def _task_sampler(
     classes: ClassImages,
     n_way: int,
@@ -86,6 +128,7 @@ def _task_sampler(
     q_query: int,
     seed: int,
     rotations: bool,
+    class_groups: Sequence[str] | None = None,
 ):
     """Returns `sample(t) -> Episode` of one task (no batch axis), t an int64 scalar."""
     images = tf.constant(classes.images)  # [total_images, H, W, C], held once.
@@ -96,14 +139,31 @@ def _task_sampler(
     per_class = k_shot + q_query
     image_shape = classes.image_shape
     seed = tf.constant(seed, tf.int64)
+    if class_groups is not None:
+        group, eligible = (
+            tf.constant(a) for a in _virtual_groups(class_groups, n_way, rotations)
+        )
 
     def sample(task_index: tf.Tensor) -> Episode:
         task_seed = tf.stack([seed, tf.cast(task_index, tf.int64)])
-        class_seed, image_seed = tf.unstack(
-            tf.random.experimental.stateless_split(task_seed, 2)
-        )
+        if class_groups is None:
+            class_seed, image_seed = tf.unstack(
+                tf.random.experimental.stateless_split(task_seed, 2)
+            )
+        else:
+            group_seed, class_seed, image_seed = tf.unstack(
+                tf.random.experimental.stateless_split(task_seed, 3)
+            )
         # n_way distinct (virtual) classes in random order; label j <-> chosen[j].
         class_scores = tf.random.stateless_uniform([num_virtual], seed=class_seed)
+        if class_groups is not None:
+            # The task's group: that of a virtual class drawn uniformly among
+            # the groups of >= n_way, i.e. a group drawn with probability
+            # proportional to its classes; then classes of that group only.
+            group_scores = tf.random.stateless_uniform([num_virtual], seed=group_seed)
+            first = tf.argmax(tf.where(eligible, group_scores, -1.0))
+            in_group = tf.equal(group, tf.gather(group, first))
+            class_scores = tf.where(in_group, class_scores, -1.0)
         chosen = tf.cast(tf.math.top_k(class_scores, k=n_way).indices, tf.int64)  # [N]
         base = chosen // 4 if rotations else chosen
         # K + Q distinct images per class among its counts[base] images.
@@ -175,6 +235,7 @@ def episode_dataset(
     start_episode: int = 0,
     num_episodes: int | None = None,
     prefetch: bool = True,
+    class_groups: Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """Meta-batches of N-way K-shot Q-query tasks drawn from `classes`.
 
@@ -184,6 +245,13 @@ def episode_dataset(
     class for each rotation, as in the MAML paper's Omniglot setup), labels
     them 0..N-1 in that random order, then picks `k_shot + q_query` distinct
     images per class uniformly: the first `k_shot` are support, the rest query.
+
+    With `class_groups` (e.g. the alphabet of each Omniglot character) the
+    `n_way` classes of a task come from one group (rotations of its classes
+    included), drawn among the groups of at least `n_way` (virtual) classes
+    with probability proportional to their classes, so that every class of
+    those groups is equally likely to be in a task (as without groups); only
+    which classes meet in a task changes.
 
     Args:
       classes: the class images (held once in a tensor).
@@ -197,15 +265,18 @@ def episode_dataset(
         batch of a run from `s`.
       num_episodes: number of batches, or None for an infinite dataset.
       prefetch: prefetch batches with `tf.data.AUTOTUNE`.
+      class_groups: None, or one group name per class: tasks within one group.
 
     Returns:
       A dataset of `Episode` with fully static shapes: `support_x`
       `[B, N*K, H, W, C]` float32, `support_y` `[B, N*K]` int32, `query_x`
       `[B, N*Q, H, W, C]`, `query_y` `[B, N*Q]` int32.
     """
-    check_episode_spec(classes, n_way, k_shot, q_query, rotations)
+    check_episode_spec(classes, n_way, k_shot, q_query, rotations, class_groups)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
     task_indices = task_index_dataset(meta_batch_size, start_episode, num_episodes)
-    sample = _task_sampler(classes, n_way, k_shot, q_query, int(seed), rotations)
+    sample = _task_sampler(
+        classes, n_way, k_shot, q_query, int(seed), rotations, class_groups
+    )
     return batch_tasks(task_indices, sample, meta_batch_size, prefetch)

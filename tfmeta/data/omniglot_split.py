@@ -1,6 +1,7 @@
 """Meta-learning splits of Omniglot characters into disjoint class sets:
-the protocol of Lake et al. (2015), of the MAML paper (Finn et al., 2017), or
-a seeded random split by character.
+the protocol of Lake et al. (2015), of the MAML paper (Finn et al., 2017), a
+seeded random split by character, or whole alphabets held out for validation
+and test (`tfmeta.data.alphabet_split`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tfmeta.data.alphabet_split import plan_alphabet_split
 from tfmeta.data.class_images import ClassImages
 from tfmeta.data.omniglot import OmniglotCharacter
 
-PROTOCOLS = ("auto", "lake", "maml", "random")
+PROTOCOLS = ("auto", "lake", "maml", "random", "alphabet")
 _MAML_TRAIN, _MAML_VAL = 1100, 100  # Finn et al. (2017), data_generator.py.
 _LAKE_VAL_FRACTION = 0.1
 
@@ -25,6 +27,16 @@ class _SplitPlan:
     characters: list[OmniglotCharacter]
     indices: dict[str, np.ndarray]
     description: str
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            "fractions must be three non-negative numbers (train, val, test) summing "
+            f"to 1, got {fractions}."
+        )
+    return fractions
 
 
 def _plan_split(
@@ -69,6 +81,11 @@ def _plan_split(
             f"(10% of characters held out, seed {seed}); {len(test)} evaluation characters "
             f"({alphabets(test)} alphabets) -> test"
         )
+    elif protocol == "alphabet":
+        indices, description = plan_alphabet_split(
+            ordered, seed, _check_fractions(fractions)
+        )
+        return _SplitPlan(ordered, indices, description)
     elif protocol == "maml":
         if n < _MAML_TRAIN + _MAML_VAL:
             raise ValueError(
@@ -84,12 +101,7 @@ def _plan_split(
             f"{len(train)}/{len(val)}/{len(test)}"
         )
     else:
-        fractions = tuple(float(f) for f in fractions)
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-            raise ValueError(
-                "fractions must be three non-negative numbers (train, val, test) summing "
-                f"to 1, got {fractions}."
-            )
+        fractions = _check_fractions(fractions)
         num_train = min(n, int(np.floor(fractions[0] * n + 0.5)))
         num_val = min(n - num_train, int(np.floor(fractions[1] * n + 0.5)))
         shuffled = rng.permutation(n)
@@ -128,8 +140,15 @@ def split_omniglot(
         sorted, shuffled with `seed`; 1100 train, 100 val, the rest (423 with
         the full 1623) test. Needs >= 1200 characters.
       "random": seeded split by character with `fractions` (train, val, test);
-        train and val sizes are rounded, test takes the rest. The only
-        protocol usable with the minimal sets alone.
+        train and val sizes are rounded, test takes the rest. Usable with
+        the minimal sets alone, as is "alphabet".
+      "alphabet": whole alphabets to train, val and test, each val and test
+        alphabet of >= 20 characters, >= 2 test alphabets. On the two minimal
+        sets: train Early_Aramaic, Japanese_(katakana), Korean, Sanskrit,
+        Tagalog (168 characters); val Balinese (24); test Greek, Latin (50).
+        Other data: seeded, test and val sized by `fractions` (see
+        `tfmeta.data.alphabet_split`). Tasks within one alphabet: the
+        `class_groups` of `episode_dataset`, from `alphabets_of`.
       "auto": "lake" when background and evaluation are present, else "random".
 
     Args:
@@ -137,7 +156,8 @@ def split_omniglot(
         (any order).
       protocol: one of `PROTOCOLS`.
       seed: seed of the shuffle; the same seed gives the same split.
-      fractions: (train, val, test) fractions for "random".
+      fractions: (train, val, test) fractions for "random" (for "alphabet"
+        off the minimal sets, the least share of characters of val and test).
 
     Returns:
       {"train", "val", "test"} -> `ClassImages` with class names
