@@ -5,7 +5,14 @@
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for
 sinusoid) with its 95% interval at the evaluation inner-step count and at any
-``report_inner_steps``; writes them to ``<workdir>/results.json``.
+``report_inner_steps``; writes them to ``<workdir>/results.json``. The mode
+reported first is the one an export serves (every query normalized with the
+support set's statistics, or the learner's running statistics); where batch
+norm would normalize a query batch by its own statistics instead, that
+transductive figure is reported beside it, whatever the run trained with.
+The served mode's query outputs are written to
+``<workdir>/test_predictions.npz`` (``outputs [tasks, n_query, ...]``,
+``labels``), so an export can be checked against the reported figure.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 from absl import app, flags
+
+from tfmeta.export.signatures import uses_batch_statistics
 
 from tfmeta.training import (
     CheckpointError,
@@ -28,12 +38,51 @@ from tfmeta.training import (
 from . import builders, checks, configure_runtime, run_binary, task_data
 from .flags import FLAGS
 
+PREDICTIONS_FILE = "test_predictions.npz"
+
 flags.DEFINE_enum(
     "checkpoint",
     "best",
     ["best", "latest"],
     "best (by meta-validation; the latest if none) | latest",
 )
+
+
+def normalization_modes(learner) -> list[tuple[str, bool | None]]:
+    """(name, transductive) of the modes meta-test reports, the served one
+    first: "served" normalizes every query with the support set's statistics
+    (or running statistics, where the learner keeps them), as an export
+    does; "transductive" a query batch by its own, beside it where the two
+    differ (``None``: the learner's own setting, no batch statistics)."""
+    batch_dependent = (
+        hasattr(learner, "transductive")
+        and uses_batch_statistics(learner)
+        and not getattr(learner, "running_statistics", False)
+    )
+    if not batch_dependent:
+        return [("served", None)]
+    return [("served", False), ("transductive", True)]
+
+
+def describe_normalization(learner, transductive: bool | None) -> str:
+    if transductive is None:
+        if getattr(learner, "running_statistics", False):
+            return "per-step running statistics"
+        return "no batch statistics"
+    return "each query batch's own statistics" if transductive else "the support set's statistics"
+
+
+def learner_in_mode(config, data, learner, transductive, run, which):
+    """``learner`` if it normalizes as ``transductive`` asks, else one built
+    so from ``config`` with the same checkpoint restored."""
+    if transductive is None or learner.transductive == transductive:
+        return learner
+    other = builders.build_learner(
+        {**config, "transductive": transductive},
+        builders.build_model(config, data.input_shape),
+    )
+    restore_checkpoint(run, other, which, print_fn=lambda line: None)
+    return other
 
 
 def evaluate_workdir(
@@ -44,6 +93,9 @@ def evaluate_workdir(
     config: dict[str, Any] | None = None,
     which: str = "best",
 ) -> dict[str, Any]:
+    """Meta-tests the run's best (or latest) checkpoint in the served mode,
+    and transductively beside it where that differs; writes results.json and
+    the served mode's query outputs (``test_predictions.npz``)."""
     run = Workdir(workdir)
     config = config or run.read_config()
     data = data or task_data.build_data(config)
@@ -57,16 +109,32 @@ def evaluate_workdir(
     steps = [config["eval_inner_steps"]] + [
         s for s in config["report_inner_steps"] if s != config["eval_inner_steps"]
     ]
-    evaluations = []
-    for inner_steps in steps:
-        start = time.perf_counter()
-        result = evaluate(learner, data.test(), inner_steps=inner_steps)
-        result["seconds"] = round(time.perf_counter() - start, 1)
-        evaluations.append(result)
-        print(
-            f"meta-test ({inner_steps} inner steps): {format_result(result)}",
-            flush=True,
-        )
+    by_mode: dict[str, list] = {}
+    for mode, transductive in normalization_modes(learner):
+        evaluated = learner_in_mode(config, data, learner, transductive, run, which)
+        normalization = describe_normalization(evaluated, transductive)
+        evaluations = by_mode.setdefault(mode, [])
+        for inner_steps in steps:
+            start = time.perf_counter()
+            keep = mode == "served" and inner_steps == config["eval_inner_steps"]
+            result = evaluate(
+                evaluated, data.test(), inner_steps=inner_steps, keep_outputs=keep
+            )
+            if keep:
+                np.savez(
+                    os.path.join(workdir, PREDICTIONS_FILE),
+                    outputs=result.pop("outputs"),
+                    labels=result.pop("labels"),
+                    inner_steps=inner_steps,
+                )
+            result["seconds"] = round(time.perf_counter() - start, 1)
+            result["normalization"] = normalization
+            evaluations.append(result)
+            print(
+                f"meta-test, {mode} ({normalization}), {inner_steps} inner steps: "
+                f"{format_result(result)}",
+                flush=True,
+            )
     timing = run.read_timing()
     results = {
         "algorithm": config["algorithm"],
@@ -77,7 +145,9 @@ def evaluate_workdir(
         "checkpoint_step": int(path.rsplit("-", 1)[-1]),
         "trained_steps": timing.get("step"),
         "train_seconds": timing.get("train_seconds"),
-        "evaluations": evaluations,
+        "evaluations": by_mode["served"],
+        "transductive_evaluations": by_mode.get("transductive"),
+        "predictions": PREDICTIONS_FILE,
         "validation_history": run.history_path
         if os.path.exists(run.history_path)
         else None,

@@ -90,7 +90,7 @@ BASE: dict[str, Any] = {
     "gradient_clip_norm": None,
     "num_steps": 60000,
     "adapt_variables": "all",
-    "transductive": True,
+    "transductive": False,
     "task_weighting": "uniform",
     "task_execution": "loop",
     "unroll_inner_loop": True,

@@ -69,7 +69,7 @@ HELP: dict[str, str] = {
     "embedding_dataset": "embeddings: the dataset folder under --data_dir (e.g. miniImageNet, omniglot)",
     "embedding_crop": "embeddings: the crop folder (center | multiview)",
     "kl_estimator": "LEO: sample (one-sample log q - log p, reference code) | analytic",
-    "transductive": "normalize queries with their own batch statistics (else with the support set's)",
+    "transductive": "normalize queries with their own batch statistics, as the MAML and Reptile code (default: with the support set's, as an export serves)",
     "jit_compile": "compile the meta-steps with XLA",
     "recompute": "MAML (second order): keep only each inner step's parameters and recompute its activations in the backward pass (less memory with many inner steps, ~1 more inner step of compute each)",
     "unroll_inner_loop": "unroll a differentiated inner loop (second-order MAML) in Python (default); --nounroll_inner_loop: a differentiated tf.while_loop (compile time and graph memory flat in the inner steps)",

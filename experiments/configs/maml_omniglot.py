@@ -7,6 +7,9 @@ setting, variant "20way": alpha = 0.1, 5 inner steps (also at test),
 meta-batch 16.
 The MAML code samples as many query examples per class as support examples;
 we train with ``q_query`` = 1 per class and evaluate on 15 per class.
+The MAML code normalizes a query batch by its own statistics (transductive);
+we normalize queries with the support set's statistics in training, as an
+export serves (``--transductive`` for the code's way).
 
   python -m experiments.train --algorithm=maml --dataset=omniglot \
       --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/maml_omniglot

@@ -1,5 +1,7 @@
 """Reptile on Omniglot, as in Nichol et al. 2018 (openai/supervised-reptile's
-``run_omniglot.sh``, transductive): 10 training shots per class, inner Adam
+``run_omniglot.sh``, which is transductive; here queries are normalized
+with the support set's statistics, as served, unless ``--transductive``):
+10 training shots per class, inner Adam
 (lr 0.001, beta1 = 0) for 5 iterations on mini-batches of 10, meta-batch 5,
 outer step epsilon 1.0 annealed linearly to 0 over 100000 iterations, and 50
 inner iterations on mini-batches of 5 at evaluation.

@@ -104,7 +104,7 @@ def test_a_query_prediction_does_not_depend_on_the_other_queries():
         assert np.allclose(alone, together, atol=1e-5) == independent
         # Trained as served: the training step's query loss is the evaluation's.
         trained = learner.meta_step.task(sx, sy, qx, qy, seed_tensor())
-        evaluated, _ = learner.eval_task(sx, sy, qx, qy, 0)
+        evaluated, _, _ = learner.eval_task(sx, sy, qx, qy, 0)
         assert float(trained.query_loss) == pytest.approx(float(evaluated), rel=1e-5)
 
 

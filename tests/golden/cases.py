@@ -195,6 +195,11 @@ def _mlp():
 
 
 def _learner(cls, dtype, outer, model, case_optimizer, **kwargs) -> Runner:
+    from tfmeta.core.fast_weight_learner import FastWeightLearner
+
+    if issubclass(cls, FastWeightLearner):
+        # The values come from the reference code's transductive batch norm.
+        kwargs.setdefault("transductive", True)
     with floatx(dtype):
         learner = cls(model(), _outer(outer, case_optimizer), **kwargs)
     return Runner(learner, dtype)

@@ -200,9 +200,8 @@ class LEO(Learner):
             {"kl": adapted.kl, "encoder_penalty": adapted.encoder_penalty},
         )
 
-    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
-        logits = self.predict(self.adapt(support_x, support_y, steps), query_x)
-        return self.loss(logits, query_y), self.metric(logits, query_y)
+    def query_outputs(self, support_x, support_y, query_x, steps: int):
+        return self.predict(self.adapt(support_x, support_y, steps), query_x)
 
     def clip(self, gradients: list[tf.Tensor]) -> list[tf.Tensor]:
         """By value, then each variable's gradient by its norm (reference ``runner.py``)."""

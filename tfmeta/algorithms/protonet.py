@@ -221,10 +221,9 @@ class PrototypicalNetwork(Learner):
         )
         return TaskResult(meta_gradient, loss, self.metric(logits, query_y), None)
 
-    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
-        """(query loss, accuracy) of one N-way task; ``steps`` is ignored."""
-        logits = self.predict(self.adapt(support_x, support_y), query_x, support_x)
-        return self.loss(logits, query_y), self.metric(logits, query_y)
+    def query_outputs(self, support_x, support_y, query_x, steps: int):
+        """The queries' logits of one N-way task; ``steps`` is ignored."""
+        return self.predict(self.adapt(support_x, support_y), query_x, support_x)
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]:
         """``adapt_and_predict`` (and ``adapt_and_predict_images``): prototypes

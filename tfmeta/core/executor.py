@@ -361,21 +361,25 @@ class MetaStep:
     def _eval_step(self, episode, steps: int):
         name = self.learner.metric_name
         if self.task_execution == "map_fn":
-            scalar = tf.TensorSpec([], self.learner.variables[0].dtype)
-            loss, metric = self._map_tasks(
+            dtype = self.learner.variables[0].dtype
+            scalar = tf.TensorSpec([], dtype)
+            outputs = tf.TensorSpec([episode[2].shape[1], None], dtype)
+            loss, metric, outputs = self._map_tasks(
                 lambda *task: self._eval_task_fn(*task, steps),
                 tuple(episode),
-                (scalar, scalar),
+                (scalar, scalar, outputs),
             )
-            return {"loss": loss, name: metric}
+            return {"loss": loss, name: metric, "outputs": outputs}
         results = [self._eval_task_fn(*task, steps) for task in per_task(*episode)]
         return {
             "loss": tf.stack([r[0] for r in results]),
             name: tf.stack([r[1] for r in results]),
+            "outputs": tf.stack([r[2] for r in results]),
         }
 
     def evaluate(self, episode, steps: int) -> dict[str, tf.Tensor]:
-        """Per-task query loss and metric ``[B]`` after ``steps`` inner steps."""
+        """Per-task query loss and metric ``[B]`` and the query outputs they
+        come from (``[B, n_query, ...]``) after ``steps`` inner steps."""
         return self._eval_fn(tuple(episode), steps)
 
     @property

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "inner_optimizer": "sgd",
     "inner_beta1": 0.0,  # inner Adam's beta1 (Reptile: 0)
     "adapt_variables": "all",
-    "transductive": True,
+    "transductive": False,  # train as served: queries by the support set's statistics
     "unroll_inner_loop": True,
     "task_weighting": "uniform",
     "task_execution": "loop",

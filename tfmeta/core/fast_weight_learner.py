@@ -52,9 +52,11 @@ class FastWeightLearner(Learner):
       inner_lr: alpha, the inner SGD step size (or give ``inner_optimizer``).
       inner_optimizer: the inner update rule (``InnerSGD``, ``InnerAdam``).
       adapt_variables: "all", or "head" (only the last layer adapts, as ANIL).
-      transductive: True: a query batch is normalized with its own batch
-        statistics (MAML and Reptile code). False: with the support set's, so
-        one query's prediction does not depend on the other queries.
+      transductive: False (default): queries are normalized with the support
+        set's batch statistics, in meta-training as at evaluation and in an
+        export, so one query's prediction does not depend on the other
+        queries. True: a query batch is normalized with its own statistics
+        (the MAML and Reptile code).
       unroll_inner_loop: see ``tfmeta.core.inner_loop``.
     """
 
@@ -70,7 +72,7 @@ class FastWeightLearner(Learner):
         inner_lr: float | None = None,
         inner_optimizer: InnerSGD | InnerAdam | None = None,
         adapt_variables: str = "all",
-        transductive: bool = True,
+        transductive: bool = False,
         unroll_inner_loop: bool = True,
         **kwargs,
     ):
@@ -213,10 +215,9 @@ class FastWeightLearner(Learner):
             self.model, params, query_x, support_x, self.transductive
         )
 
-    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
+    def query_outputs(self, support_x, support_y, query_x, steps: int):
         fast = self.adapt(support_x, support_y, steps)
-        outputs = self.predict(fast, query_x, support_x, steps)
-        return self.loss(outputs, query_y), self.metric(outputs, query_y)
+        return self.predict(fast, query_x, support_x, steps)
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]:
         from tfmeta.export import signatures

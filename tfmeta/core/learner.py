@@ -196,9 +196,17 @@ class Learner:
         """One task of a meta-train step (inside the compiled step)."""
         raise NotImplementedError
 
-    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
-        """(query loss, query metric) of one task after ``steps`` adaptation steps."""
+    def query_outputs(self, support_x, support_y, query_x, steps: int) -> tf.Tensor:
+        """Outputs for ``query_x`` after adapting to the support set with
+        ``steps`` adaptation steps, as served (``adapt``, then ``predict``)."""
         raise NotImplementedError
+
+    def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
+        """(query loss, query metric, query outputs) of one task after
+        ``steps`` adaptation steps: the metric is computed from the very
+        outputs returned."""
+        outputs = self.query_outputs(support_x, support_y, query_x, steps)
+        return self.loss(outputs, query_y), self.metric(outputs, query_y), outputs
 
     def adapt(self, support_x, support_y, inner_steps: int | None = None):
         """What adapting to one task gives (no variable changes)."""
@@ -236,7 +244,9 @@ class Learner:
     def meta_eval_step(
         self, episode, inner_steps: int | None = None
     ) -> dict[str, tf.Tensor]:
-        """Per-task query loss and metric ``[B]`` after ``eval_inner_steps`` (or ``inner_steps``)."""
+        """Per-task query loss and metric ``[B]`` and query outputs ``[B,
+        n_query, ...]`` ("outputs") after ``eval_inner_steps`` (or
+        ``inner_steps``)."""
         steps = self.eval_inner_steps if inner_steps is None else inner_steps
         return self.meta_step.evaluate(episode, steps)
 

@@ -24,10 +24,17 @@ def mean_confidence_interval(values) -> tuple[float, float]:
 
 
 def evaluate(
-    learner: Learner, episodes: Iterable, inner_steps: int | None = None
+    learner: Learner,
+    episodes: Iterable,
+    inner_steps: int | None = None,
+    keep_outputs: bool = False,
 ) -> dict[str, float]:
     """Adapts to every task of ``episodes`` (a finite, fixed dataset of task
     batches) and summarizes the query metric per task.
+
+    ``keep_outputs``: the result also holds "outputs" ``[tasks, n_query,
+    ...]``, the query outputs the metric was computed from, and "labels"
+    ``[tasks, n_query, ...]`` (numpy arrays).
 
     Returns {"metric", "mean", "ci95", "median", "nonfinite_tasks", "loss",
     "num_tasks", "inner_steps"}; the metric is accuracy (classification) or MSE
@@ -35,16 +42,24 @@ def evaluate(
     ``nonfinite_tasks`` counts the others (an adaptation that diverged), which
     make the mean NaN or infinite.
     """
-    metrics, losses = [], []
+    metrics, losses, outputs, labels = [], [], [], []
     for episode in episodes:
         out = learner.meta_eval_step(episode, inner_steps)
         metrics.append(out[learner.metric_name].numpy())
         losses.append(out["loss"].numpy())
+        if keep_outputs:
+            outputs.append(out["outputs"].numpy())
+            labels.append(np.asarray(episode[3]))
     if not metrics:
         raise ValueError("the evaluation dataset is empty")
     per_task = np.concatenate(metrics).astype(np.float64)
     mean, ci95 = mean_confidence_interval(per_task)
     finite = per_task[np.isfinite(per_task)]
+    kept = (
+        {"outputs": np.concatenate(outputs), "labels": np.concatenate(labels)}
+        if keep_outputs
+        else {}
+    )
     return {
         "metric": learner.metric_name,
         "mean": mean,
@@ -56,6 +71,7 @@ def evaluate(
         "inner_steps": int(
             learner.eval_inner_steps if inner_steps is None else inner_steps
         ),
+        **kept,
     }
 
 

@@ -1,0 +1,62 @@
+"""What is reported is what is served: the meta-test's per-query predictions
+behind the reported accuracy equal the exported model's answers to the same
+tasks, and the reported mode is the served one (transductive beside it)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments import task_data
+from experiments.evaluate import PREDICTIONS_FILE, evaluate_workdir
+from tests.export import trained_exports
+
+TEST_TASKS = 12
+
+
+@pytest.fixture(scope="module")
+def maml(tmp_path_factory):
+    return trained_exports(tmp_path_factory.getbasetemp() / "trained_exports")["maml"]
+
+
+def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(maml.workdir, workdir)
+    config = {**maml.config, "test_tasks": TEST_TASKS}
+    assert config["transductive"] is False  # the default trains as served
+    results = evaluate_workdir(str(workdir), config=config)
+    served = results["evaluations"][0]
+    assert served["normalization"] == "the support set's statistics"
+    beside = results["transductive_evaluations"][0]
+    assert beside["normalization"] == "each query batch's own statistics"
+    assert served["num_tasks"] == beside["num_tasks"] == TEST_TASKS
+
+    stored = np.load(workdir / PREDICTIONS_FILE)
+    outputs, labels = stored["outputs"], stored["labels"]
+    assert outputs.shape[:2] == labels.shape == (TEST_TASKS, 3 * config["eval_q_query"])
+    # The reported accuracy is the stored predictions' accuracy.
+    per_task = (outputs.argmax(-1) == labels).mean(axis=1)
+    assert per_task.mean() == pytest.approx(served["mean"], abs=1e-6)
+
+    module = tf.saved_model.load(str(maml.path))
+    serve = module.signatures["adapt_and_predict"]
+    data = task_data.build_data(config)
+    task = 0
+    compared = 0
+    for support_x, support_y, query_x, _ in data.test():
+        for i in range(support_x.shape[0]):
+            answer = serve(
+                support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
+            )["logits"].numpy()
+            expected = outputs[task]
+            np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-4)
+            # Per query: the same class, ties aside.
+            top = np.sort(expected, axis=-1)
+            clear = top[:, -1] - top[:, -2] > 1e-4
+            assert (answer.argmax(-1)[clear] == expected.argmax(-1)[clear]).all()
+            compared += int(clear.sum())
+            task += 1
+    assert task == TEST_TASKS and compared > TEST_TASKS
