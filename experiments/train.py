@@ -160,6 +160,35 @@ def main(argv):
         raise SystemExit(f"training stopped: {error}") from error
 
 
+def training_summary(config) -> str:
+    """What a meta-step trains on, in one line: the task (K points of a sine
+    for sinusoid; N-way K-shot with its training way otherwise), the
+    meta-batch, the adaptation (inner steps where the algorithm has them, and
+    how queries are normalized where the model has batch norm) and the run's
+    length."""
+    shots = config["train_k_shot"] or config["k_shot"]
+    if config["dataset"] == "sinusoid":
+        task = f"K={shots} sinusoid regression"
+    else:
+        task = f"{task_data.train_n_way(config)}-way {shots}-shot"
+    parts = [f"{task} training", f"meta-batch {config['meta_batch_size']}"]
+    if config["inner_steps"] and "inner_lr" in get_algorithm(config["algorithm"]).defaults:
+        steps = config["inner_steps"]
+        parts.append(
+            f"{steps} inner step{'s' * (steps != 1)} (alpha {config['inner_lr']})"
+        )
+    if config["dataset"] != "sinusoid" and "transductive" in get_algorithm(
+        config["algorithm"]
+    ).defaults:
+        parts.append(
+            "queries normalized by their own batch (transductive)"
+            if config["transductive"]
+            else "queries normalized by the support set, as served"
+        )
+    parts.append(f"{config['num_steps']} step{'s' * (config['num_steps'] != 1)}")
+    return ", ".join(parts)
+
+
 def _describe(config, data, workdir: str, replicas: int, resuming: bool) -> None:
     if replicas > 1:
         print(
@@ -169,12 +198,7 @@ def _describe(config, data, workdir: str, replicas: int, resuming: bool) -> None
     print(
         f"{'resuming' if resuming else 'starting'} {config['algorithm']} on {data.description}"
     )
-    print(
-        f"{config['n_way']}-way {config['train_k_shot'] or config['k_shot']}-shot training, meta-batch "
-        f"{config['meta_batch_size']}, {config['inner_steps']} inner steps (alpha {config['inner_lr']}), "
-        f"{config['num_steps']} steps, workdir {workdir}",
-        flush=True,
-    )
+    print(f"{training_summary(config)}, workdir {workdir}", flush=True)
     if (
         config["outer_optimizer"] in ANNEALED
         and config["num_steps"] > config["schedule_steps"]
