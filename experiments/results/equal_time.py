@@ -20,6 +20,10 @@ the rest of the budget.
 
 A row whose ``results.json`` exists is skipped, so a stopped comparison
 continues where it stopped. ``--rows`` picks rows, ``--seeds`` repeats them.
+``--steps=row=N,...`` and ``--backbone_steps`` fix a budget in steps instead
+(e.g. more seeds of rows measured before, with the steps those got, so that a
+busy machine changes their wall time, not their budget); ``--train_flags``
+are passed to every training run (e.g. ``--transductive``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ flags.DEFINE_list("seeds", ["0"], "Seeds; each row runs once per seed.")
 flags.DEFINE_integer("n_way", 5, "Classes per task.")
 flags.DEFINE_integer("k_shot", 1, "Support examples per class.")
 flags.DEFINE_integer("pilot_steps", 30, "Steps of the pilot run.")
+flags.DEFINE_list("steps", [], "row=N: that row trains N meta-steps (no pilot).")
+flags.DEFINE_integer("backbone_steps", 0, "Batches of the backbone; 0: by time.")
+flags.DEFINE_list("train_flags", [], "Flags added to every training run.")
 
 MPP = ["--algorithm=maml_plus_plus"]
 ROWS: dict[str, list[str]] = {
@@ -53,6 +60,7 @@ ROWS: dict[str, list[str]] = {
     "maml_plus_plus-bnwb": [*MPP, "--noper_step_batch_norm"],
     "maml_plus_plus-cosine": [*MPP, "--outer_optimizer=adam"],
     "maml_plus_plus+da": [*MPP, "--first_order_steps_of_run=0.5"],
+    "maml_plus_plus+bnrs": [*MPP, "--running_statistics"],
     "meta_sgd": ["--algorithm=meta_sgd"],
     "protonet": ["--algorithm=protonet"],
     "proto_maml": ["--algorithm=proto_maml"],
@@ -96,6 +104,7 @@ def train_command(row: str, seed: str, extra: list[str]) -> list[str]:
         f"--seed={seed}",
         "--test_tasks=600",
         *ROWS[row],
+        *FLAGS.train_flags,
         *extra,
     ]
 
@@ -103,7 +112,9 @@ def train_command(row: str, seed: str, extra: list[str]) -> list[str]:
 def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
     """experiments.embed's backbone for ``backbone_minutes``; (folder, minutes)."""
     folder = out / f"backbone_seed{seed}"
-    if not (folder / "wall_seconds.txt").exists():
+    if not (folder / "wall_seconds.txt").exists() and FLAGS.backbone_steps:
+        steps = FLAGS.backbone_steps
+    elif not (folder / "wall_seconds.txt").exists():
         start = time.perf_counter()
         run(
             [
@@ -119,6 +130,7 @@ def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
         )
         per_step = (time.perf_counter() - start) / 50  # an upper bound
         steps = max(int(FLAGS.backbone_minutes * 60 / per_step), 50)
+    if not (folder / "wall_seconds.txt").exists():
         start = time.perf_counter()
         run(
             [
@@ -147,8 +159,11 @@ def run_row(out: pathlib.Path, row: str, seed: str) -> None:
         folder, backbone_minutes = backbone(out, seed)
         extra.append(f"--pretrained_backbone={folder}")
         minutes = max(FLAGS.minutes - backbone_minutes, 0.0)
+    fixed = dict(item.split("=", 1) for item in FLAGS.steps)
     if row == "nearest_centroid":
         steps = 0
+    elif row in fixed:
+        steps = int(fixed[row])
     elif not workdir.exists():
         pilot = out / ".pilot" / workdir.name
         output = run(
