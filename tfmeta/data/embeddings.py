@@ -12,134 +12,256 @@ same way. Embeddings are grouped by class (in order of first appearance) into a
 ``ClassImages`` whose "images" are the vectors ``[total, d]``, L2-normalized by
 default as the reference code does, ready for ``episode_dataset``.
 
-Safety: a pickle can run arbitrary code while it loads. ``load_embedding_file``
-unpickles with an unpickler that resolves only the numpy globals needed to
-rebuild arrays (and a latin-1 string encoder used by protocol-2 pickles) and
-refuses any other global, naming it, before anything is called. ``.npz`` files
-are read with ``allow_pickle=False``.
+Safety: an embedding file may be hostile. ``.pkl`` files are read by
+``safe_pickle.RestrictedUnpickler``, which runs the pickle opcodes itself and
+builds only dicts, lists, strings, numbers and plain numpy arrays from checked
+dtype, shape and data length (no code from the file runs, no dtype fields,
+offsets or strides from the file are used). ``.npz`` members are read from their
+``.npy`` header first: only plain float/int or string arrays, whose declared size
+is charged to the memory cap before exactly that many bytes are decompressed.
+Loading a file of F bytes allocates at most ``safe_pickle.MAX_EXPANSION`` (16)
+x F + 1 MiB besides the file's own bytes (``safe_pickle.MemoryBudget``). Such
+files, fields of other types, and embeddings that are not finite as float32 are
+refused with a one-line ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
 
-import _codecs
+import math
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from tfmeta.data.class_images import ClassImages
+from tfmeta.data.safe_pickle import (
+    MemoryBudget,
+    RefusedFileError,
+    RestrictedUnpickler,
+    array_dtype_problem,
+    one_line,
+)
 
 SPLITS = ("train", "val", "test")
 FIELDS = ("keys", "embeddings", "labels")
 EXTENSIONS = (".pkl", ".npz")
 
 
-def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
-    # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1").
-    if encoding.lower().replace("-", "") not in ("latin1", "iso88591"):
-        raise pickle.UnpicklingError(
-            f"refusing _codecs.encode with encoding {encoding!r}: only latin-1 "
-            "(protocol-2 bytes) is allowed in an embedding file"
-        )
-    return _codecs.encode(text, "latin1")
-
-
-def _numpy_global(module: str, name: str):
-    # numpy >= 2 moved numpy.core to numpy._core; pickles may name either.
-    try:
-        core = __import__("numpy._core." + module, fromlist=[name])
-    except ImportError:
-        core = __import__("numpy.core." + module, fromlist=[name])
-    return getattr(core, name)
-
-
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    reconstruct = _numpy_global("multiarray", "_reconstruct")
-    frombuffer = _numpy_global("numeric", "_frombuffer")
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{package}.numeric", "_frombuffer")] = frombuffer  # protocol 5
-    allowed[("_codecs", "encode")] = _latin1_encode
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays only.
-
-    ``find_class`` resolves the few numpy reconstruction globals; any other
-    global (a function or class the pickle would call) raises
-    ``pickle.UnpicklingError`` naming it, so no code from the file runs.
-    """
-
-    _ALLOWED = _allowed_globals()
-
-    def find_class(self, module: str, name: str):
-        allowed = self._ALLOWED.get((module, name))
-        if allowed is None:
-            raise pickle.UnpicklingError(
-                f"refusing to load global '{module}.{name}': an embedding file may hold "
-                "only a dict of strings and numpy arrays (loading it would run code)"
-            )
-        return allowed
-
-
 def load_embedding_file(path: str) -> dict[str, np.ndarray]:
     """The fields "keys" ``[n]`` str, "embeddings" ``[n, d]`` float32, "labels" ``[n]``
-    of one ``.pkl`` (restricted unpickling) or ``.npz`` file, checked."""
+    of one ``.pkl`` (restricted unpickling) or ``.npz`` file, checked.
+
+    Raises ``ValueError`` (one line naming the file) for a file that is not a
+    plain embedding file or that would take more memory than its cap, and
+    ``TypeError`` if it holds something other than a dict.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedding file {path} does not exist")
+    budget = MemoryBudget(os.path.getsize(path), path)
     if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                raw = {key: archive[key] for key in archive.files}
-        except ValueError as error:  # object arrays need pickle
-            raise ValueError(
-                f"{path}: cannot read without pickle ({error}); store keys as a string array"
-            ) from error
+        raw = _read_npz(path, budget)
     elif path.endswith(".pkl"):
         with open(path, "rb") as f:
-            raw = RestrictedUnpickler(f, encoding="latin1").load()
+            raw = RestrictedUnpickler(f, source=path, budget=budget).load()
     else:
         raise ValueError(f"{path}: expected a .pkl or .npz embedding file")
-    return _check_fields(raw, path)
+    return _check_fields(raw, path, budget)
 
 
-def _check_fields(raw: object, path: str) -> dict[str, np.ndarray]:
+_CHUNK_BYTES = 1 << 20  # .npz data is decompressed this much at a time
+
+
+def _read_npz(path: str, budget: MemoryBudget) -> dict[str, np.ndarray]:
+    """The FIELDS members of an ``.npz``, each ``.npy`` header checked (dtype, shape,
+    size charged to ``budget``) before its data is decompressed."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {
+                info.filename[: -len(".npy")]: info
+                for info in archive.infolist()
+                if info.filename.endswith(".npy")
+            }
+            return {
+                field: _read_npy_member(archive, members[field], path, budget)
+                for field in FIELDS
+                if field in members
+            }
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        raise RefusedFileError(
+            f"{path}: not a readable .npz archive ({one_line(error)})"
+        ) from None
+    except RuntimeError as error:  # an encrypted member needs a password
+        raise RefusedFileError(f"{path}: {one_line(error)}") from None
+
+
+def _read_npy_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, budget: MemoryBudget
+) -> np.ndarray:
+    name = info.filename
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"format version {version} (structured arrays only)")
+            read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+            shape, fortran_order, dtype = read_header(member)
+        except (ValueError, EOFError) as error:
+            raise RefusedFileError(
+                f"{path}: member {name!r} has no readable .npy header ({one_line(error)})"
+            ) from None
+        problem = array_dtype_problem(dtype, allow_object=False)
+        if problem:
+            raise RefusedFileError(f"{path}: member {name!r} is {problem}")
+        if len(shape) > 32 or any(n < 0 for n in shape):
+            raise RefusedFileError(f"{path}: member {name!r} has shape {shape}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        budget.spend(nbytes, f"member {name!r} of shape {shape} and dtype {dtype}")
+        data = np.empty(nbytes, np.uint8)
+        filled = 0
+        while filled < nbytes:  # never more than the header declares
+            chunk = member.read(min(_CHUNK_BYTES, nbytes - filled))
+            if not chunk:
+                raise RefusedFileError(
+                    f"{path}: member {name!r} ends after {filled} of the {nbytes} "
+                    "bytes its header declares"
+                )
+            data[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            filled += len(chunk)
+        if member.read(1):
+            raise RefusedFileError(
+                f"{path}: member {name!r} holds more data than its header declares "
+                f"({nbytes} bytes for shape {shape} and dtype {dtype})"
+            )
+    array = data.view(dtype)
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+
+
+def _check_fields(
+    raw: object, path: str, budget: MemoryBudget | None = None
+) -> dict[str, np.ndarray]:
+    """The three fields as fresh arrays: keys ``[n]`` str, embeddings ``[n, d]``
+    float32 (finite as float32), labels ``[n]``; each allocation charged to
+    ``budget`` (None: trusted input, as when writing)."""
     if not isinstance(raw, dict):
         raise TypeError(
             f"{path}: expected a dict with {list(FIELDS)}, got {type(raw).__name__}"
         )
     missing = [field for field in FIELDS if field not in raw]
     if missing:
+        got = sorted(one_line(key, 40) for key in raw)
         raise ValueError(
-            f"{path}: missing fields {missing}; expected {list(FIELDS)}, got {sorted(raw)}"
+            f"{path}: missing fields {missing}; expected {list(FIELDS)}, got {got}"
         )
-    embeddings = np.asarray(raw["embeddings"])
-    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.number):
+    embeddings = raw["embeddings"]
+    if (
+        not isinstance(embeddings, np.ndarray)
+        or embeddings.ndim != 2
+        or embeddings.dtype.kind not in "fiu"
+        or array_dtype_problem(embeddings.dtype, allow_object=False)
+    ):
         raise ValueError(
-            f"{path}: 'embeddings' must be a numeric [n, d] array, got shape "
-            f"{embeddings.shape} and dtype {embeddings.dtype}"
+            f"{path}: 'embeddings' must be a numeric [n, d] array, got {_describe(embeddings)}"
         )
-    keys = [
-        k.decode("latin1") if isinstance(k, bytes) else str(k)
-        for k in np.asarray(raw["keys"]).reshape(-1)
-    ]
-    labels = np.asarray(raw["labels"]).reshape(-1)
-    if not len(keys) == len(labels) == len(embeddings):
+    keys, labels = raw["keys"], raw["labels"]
+    counts = [_count(keys, "keys", path), _count(labels, "labels", path)]
+    if not counts[0] == counts[1] == len(embeddings):
         raise ValueError(
-            f"{path}: {len(keys)} keys, {len(labels)} labels and {len(embeddings)} "
+            f"{path}: {counts[0]} keys, {counts[1]} labels and {len(embeddings)} "
             "embeddings; expected one key and one label per embedding"
         )
-    if not np.all(np.isfinite(embeddings)):
-        raise ValueError(f"{path}: 'embeddings' holds NaN or infinite values")
-    return {
-        "keys": np.asarray(keys),
-        "embeddings": embeddings.astype(np.float32),
-        "labels": labels,
-    }
+    keys = _keys_array(keys, path, budget)
+    labels = _labels_array(labels, path, budget)
+    _spend(budget, 4 * embeddings.size, "the float32 embeddings")
+    with np.errstate(over="ignore", invalid="ignore"):
+        vectors = embeddings.astype(np.float32)
+    rows = max(1, _CHUNK_BYTES // max(4 * vectors.shape[1], 1))
+    for start in range(0, len(vectors), rows):  # about 1 MiB of vectors at a time
+        finite = np.isfinite(vectors[start : start + rows])
+        if not finite.all():
+            row, column = divmod(int(np.argmin(finite.reshape(-1))), vectors.shape[1])
+            value = float(embeddings[start + row, column])
+            raise ValueError(
+                f"{path}: 'embeddings' holds NaN or infinite values as float32, first "
+                f"at row {start + row}, column {column} ({value!r} as {embeddings.dtype})"
+            )
+    return {"keys": keys, "embeddings": vectors, "labels": labels}
+
+
+def _spend(budget: MemoryBudget | None, nbytes: int, what: str) -> None:
+    if budget is not None:
+        budget.spend(nbytes, what)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"shape {value.shape} and dtype {one_line(value.dtype, 80)}"
+    return f"a {type(value).__name__}"
+
+
+def _count(value: object, field: str, path: str) -> int:
+    if isinstance(value, np.ndarray):
+        return value.size
+    if type(value) in (list, tuple):
+        return len(value)
+    raise ValueError(
+        f"{path}: {field!r} must be an array or a list, got {_describe(value)}"
+    )
+
+
+def _keys_array(value: object, path: str, budget: MemoryBudget | None) -> np.ndarray:
+    """``[n]`` str from a str/bytes array, an object array or a list of str/bytes;
+    the width is checked against ``budget`` before anything is decoded."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "US":
+        flat = value.reshape(-1)
+        if value.dtype.kind == "S":
+            _spend(budget, 4 * value.nbytes, "the keys")
+            return np.char.decode(flat, "latin1")
+        _spend(budget, value.nbytes, "the keys")
+        return flat.astype(np.str_)
+    if isinstance(value, np.ndarray) and value.dtype.kind != "O":
+        raise ValueError(f"{path}: 'keys' must be strings, got {_describe(value)}")
+    items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+    wrong = next((type(k) for k in items if not isinstance(k, (str, bytes))), None)
+    if wrong is not None:
+        raise ValueError(f"{path}: 'keys' must be strings, got a {wrong.__name__}")
+    width = max(map(len, items), default=0)
+    _spend(
+        budget,
+        4 * len(items) * max(width, 1),
+        f"{len(items)} keys of up to {width} characters",
+    )
+    keys = np.empty(len(items), f"<U{max(width, 1)}")
+    for index, item in enumerate(items):
+        keys[index] = item.decode("latin1") if isinstance(item, bytes) else item
+    return keys
+
+
+def _labels_array(value: object, path: str, budget: MemoryBudget | None) -> np.ndarray:
+    """``[n]`` float or int labels from an array or a list of numbers."""
+    if type(value) in (list, tuple):
+        numbers = (int, float, np.integer, np.floating)
+        wrong = next((type(x) for x in value if not isinstance(x, numbers)), None)
+        if wrong is not None:
+            raise ValueError(
+                f"{path}: 'labels' must be numbers, got a {wrong.__name__}"
+            )
+        _spend(budget, 8 * len(value), "the labels")
+        value = np.array(value)
+    else:
+        _spend(budget, value.nbytes, "the labels")
+    if value.dtype.kind not in "fiu" or array_dtype_problem(
+        value.dtype, allow_object=False
+    ):
+        raise ValueError(
+            f"{path}: 'labels' must be float or int, got {_describe(value)}"
+        )
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        raise ValueError(f"{path}: 'labels' holds NaN or infinite values")
+    return value.reshape(-1).copy()
 
 
 def class_of_key(key: str) -> str:
