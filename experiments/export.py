@@ -2,7 +2,9 @@
 
   python -m experiments.export --workdir=/tmp/tfmeta/maml \
       --export_dir=/tmp/models/omniglot_maml [--checkpoint=best|latest] \
-      [--base_path=/models/omniglot_maml] [--transductive]
+      [--base_path=/models/omniglot_maml] [--transductive] \
+      [--max_support_examples=1000] [--max_query_examples=1000] \
+      [--max_image_pixels=16777216] [--max_abs_input=1e6]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and writes the next version
@@ -11,7 +13,10 @@ Serving model config ``<export_dir>/../models.config`` naming the model
 (``--model_name``, default the export folder's name) with ``--base_path``
 (default the export folder; inside the TF Serving container, e.g.
 ``/models/<model_name>``). The served inner loop is the meta-test one: the
-config's ``eval_inner_steps`` steps with ``inner_lr``.
+config's ``eval_inner_steps`` steps with ``inner_lr``. Larger requests than
+the ``--max_*`` limits are refused by the served graph (``ServingLimits``).
+An ``--export_dir`` that is a version folder, or inside one, is refused
+before anything is read or written.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from absl import app, flags
 
 from tfmeta.export import (
     ImagePreprocessing,
+    LayoutError,
     ModelsConfigError,
+    ServingLimits,
     export_learner,
     read_models_config,
     write_models_config,
 )
+from tfmeta.export.layout import check_model_folder
 from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 from tfmeta.training.workdir import CHECKPOINTS
 
@@ -69,6 +77,28 @@ def define_flags() -> None:
         "models_config",
         None,
         "TF Serving model config file to update (default: <export_dir>/../models.config)",
+    )
+    limits = ServingLimits()
+    flags.DEFINE_integer(
+        "max_support_examples",
+        limits.max_support_examples,
+        "the served model refuses requests with more support examples",
+    )
+    flags.DEFINE_integer(
+        "max_query_examples",
+        limits.max_query_examples,
+        "the served model refuses requests with more queries",
+    )
+    flags.DEFINE_integer(
+        "max_image_pixels",
+        limits.max_image_pixels,
+        "the served model refuses encoded images whose header gives more pixels "
+        "(height x width), before decoding them",
+    )
+    flags.DEFINE_float(
+        "max_abs_input",
+        limits.max_abs_input,
+        "the served model refuses float inputs larger in absolute value",
     )
 
 
@@ -116,12 +146,18 @@ def export_workdir(
     model_name: str | None = None,
     base_path: str | None = None,
     models_config: str | None = None,
+    limits: ServingLimits | None = None,
 ) -> dict[str, Any]:
     """Exports the next version of ``workdir``'s learner to ``export_dir``; updates models.config.
 
     Returns {"version", "path", "checkpoint", "models_config", "model_name",
     "base_path", "metadata"}.
+
+    Raises:
+      LayoutError: ``export_dir`` is a version folder or inside one (before
+        anything is read or written).
     """
+    check_model_folder(export_dir)
     # Keys added to the configs after the run was trained take their neutral defaults.
     config = {**BASE, **Workdir(workdir).read_config()}
     export_dir = os.path.abspath(export_dir)
@@ -145,6 +181,7 @@ def export_workdir(
         transductive=transductive,
         image_preprocessing=image_preprocessing(config),
         metadata=metadata,
+        limits=limits,
     )
     write_models_config(models_config, model_name, base_path)
     return {
@@ -162,6 +199,15 @@ def main(argv):
     del argv
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise app.UsageError("--workdir and --export_dir are required")
+    try:
+        limits = ServingLimits(
+            max_support_examples=FLAGS.max_support_examples,
+            max_query_examples=FLAGS.max_query_examples,
+            max_image_pixels=FLAGS.max_image_pixels,
+            max_abs_input=FLAGS.max_abs_input,
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--{error}") from None
     checks.trained_workdir_config(FLAGS.workdir)
     try:
         result = export_workdir(
@@ -172,9 +218,12 @@ def main(argv):
             model_name=FLAGS.model_name,
             base_path=FLAGS.base_path,
             models_config=FLAGS.models_config,
+            limits=limits,
         )
     except ModelsConfigError as error:  # before the export: its message only
         raise app.UsageError(f"{error} (--models_config)") from None
+    except LayoutError as error:  # before the export: its message only
+        raise app.UsageError(f"{error} (--export_dir)") from None
     except CheckpointError as error:  # every checkpoint damaged: names each
         raise app.UsageError(str(error)) from error
     metadata = result["metadata"]
@@ -184,6 +233,12 @@ def main(argv):
         f"from {result['checkpoint']} to {result['path']} (version {result['version']})"
     )
     print(f"signatures: {metadata['signatures']} (serving_default = adapt_and_predict)")
+    print(
+        f"requests of at most {metadata['max_support_examples']} support examples and "
+        f"{metadata['max_query_examples']} queries, images of at most "
+        f"{metadata['max_image_pixels']} pixels, float inputs of at most "
+        f"{metadata['max_abs_input']:g} in absolute value"
+    )
     print(
         f"TF Serving config {result['models_config']}: model {result['model_name']!r}, "
         f"base path {result['base_path']}"

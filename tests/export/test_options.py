@@ -47,8 +47,8 @@ def test_transductive_export_normalizes_queries_with_their_own_statistics(tmp_pa
         atol=1e-5,
     )
     # The trained learner itself is not changed by exporting.
-    assert learner.transductive is True
+    assert learner.transductive is False
     plain = export_learner(learner, str(tmp_path / "m"))
-    assert plain.version == 2 and learner.transductive is True
+    assert plain.version == 2 and learner.transductive is False
     predict = tf.saved_model.load(plain.path).signatures["predict"]
     assert set(predict.structured_input_signature[1]) == {"support_x", "query_x"}

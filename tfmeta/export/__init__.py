@@ -1,6 +1,12 @@
 """SavedModel export for TF Serving: signatures that adapt to a support set, versioned layout."""
 
-from tfmeta.export.layout import existing_versions, next_version, write_version
+from tfmeta.export.layout import (
+    LayoutError,
+    existing_versions,
+    next_version,
+    write_version,
+)
+from tfmeta.export.limits import ServingLimits
 from tfmeta.export.models_config import (
     ModelsConfigError,
     read_models_config,
@@ -23,7 +29,9 @@ __all__ = [
     "PREPROCESSINGS",
     "ExportedVersion",
     "ImagePreprocessing",
+    "LayoutError",
     "ModelsConfigError",
+    "ServingLimits",
     "ServingModule",
     "existing_versions",
     "export_learner",

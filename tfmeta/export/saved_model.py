@@ -7,7 +7,9 @@ the graph runs the learner's own non-differentiable adaptation
 served: ``learner.serving_functions(preprocessing)`` gives the functions
 (fast-weight learners share ``signatures.classification_signatures`` /
 ``regression_signatures``; LEO has its own) and ``learner.describe()`` what a
-client needs to know. Nothing else about the learner is saved.
+client needs to know. Nothing else about the learner is saved. Each function
+is served behind the export's request limits (``limits.limited``), which the
+metadata records.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfmeta.export import layout
+from tfmeta.export.limits import ServingLimits, limited
 from tfmeta.export.servable import Servable, tracked
 from tfmeta.export.signatures import ImagePreprocessing
 from tfmeta.version import __version__
@@ -84,7 +87,8 @@ class ServingModule(tf.Module):
       variables_to_save: the model's variables (Keras 3 variables are tracked
         through their ``tf.Variable`` values).
       metadata_values: the values the ``metadata`` signature returns.
-      function_names: the serving functions, also attributes of the module.
+      function_names: the serving functions, also attributes of the module,
+        each behind ``limits`` (default ``ServingLimits()``).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class ServingModule(tf.Module):
         transductive: bool = False,
         image_preprocessing: ImagePreprocessing | None = None,
         metadata: Mapping[str, Any] | None = None,
+        limits: ServingLimits | None = None,
     ):
         super().__init__(name="tfmeta_serving")
         self.variables_to_save = tracked(learner.model.variables) + tracked(
@@ -106,7 +111,13 @@ class ServingModule(tf.Module):
                 f"the serving functions of {learner.name!r} must include {DEFAULT_SIGNATURE!r}, "
                 f"got {sorted(functions)}"
             )
+        limits = limits or ServingLimits()
+        functions = {
+            name: limited(name, function, limits)
+            for name, function in functions.items()
+        }
         values = describe_learner(learner, transductive, image_preprocessing)
+        values.update(limits.metadata())
         values.update(metadata or {})
         values["signatures"] = ",".join(sorted([*functions, METADATA_SIGNATURE]))
         constants = {key: _constant(value) for key, value in values.items()}
@@ -143,6 +154,7 @@ def export_learner(
     transductive: bool = False,
     image_preprocessing: ImagePreprocessing | None = None,
     metadata: Mapping[str, Any] | None = None,
+    limits: ServingLimits | None = None,
 ) -> ExportedVersion:
     """Writes the next version ``<export_dir>/<version>/`` of a SavedModel of ``learner``.
 
@@ -159,12 +171,20 @@ def export_learner(
       image_preprocessing: adds ``adapt_and_predict_images`` (classification).
       metadata: extra values for the ``metadata`` signature (str, int,
         float, bool), e.g. the checkpoint exported.
+      limits: the largest request answered (``ServingLimits``; default
+        ``ServingLimits()``), recorded in the metadata.
+
+    Raises:
+      layout.LayoutError: ``export_dir`` is a version folder or inside one
+        (checked before tracing).
     """
+    layout.check_model_folder(export_dir)
     module = ServingModule(
         learner,
         transductive=transductive,
         image_preprocessing=image_preprocessing,
         metadata=metadata,
+        limits=limits,
     )
     signatures = module.signatures()
 

@@ -21,12 +21,11 @@ import tensorflow as tf
 
 from tfmeta.data.folder import decode_and_resize_image
 from tfmeta.data.omniglot import preprocess_omniglot_image
+from tfmeta.export.limits import JPEG_SIGNATURE, PNG_SIGNATURE
 from tfmeta.export.servable import Servable
 from tfmeta.models.batch_norm import MetaBatchNorm
 
 PREPROCESSINGS = ("omniglot", "folder")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"  # what tf.io.is_jpeg tests
 _SHOWN = 64  # values shown in an error message
 
 
@@ -153,12 +152,15 @@ def check_labels(support_y: tf.Tensor, n_way: int) -> list[tf.Operation]:
 def decode_images(
     name: str, encoded: tf.Tensor, preprocessing: ImagePreprocessing
 ) -> tf.Tensor:
-    """``[batch]`` PNG/JPEG strings -> float32 ``[batch, *preprocessing.image_shape]``."""
-    is_png = tf.equal(
-        tf.strings.substr(encoded, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE
-    )
+    """``[batch]`` PNG/JPEG strings -> float32 ``[batch, *preprocessing.image_shape]``.
+
+    Two images are decoded at a time: a decoded image holds height x width x
+    channels bytes, and as many floats, until it is resized (the export's
+    ``limits.check_images`` bounds height x width before this runs).
+    """
+    is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
     is_jpeg = tf.equal(
-        tf.strings.substr(encoded, 0, len(_JPEG_SIGNATURE)), _JPEG_SIGNATURE
+        tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE
     )
     check = tf.debugging.assert_equal(
         tf.logical_or(is_png, is_jpeg),
@@ -171,6 +173,7 @@ def decode_images(
         preprocessing,
         encoded,
         fn_output_signature=tf.TensorSpec(preprocessing.image_shape, tf.float32),
+        parallel_iterations=2,
     )
 
 
