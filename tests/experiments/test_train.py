@@ -165,6 +165,7 @@ def test_binary_trains_resumes_and_refuses_changed_model(tmp_path):
         "--checkpoint_every=10",
         "--val_tasks=10",
         "--test_tasks=20",
+        "--meta_batch_size=4",
     ]
     first = run_binary(*args, "--num_steps=10")
     assert first.returncode == 0, first.stderr[-2000:]
