@@ -27,6 +27,9 @@ from tfmeta.export import (
     write_version,
 )
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 SERVING_CONFIG = "tensorflow_serving.config.model_server_config_pb2"
 try:  # imported before any test makes it unimportable
     config_pb2 = importlib.import_module(SERVING_CONFIG)

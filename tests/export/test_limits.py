@@ -24,6 +24,9 @@ from tfmeta.export import (
     limits,
 )
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 PEAK_MB = 1500  # the export loaded and its largest refused request, 313 MB
 BIG = 100_000  # examples of an oversized request
 

@@ -24,6 +24,9 @@ from tfmeta.data import load_image_folder, preprocess_omniglot_image
 from tfmeta.export import METADATA_FILE
 from tfmeta.export.signatures import decode_folder_image
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 # Runs in a fresh interpreter: loads each export and runs its signatures on the saved inputs.

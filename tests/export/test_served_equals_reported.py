@@ -14,6 +14,9 @@ from experiments import task_data
 from experiments.evaluate import PREDICTIONS_FILE, evaluate_workdir
 from tests.export import trained_exports
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 TEST_TASKS = 12
 
 

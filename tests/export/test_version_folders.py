@@ -17,6 +17,9 @@ from tests.export import trained_exports
 from tests.helpers import REPO
 from tfmeta.export import LayoutError, layout, write_version
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 
 def _write_tree(folder: str) -> None:
     """A SavedModel's shape: files at the top and in sub-folders."""

@@ -25,6 +25,9 @@ from tfmeta.serving import (
     rest_url,
 )
 
+# The trained exports are built once per worker: their tests run on one.
+pytestmark = pytest.mark.xdist_group("trained_exports")
+
 SIGNATURE = "adapt_and_predict_images"
 
 
