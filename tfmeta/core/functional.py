@@ -36,6 +36,19 @@ def forward(
     return outputs
 
 
+def has_batch_norm(model: keras.Model) -> bool:
+    """Whether any layer of ``model`` (nested ones too) normalizes by batch
+    statistics."""
+    from tfmeta.models.batch_norm import MetaBatchNorm
+
+    def layers(parent):
+        for layer in getattr(parent, "layers", ()):
+            yield layer
+            yield from layers(layer)
+
+    return any(isinstance(layer, MetaBatchNorm) for layer in layers(model))
+
+
 def predict(
     model: keras.Model,
     params: Sequence[tf.Tensor],
@@ -47,9 +60,10 @@ def predict(
 
     ``transductive``: the queries are normalized with their own batch
     statistics. Otherwise with ``support_x``'s: the support set and the
-    queries run as one batch whose statistics come from the support rows.
+    queries run as one batch whose statistics come from the support rows (a
+    model without batch norm needs no ``support_x``).
     """
-    if transductive:
+    if transductive or not has_batch_norm(model):
         return forward(model, params, query_x)
     if support_x is None:
         raise ValueError(
