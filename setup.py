@@ -40,7 +40,8 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.5"],
+        "pictures": ["matplotlib>=3.5"],
         # each tensorflow-serving-api X.Y requires tensorflow>=X.Y: keep the same bound
         "serving": ["tensorflow-serving-api>=2.16,<2.22"],
     },
