@@ -52,6 +52,7 @@ def _episodes(
     num_episodes=None,
     noisy=0.0,
     class_groups=None,
+    augment=0.0,
 ):
     def make(start_step: int = 0) -> tf.data.Dataset:
         dataset = tfmeta_data.episode_dataset(
@@ -65,6 +66,7 @@ def _episodes(
             start_episode=start_step,
             num_episodes=num_episodes,
             class_groups=class_groups,
+            augment=augment,
         )
         return tfmeta_data.shuffle_task_labels(
             dataset, noisy, seed + 7919, start_episode=start_step
@@ -192,6 +194,7 @@ def _classification_data(
             rotations=train_rot,
             noisy=config["noisy_task_fraction"],
             class_groups=groups.get("train"),
+            augment=config["augment"],
         ),
         val=lambda: _episodes(
             splits["val"],

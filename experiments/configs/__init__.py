@@ -61,6 +61,7 @@ BASE: dict[str, Any] = {
     # None: tasks within one alphabet with split_protocol=alphabet, else mixed.
     "tasks_within_alphabet": None,
     "rotations": "train",
+    "augment": 0.0,
     "data_dir": "",
     "data_source": "",
     "image_size": 28,

@@ -59,6 +59,7 @@ HELP: dict[str, str] = {
     "split_protocol": "Omniglot class split: auto | lake | maml | random | alphabet (whole alphabets to train/val/test; on the minimal sets val Balinese, test Greek and Latin)",
     "tasks_within_alphabet": "Omniglot: the N classes of every train, val and test task from one alphabet (drawn in proportion to its characters among those of >= N); default: on with --split_protocol=alphabet, else off",
     "rotations": "rotation classes on: train | all | none",
+    "augment": "strength of random affine distortions of meta-training images (1: rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%; 0: none; at most 3)",
     "inner_optimizer": "sgd | adam",
     "outer_optimizer": "adam | sgd | annealed_sgd | cosine_adam",
     "pooling": "stride | max",

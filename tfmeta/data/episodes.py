@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfmeta.data.augment import check_strength, distort
+
 from tfmeta.data.class_images import ClassImages
 
 
@@ -129,6 +131,7 @@ def _task_sampler(
     seed: int,
     rotations: bool,
     class_groups: Sequence[str] | None = None,
+    augment: float = 0.0,
 ):
     """Returns `sample(t) -> Episode` of one task (no batch axis), t an int64 scalar."""
     images = tf.constant(classes.images)  # [total_images, H, W, C], held once.
@@ -185,6 +188,13 @@ def _task_sampler(
             position = tf.range(n_way * per_class, dtype=tf.int64)
             flat = tf.gather_nd(rotated, tf.stack([quarter_turns, position], axis=1))
             x = tf.reshape(flat, [n_way, per_class, *image_shape])
+        if augment:
+            # Its own stream: the classes and images drawn do not change.
+            distort_seed = tf.random.experimental.stateless_fold_in(task_seed, 1)
+            flat = tf.reshape(x, [n_way * per_class, *image_shape])
+            x = tf.reshape(
+                distort(flat, distort_seed, augment), [n_way, per_class, *image_shape]
+            )
         labels = tf.range(n_way, dtype=tf.int32)
         return Episode(
             support_x=tf.reshape(x[:, :k_shot], [n_way * k_shot, *image_shape]),
@@ -236,6 +246,7 @@ def episode_dataset(
     num_episodes: int | None = None,
     prefetch: bool = True,
     class_groups: Sequence[str] | None = None,
+    augment: float = 0.0,
 ) -> tf.data.Dataset:
     """Meta-batches of N-way K-shot Q-query tasks drawn from `classes`.
 
@@ -266,6 +277,8 @@ def episode_dataset(
       num_episodes: number of batches, or None for an infinite dataset.
       prefetch: prefetch batches with `tf.data.AUTOTUNE`.
       class_groups: None, or one group name per class: tasks within one group.
+      augment: strength of a random affine distortion of every image
+        (`tfmeta.data.augment`; 0: none), seeded by the task.
 
     Returns:
       A dataset of `Episode` with fully static shapes: `support_x`
@@ -276,7 +289,8 @@ def episode_dataset(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
     task_indices = task_index_dataset(meta_batch_size, start_episode, num_episodes)
+    check_strength(augment)
     sample = _task_sampler(
-        classes, n_way, k_shot, q_query, int(seed), rotations, class_groups
+        classes, n_way, k_shot, q_query, int(seed), rotations, class_groups, augment
     )
     return batch_tasks(task_indices, sample, meta_batch_size, prefetch)
