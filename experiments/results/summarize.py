@@ -1,6 +1,12 @@
 """Prints a markdown table of every ``results.json`` below a folder.
 
 python -m experiments.results.summarize /tmp/tfmeta_results
+python -m experiments.results.summarize --by_seed /tmp/tfmeta_ablation [served|transductive]
+
+Each run gives a row per test inner-step count and normalization mode: the
+served one (as an export answers), and the transductive one beside it where
+the run's meta-test reported it. ``--by_seed`` groups runs that differ only
+in their seed, in the mode named (default: served).
 """
 
 from __future__ import annotations
@@ -29,19 +35,21 @@ def rows(root: pathlib.Path):
     for path in sorted(root.glob("*/results.json")):
         result = json.loads(path.read_text())
         config = json.loads((path.parent / "config.json").read_text())
-        for evaluation in result["evaluations"]:
+        modes = [("served", e) for e in result["evaluations"]]
+        modes += [("transductive", e) for e in result.get("transductive_evaluations") or []]
+        for mode, evaluation in modes:
             scale = 100 if evaluation["metric"] == "accuracy" else 1
             unit = "%" if scale == 100 else ""
             minutes = (result.get("train_seconds") or 0) / 60
             yield (
                 f"| {path.parent.name} | {config['algorithm']} | {config['n_way'] if config['dataset'] != 'sinusoid' else '-'}"
-                f" | {config['k_shot']} | {result.get('trained_steps')} | {minutes:.1f} | {evaluation['inner_steps']}"
+                f" | {config['k_shot']} | {result.get('trained_steps')} | {minutes:.1f} | {evaluation['inner_steps']} | {mode}"
                 f" | {evaluation['metric']} {scale * evaluation['mean']:.2f}{unit} +- {scale * evaluation['ci95']:.2f}{unit}"
                 f" ({evaluation['num_tasks']} tasks) | best step {result['checkpoint_step']} |"
             )
 
 
-def by_seed(root: pathlib.Path) -> None:
+def by_seed(root: pathlib.Path, mode: str = "served") -> None:
     groups = collections.defaultdict(list)
     for path in sorted(root.glob("*/results.json")):
         result = json.loads(path.read_text())
@@ -55,7 +63,11 @@ def by_seed(root: pathlib.Path) -> None:
         groups[key].append(
             (
                 config["seed"],
-                result["evaluations"][0],
+                (
+                    result.get("transductive_evaluations") or result["evaluations"]
+                    if mode == "transductive"
+                    else result["evaluations"]
+                )[0],
                 (result.get("train_seconds") or 0) / 60,
             )
         )
@@ -85,13 +97,16 @@ def by_seed(root: pathlib.Path) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1 and argv[1] == "--by_seed":
-        by_seed(pathlib.Path(argv[2] if len(argv) > 2 else "/tmp/tfmeta_ablation"))
+        by_seed(
+            pathlib.Path(argv[2] if len(argv) > 2 else "/tmp/tfmeta_ablation"),
+            argv[3] if len(argv) > 3 else "served",
+        )
         return
     root = pathlib.Path(argv[1] if len(argv) > 1 else "/tmp/tfmeta_results")
     print(
-        "| run | algorithm | N | K | steps | train min | test inner steps | result (95% CI) | checkpoint |"
+        "| run | algorithm | N | K | steps | train min | test inner steps | mode | result (95% CI) | checkpoint |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows(root):
         print(row)
 
