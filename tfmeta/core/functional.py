@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tfmeta.models.batch_norm import normalization_reference
+from tfmeta.models.batch_norm import has_batch_norm, normalization_reference
 
 
 def forward(
@@ -34,19 +34,6 @@ def forward(
         trainable = list(params)[: len(model.trainable_variables)]
         outputs, _ = model.stateless_call(trainable, non_trainable, x, training=True)
     return outputs
-
-
-def has_batch_norm(model: keras.Model) -> bool:
-    """Whether any layer of ``model`` (nested ones too) normalizes by batch
-    statistics."""
-    from tfmeta.models.batch_norm import MetaBatchNorm
-
-    def layers(parent):
-        for layer in getattr(parent, "layers", ()):
-            yield layer
-            yield from layers(layer)
-
-    return any(isinstance(layer, MetaBatchNorm) for layer in layers(model))
 
 
 def predict(

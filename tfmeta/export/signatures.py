@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from tfmeta.core import functional
 from tfmeta.data.folder import decode_and_resize_image
 from tfmeta.data.omniglot import preprocess_omniglot_image
 from tfmeta.export.limits import JPEG_SIGNATURE, PNG_SIGNATURE
 from tfmeta.export.servable import Servable
+from tfmeta.models.batch_norm import has_batch_norm
 
 PREPROCESSINGS = ("omniglot", "folder")
 _SHOWN = 64  # values shown in an error message
@@ -194,7 +194,7 @@ def classification_outputs(logits: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def uses_batch_statistics(learner: Servable) -> bool:
     """Whether outputs depend on the batch (normalization layers computing statistics)."""
-    return functional.has_batch_norm(learner.model)
+    return has_batch_norm(learner.model)
 
 
 def adaptation_signatures(

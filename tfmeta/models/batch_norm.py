@@ -265,6 +265,18 @@ def fused_batch_norm(x, scale, offset, epsilon):
     return forward(x, scale, offset)
 
 
+def has_batch_norm(model) -> bool:
+    """Whether any layer of ``model`` (nested ones too) is a MetaBatchNorm,
+    i.e. whether its outputs depend on the batch's statistics."""
+
+    def layers(parent):
+        for layer in getattr(parent, "layers", ()):
+            yield layer
+            yield from layers(layer)
+
+    return any(isinstance(layer, MetaBatchNorm) for layer in layers(model))
+
+
 @keras.saving.register_keras_serializable(package="tfmeta")
 class MetaBatchNorm(keras.layers.Layer):
     """Normalizes over all axes but the last with exact, differentiable moments.
