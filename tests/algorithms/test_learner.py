@@ -103,9 +103,13 @@ def test_adapt_does_not_touch_variables_and_lowers_support_loss():
     for b, v in zip(before, learner.variables):
         np.testing.assert_array_equal(b, v.numpy())
     initial = float(
-        learner.loss(learner.predict(learner.parameters(), support_x), support_y)
+        learner.loss(
+            learner.predict(learner.parameters(), support_x, support_x), support_y
+        )
     )
-    adapted = float(learner.loss(learner.predict(fast, support_x), support_y))
+    adapted = float(
+        learner.loss(learner.predict(fast, support_x, support_x), support_y)
+    )
     assert adapted < 0.3 * initial
 
 
@@ -161,7 +165,9 @@ def test_eval_with_zero_steps_equals_unadapted_prediction():
     learner = make("reptile", tiny_conv(seed=9))
     task = classification_task(np.random.default_rng(9), dtype="float32")
     out = learner.meta_eval_step(batch(task), inner_steps=0)
-    expected = learner.loss(learner.predict(learner.parameters(), task[2]), task[3])
+    expected = learner.loss(
+        learner.predict(learner.parameters(), task[2], task[0]), task[3]
+    )
     assert float(out["loss"][0]) == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -78,8 +78,13 @@ def test_second_order_gradient_matches_finite_differences_conv_batch_norm(steps)
     """Exact through MetaBatchNorm: directional derivatives along random directions."""
     with floatx("float64"):
         model = tiny_conv(seed=1)
+        # The objective below normalizes the query batch by its own statistics.
         learner = MAML(
-            model, keras.optimizers.SGD(0.0), inner_lr=0.5, inner_steps=steps
+            model,
+            keras.optimizers.SGD(0.0),
+            inner_lr=0.5,
+            inner_steps=steps,
+            transductive=True,
         )
         rng = np.random.default_rng(1)
         task = classification_task(rng)
@@ -113,6 +118,7 @@ def test_first_order_equals_query_gradient_at_adapted_weights():
             inner_lr=0.5,
             inner_steps=2,
             task_weighting="gradient_agreement",  # the weighting that reads updates
+            transductive=True,  # as the query gradient below
         )
         task = classification_task(np.random.default_rng(2))
         result = learner.meta_step.task(*task, seed_tensor())
