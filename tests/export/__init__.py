@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -76,6 +79,20 @@ def fake_embeddings(root: pathlib.Path, classes=5, per_class=6) -> pathlib.Path:
             labels,
         )
     return root
+
+
+def run_export_binary(*flags: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.export`` with ``flags`` in a fresh process,
+    from the repository root; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.export", *flags],
+        cwd=pathlib.Path(__file__).resolve().parents[2],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:

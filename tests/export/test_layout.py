@@ -14,7 +14,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from experiments.export import export_workdir
-from tests.export import trained_exports
+from tests.export import run_export_binary, trained_exports
 from tests.helpers import REPO
 from tfmeta.export import (
     ModelsConfigError,
@@ -290,15 +290,8 @@ def test_export_binary_refuses_a_garbled_models_config_before_exporting(
     models = tmp_path / "models"
     models.mkdir()
     (models / "models.config").write_text('model_config_list { config { name: "m" ')
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.export", f"--workdir={sinusoid_workdir}"]
-        + [f"--export_dir={models / 'sine'}"],
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = run_export_binary(
+        f"--workdir={sinusoid_workdir}", f"--export_dir={models / 'sine'}"
     )
     assert done.returncode != 0
     assert f"{models / 'models.config'} is not a TF Serving model config" in done.stderr

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from experiments.export import export_workdir
-from tests.export import trained_exports
-from tests.helpers import REPO
+from tests.export import run_export_binary, trained_exports
 from tfmeta.export import LayoutError, layout, write_version
 
 # The trained exports are built once per worker: their tests run on one.
@@ -85,15 +84,8 @@ def test_exporting_into_a_served_version_is_refused_before_any_work(exports, tmp
     assert "saved_model.pb" in listing and "1" not in listing
     assert not (exported.export_dir / "models.config").exists()
     # The binary: one line naming the path, no traceback, nothing written.
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.export", f"--workdir={exported.workdir}"]
-        + [f"--export_dir={exported.path}"],
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = run_export_binary(
+        f"--workdir={exported.workdir}", f"--export_dir={exported.path}"
     )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]  # after the flags' help
