@@ -1,7 +1,10 @@
 """tfmeta's training, evaluation, export and benchmark binaries."""
 
+import os
 import sys
 from collections.abc import Callable
+
+from absl import app
 
 from tfmeta import runtime
 from tfmeta.runtime import (
@@ -46,19 +49,60 @@ def configure_runtime(
         )
 
 
+class InputError(app.UsageError):
+    """A bad input of the user's (a flag's value, a file or folder, a stored
+    config): the binary prints its message as one line on stderr and exits
+    with status 1, without usage text or traceback. A plain
+    ``app.UsageError`` (a required flag missing) still prints the usage."""
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its lines joined by "; "."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _exit_with(message: str) -> None:
+    program = os.path.basename(sys.argv[0] or "tfmeta")
+    sys.stderr.write(f"{program}: error: {one_line(message)}\n")
+    sys.stderr.flush()
+    sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with a bad value in one line (absl's own parser
+    adds a line pointing to --helpshort); ``--help`` works as in absl."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _exit_with(f"{error} (--helpshort lists the flags)")
+
+
+def _one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    def checked_main(argv):
+        try:
+            return main(argv)
+        except InputError as error:
+            _exit_with(str(error))
+
+    return checked_main
+
+
 def run_binary(module: str, main: Callable[[list[str]], None]) -> None:
     """``app.run(main)`` for the binary ``module`` run as a console script
     (``tfmeta-train``), with the help ``python -m`` gives: the module's
     docstring as usage and its flags under ``--helpshort``. absl takes both
-    from the main module, here the script's generated wrapper."""
-    from absl import app, flags
+    from the main module, here the script's generated wrapper. A bad flag
+    value or ``InputError`` is one line on stderr."""
+    from absl import flags
 
     main_module = sys.modules["__main__"]
     if main_module.__doc__ is None:
         main_module.__doc__ = sys.modules[module].__doc__
     for flag in flags.FLAGS.get_key_flags_for_module(module):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    app.run(_one_line_errors(main), flags_parser=_parse_flags)
 
 
 def define_cpu_threading_flag() -> None:

@@ -1,27 +1,47 @@
 """What the binaries check before any work: a resolved config's settings
-(each rule of an algorithm, the core or the data checked by its owner) and
-a trained workdir's presence."""
+(each rule of an algorithm, the core, the model or the data checked by its
+owner; the memory a run needs, ``memory``), a trained workdir's presence and
+stored config, and the folders a binary writes in."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
-from absl import app
-
 from tfmeta.algorithms import ALGORITHMS, get_algorithm
+from tfmeta.core.executor import check_looped_tasks
+from tfmeta.core.inner_loop import check_inner_step_bound
 from tfmeta.core.outer_optimizers import check_outer_optimizer
+from tfmeta.models.conv import check_conv4, check_mlp
 
+from . import InputError, memory
 from .builders import model_name
+from .configs import BASE, keys
 from .pretrained import check_backbone
 
 ROTATIONS = ("train", "all", "none")
 IMAGE_DATASETS = ("omniglot", "folder")
 MODELS = ("conv4", "mlp", "linear", "leo")
+# Errors of a folder a binary would write in (check_output_folder).
+FOLDER_ERRORS = (NotADirectoryError, PermissionError)
+# The models each dataset's inputs fit (builders.build_model).
+DATASET_MODELS = {
+    "omniglot": ("conv4",),
+    "folder": ("conv4",),
+    "sinusoid": ("mlp",),
+    "embeddings": ("linear", "leo"),
+}
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """Raises ValueError for settings that cannot work, before any data is read."""
+def check_config(config: dict[str, Any], *, stored: bool = False) -> None:
+    """Raises ValueError for settings that cannot work, before any data is read.
+
+    ``stored``: the config of a trained run (evaluate, export): the files it
+    started from (a pretrained backbone) are not read again, and only its
+    evaluation has to fit in this machine's memory.
+    """
+    _check_types(config)
     for key, value in config.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{key} must be a finite number, got {value}")
@@ -33,16 +53,28 @@ def check_config(config: dict[str, Any]) -> None:
         "eval_q_query",
         "meta_batch_size",
         "test_tasks",
+        "eval_batch_size",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
     ]
     for key in positive:
         if int(config[key]) < 1:
             raise ValueError(f"--{key} must be >= 1, got {config[key]}")
+    if config.get("train_k_shot") is not None and int(config["train_k_shot"]) < 1:
+        raise ValueError(
+            f"--train_k_shot must be >= 1 (or unset: k_shot), got {config['train_k_shot']}"
+        )
     # num_steps=0: evaluate (and export) theta as built, e.g. a pretrained
     # backbone, or a learner that is not meta-trained. Inner steps: the
     # algorithm's own check.
     for key in ("val_tasks", "num_steps"):
         if int(config[key]) < 0:
             raise ValueError(f"--{key} must be >= 0, got {config[key]}")
+    for steps in config["report_inner_steps"]:
+        if int(steps) < 0:
+            raise ValueError(f"--report_inner_steps must be >= 0 each, got {steps}")
+        check_inner_step_bound("report_inner_steps", int(steps))
     if not 0.0 <= config["noisy_task_fraction"] <= 1.0:
         raise ValueError(
             f"--noisy_task_fraction must be in [0, 1], got {config['noisy_task_fraction']}"
@@ -51,6 +83,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"--rotations must be one of {ROTATIONS}, got {config['rotations']!r}"
         )
+    if config["dataset"] in IMAGE_DATASETS and int(config["image_size"]) < 1:
+        raise ValueError(f"--image_size must be >= 1, got {config['image_size']}")
     if config["dataset"] == "folder" and not config["data_dir"]:
         raise ValueError(
             "--dataset=folder needs --data_dir=<root> holding train/, val/ and test/ class folders"
@@ -65,9 +99,97 @@ def check_config(config: dict[str, Any]) -> None:
     )
     algorithm.check_config(config)
     _check_embeddings_and_leo(config)
+    _check_model(config)
     _check_omniglot_split(config)
-    if config.get("pretrained_backbone"):
+    if config.get("pretrained_backbone") and not stored:
         _check_pretrained_backbone(config)
+    if not stored:
+        check_looped_tasks(
+            config["task_execution"], "meta_batch_size", int(config["meta_batch_size"])
+        )
+    check_looped_tasks(
+        config["task_execution"], "eval_batch_size", memory.eval_batch_tasks(config)
+    )
+    memory.check_memory(
+        config, model_name(config), input_shape(config), training=not stored
+    )
+
+
+def input_shape(config: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of one model input as the data will give it, where the
+    config says (None for embeddings: their size is in the files)."""
+    if config["dataset"] == "sinusoid":
+        return (1,)
+    if config["dataset"] in IMAGE_DATASETS:
+        channels = 1 if config["dataset"] == "omniglot" else int(config["channels"])
+        return (int(config["image_size"]), int(config["image_size"]), channels)
+    return None
+
+
+def _check_types(config: dict[str, Any]) -> None:
+    """Each known key's value of the type of its flag (a hand-edited
+    config.json may hold anything); None where the default is None."""
+    defaults = dict(BASE)
+    for algorithm in ALGORITHMS.values():
+        for name, value in algorithm.defaults.items():
+            defaults.setdefault(name, value)
+    for name, value in config.items():
+        if name in keys.INTERNAL or name not in defaults:
+            continue
+        kind = keys.TYPES.get(name) or type(defaults[name])
+        if value is None and (defaults[name] is None or name in keys.TYPES):
+            continue
+        if kind in ("ints", list, tuple):
+            valid = isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            )
+            expected = "a list of integers"
+        elif kind is float:
+            valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+            expected = "a number"
+        elif kind is int:
+            valid = isinstance(value, int) and not isinstance(value, bool)
+            expected = "an integer"
+        elif kind is bool:
+            valid, expected = isinstance(value, bool), "true or false"
+        elif kind is str:
+            valid, expected = isinstance(value, str), "a string"
+        else:
+            continue
+        if not valid:
+            raise ValueError(f"--{name} must be {expected}, got {value!r}")
+
+
+def _check_model(config: dict[str, Any]) -> None:
+    """The model's own rules (its factory's check), before data is read."""
+    model = model_name(config)
+    if model == "conv4":
+        check_conv4(int(config["filters"]), int(config["depth"]), config["pooling"])
+    elif model == "mlp":
+        check_mlp(tuple(int(units) for units in config["hidden"]))
+
+
+def check_output_folder(path: str, flag: str, value: str | None = None) -> str:
+    """``path`` expanded, where a binary may create or write in it
+    (``value``: the flag's value, when ``path`` is a folder under it).
+
+    Raises (naming ``--flag`` and the file or folder):
+      NotADirectoryError: it, or a folder on its way, is a file.
+      PermissionError: it (or the nearest existing folder, which would hold
+        it) is not writable by this user.
+    """
+    folder = os.path.abspath(os.path.expanduser(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    value = path if value is None else value
+    named = os.path.abspath(os.path.expanduser(value))
+    where = "" if existing == named else f": {existing}"
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"--{flag}={value}{where} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--{flag}={value}{where} is not writable by this user")
+    return folder
 
 
 def _check_pretrained_backbone(config: dict[str, Any]) -> None:
@@ -87,6 +209,12 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
     model = model_name(config)
     if model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
+    fitting = DATASET_MODELS.get(config["dataset"], MODELS)
+    if model not in fitting and model in ("conv4", "mlp"):
+        raise ValueError(
+            f"--model={model} does not fit --dataset={config['dataset']}: "
+            f"its inputs take {' or '.join(fitting)}"
+        )
     embeddings = config["dataset"] == "embeddings"
     if embeddings != (model in ("linear", "leo")):
         raise ValueError(
@@ -132,19 +260,30 @@ def _check_omniglot_split(config: dict[str, Any]) -> None:
 
 
 def trained_workdir_config(workdir: str) -> dict[str, Any]:
-    """The stored config of a training workdir that holds a checkpoint;
-    otherwise a usage error saying what is missing (before any data or model
-    is built)."""
+    """The stored config of a training workdir that holds a checkpoint, with
+    keys added to the configs after the run was trained at their neutral
+    defaults, checked as a resolved config is; otherwise an ``InputError``
+    saying what is missing or wrong (before any data or model is built)."""
     from tfmeta.training import Workdir
 
     run = Workdir(workdir)
     try:
-        config = run.read_config()
+        stored = run.read_config()
     except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(str(error)) from error
+        raise InputError(str(error)) from error
     if not run.has_checkpoint():
-        raise app.UsageError(
+        raise InputError(
             f"no checkpoint in {run.latest.directory} or {run.best.directory}: "
             "has this run saved one yet?"
         )
+    config = {**BASE, **stored}
+    try:
+        check_config(config, stored=True)
+    except KeyError as error:  # a hand-edited file without a key
+        raise InputError(
+            f"{run.config_path} has no {error.args[0]!r}: is it the file the run wrote?"
+        ) from error
+    except ValueError as error:  # a key of the file, not a flag
+        message = str(error).removeprefix("--")
+        raise InputError(f"{run.config_path}: {message}") from error
     return config

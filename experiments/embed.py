@@ -45,9 +45,10 @@ from absl import app, flags
 from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
 from tfmeta.models import conv4
+from tfmeta.models.conv import check_conv4
 from tfmeta.training.workdir import write_json
 
-from . import pretrained, run_binary, task_data
+from . import InputError, checks, memory, pretrained, run_binary, task_data
 
 FLAGS = flags.FLAGS
 
@@ -268,18 +269,64 @@ def nearest_centroid_accuracy(
 
 def check_output_dir(output_dir: str, *subfolders: str) -> str:
     """``output_dir/<subfolders>`` (expanded); NotADirectoryError, naming the
-    file, if it or a folder on its way is an existing file."""
-    root = os.path.expanduser(output_dir)
+    file, if it or a folder on its way is an existing file, PermissionError
+    if it cannot be written (``checks.check_output_folder``)."""
+    root = checks.check_output_folder(output_dir, "output_dir")
     folder = os.path.join(root, *subfolders)
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or os.curdir
-    if not os.path.isdir(existing):
-        where = "" if existing == root else f": {existing}"
-        raise NotADirectoryError(
-            f"--output_dir={output_dir}{where} is a file, not a folder"
-        )
+    checks.check_output_folder(folder, "output_dir", output_dir)
     return folder
+
+
+def check_embed_config(config: dict[str, Any]) -> None:
+    """Raises ValueError naming the first setting that cannot work (and
+    ``check_output_dir``'s errors), before any data is read."""
+    check_conv4(int(config["filters"]), int(config["depth"]), "max")
+    for name in ("image_size", "batch_size", "eval_tasks"):
+        if int(config[name]) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {config[name]}")
+    if int(config["max_steps"]) < 0:
+        raise ValueError(f"--max_steps must be >= 0, got {config['max_steps']}")
+    if int(config["max_steps"]) == 0 and int(config["epochs"]) < 1:
+        raise ValueError(
+            f"--epochs must be >= 1 (or --max_steps > 0), got {config['epochs']}"
+        )
+    rate = config["learning_rate"]
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {rate}")
+    if config["split_protocol"] not in tfmeta_data.PROTOCOLS:
+        raise ValueError(
+            f"--split_protocol must be one of {tfmeta_data.PROTOCOLS}, "
+            f"got {config['split_protocol']!r}"
+        )
+    for name in ("embedding_dataset", "embedding_crop"):
+        value = config[name]
+        if not value or value in (".", "..") or "/" in value or os.sep in value:
+            raise ValueError(
+                f"--{name} must be one folder's name (the layout "
+                f"<output_dir>/<embedding_dataset>/<embedding_crop>), got {value!r}"
+            )
+    check_output_dir(
+        config["output_dir"], config["embedding_dataset"], config["embedding_crop"]
+    )
+
+
+def check_batch_memory(config: dict[str, Any], classes: ClassImages) -> None:
+    """Raises ValueError where a training batch (its images and one forward
+    pass's activations, ``memory``) cannot fit in this machine's memory."""
+    side = int(classes.image_shape[0])
+    batch = min(int(config["batch_size"]), len(classes.images))
+    per_image = int(np.prod(classes.image_shape)) + memory.forward_numbers(
+        {**config, "pooling": "max"}, "conv4", (side, side)
+    )
+    needed = batch * per_image * memory.BYTES_PER_NUMBER
+    available = memory.machine_memory()
+    if needed > available:
+        raise ValueError(
+            f"--batch_size={config['batch_size']}, --image_size={config['image_size']}, "
+            f"--filters={config['filters']}: a training batch of {batch} images needs "
+            f"at least {memory.format_bytes(needed)} of memory, more than this "
+            f"machine's {memory.format_bytes(available)}"
+        )
 
 
 def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
@@ -291,14 +338,22 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     data_dir = task_data.resolve_data_dir(
         {"data_dir": config["data_dir"], "dataset": "omniglot"}
     )
-    if data_dir:
-        characters = tfmeta_data.load_omniglot_folder(data_dir, config["image_size"])
-    else:
-        characters = tfmeta_data.load_omniglot_tfds(image_size=config["image_size"])
     protocol, split_seed = config["split_protocol"], config["split_seed"]
-    splits = tfmeta_data.split_omniglot(characters, protocol=protocol, seed=split_seed)
-    if config["rotations"] == "train":
-        splits["train"] = with_rotations(splits["train"])
+    try:  # a damaged archive, too few classes, too large a batch: the user's
+        if data_dir:
+            characters = tfmeta_data.load_omniglot_folder(
+                data_dir, config["image_size"], max_bytes=memory.machine_memory()
+            )
+        else:
+            characters = tfmeta_data.load_omniglot_tfds(image_size=config["image_size"])
+        splits = tfmeta_data.split_omniglot(
+            characters, protocol=protocol, seed=split_seed
+        )
+        if config["rotations"] == "train":
+            splits["train"] = with_rotations(splits["train"])
+        check_batch_memory(config, splits["train"])
+    except ValueError as error:
+        raise InputError(str(error)) from error
     start = time.perf_counter()
     features, head, training = train_backbone(
         splits["train"],
@@ -409,10 +464,14 @@ def main(argv):
         )
     }
     try:
+        check_embed_config(config)
+    except (ValueError, *checks.FOLDER_ERRORS) as error:
+        raise InputError(str(error)) from error
+    try:
         write_embeddings(config)
-    # No data, or nowhere to write (checked before any training): no traceback.
-    except (FileNotFoundError, NotADirectoryError, ConnectionError) as error:
-        raise app.UsageError(str(error)) from error
+    # No data (checked before any training): no traceback.
+    except (FileNotFoundError, ConnectionError) as error:
+        raise InputError(str(error)) from error
 
 
 def run() -> None:

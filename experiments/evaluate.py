@@ -35,7 +35,7 @@ from tfmeta.training import (
     write_json,
 )
 
-from . import builders, checks, configure_runtime, run_binary, task_data
+from . import InputError, builders, checks, configure_runtime, run_binary, task_data
 from .flags import FLAGS
 
 PREDICTIONS_FILE = "test_predictions.npz"
@@ -163,12 +163,22 @@ def main(argv):
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     config = checks.trained_workdir_config(FLAGS.workdir)
+    try:  # results.json and the predictions are written there at the end
+        checks.check_output_folder(FLAGS.workdir, "workdir")
+    except checks.FOLDER_ERRORS as error:
+        raise InputError(str(error)) from error
     jit_compile = config.get("jit_compile", False)
     configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
+    try:  # the data the run was trained on: moved, damaged or too large
+        data = task_data.build_data(config)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        raise InputError(str(error)) from error
     try:
-        evaluate_workdir(FLAGS.workdir, config=config, which=FLAGS.checkpoint)
+        evaluate_workdir(
+            FLAGS.workdir, config=config, data=data, which=FLAGS.checkpoint
+        )
     except CheckpointError as error:  # every checkpoint damaged: say which
-        raise app.UsageError(str(error)) from error
+        raise InputError(str(error)) from error
 
 
 def run() -> None:

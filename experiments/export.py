@@ -36,10 +36,11 @@ from tfmeta.export import (
     write_models_config,
 )
 from tfmeta.export.layout import check_model_folder
+from tfmeta.export.models_config import check_model_entry
 from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 from tfmeta.training.workdir import CHECKPOINTS
 
-from . import builders, checks, run_binary, task_data
+from . import InputError, builders, checks, run_binary, task_data
 from .configs import BASE
 
 FLAGS = flags.FLAGS
@@ -137,6 +138,32 @@ def restore_learner(workdir: str, config: dict[str, Any], which: str):
     return learner, restore_checkpoint(workdir, learner, which)
 
 
+def export_paths(
+    export_dir: str,
+    model_name: str | None = None,
+    base_path: str | None = None,
+    models_config: str | None = None,
+) -> tuple[str, str, str, str]:
+    """(export_dir, model_name, base_path, models_config) with their
+    defaults, checked (``export_workdir``'s Raises) before anything is read."""
+    check_model_folder(export_dir)
+    checks.check_output_folder(export_dir, "export_dir")
+    export_dir = os.path.abspath(export_dir)
+    model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
+    base_path = base_path or export_dir
+    models_config = models_config or os.path.join(
+        os.path.dirname(export_dir), "models.config"
+    )
+    check_model_entry(model_name, base_path)
+    if os.path.isdir(models_config):
+        raise ModelsConfigError(f"{models_config} is a folder, not a model config file")
+    folder = os.path.dirname(os.path.abspath(models_config))
+    checks.check_output_folder(folder, "models_config", models_config)
+    if os.path.exists(models_config):  # one that cannot be updated fails now
+        read_models_config(models_config)
+    return export_dir, model_name, base_path, models_config
+
+
 def export_workdir(
     workdir: str,
     export_dir: str,
@@ -153,21 +180,18 @@ def export_workdir(
     Returns {"version", "path", "checkpoint", "models_config", "model_name",
     "base_path", "metadata"}.
 
-    Raises:
-      LayoutError: ``export_dir`` is a version folder or inside one (before
-        anything is read or written).
+    Raises (before anything is read or written):
+      LayoutError: ``export_dir`` is a version folder or inside one.
+      ModelsConfigError: ``models_config`` cannot be read or updated.
+      NotADirectoryError, PermissionError: ``export_dir`` or the folder of
+        ``models_config`` is (or lies under) a file, or cannot be written.
+      ValueError: the model name or base path cannot be served.
     """
-    check_model_folder(export_dir)
+    export_dir, model_name, base_path, models_config = export_paths(
+        export_dir, model_name, base_path, models_config
+    )
     # Keys added to the configs after the run was trained take their neutral defaults.
     config = {**BASE, **Workdir(workdir).read_config()}
-    export_dir = os.path.abspath(export_dir)
-    model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
-    base_path = base_path or export_dir
-    models_config = models_config or os.path.join(
-        os.path.dirname(export_dir), "models.config"
-    )
-    if os.path.exists(models_config):  # one that cannot be updated fails now
-        read_models_config(models_config)
     learner, checkpoint = restore_learner(workdir, config, which)
     metadata = {
         "dataset": config["dataset"],
@@ -195,6 +219,15 @@ def export_workdir(
     }
 
 
+def _export_flag_message(error: ValueError) -> str:
+    """The message of a refused folder or name, naming its flag."""
+    message = str(error)
+    for label, flag in (("model name", "model_name"), ("base path", "base_path")):
+        if message.startswith(label):
+            return f"--{flag}: {message}"
+    return message
+
+
 def main(argv):
     del argv
     if not FLAGS.workdir or not FLAGS.export_dir:
@@ -207,8 +240,18 @@ def main(argv):
             max_abs_input=FLAGS.max_abs_input,
         )
     except ValueError as error:
-        raise app.UsageError(f"--{error}") from None
+        raise InputError(f"--{error}") from None
     checks.trained_workdir_config(FLAGS.workdir)
+    try:
+        export_paths(
+            FLAGS.export_dir, FLAGS.model_name, FLAGS.base_path, FLAGS.models_config
+        )
+    except ModelsConfigError as error:
+        raise InputError(f"{error} (--models_config)") from None
+    except LayoutError as error:
+        raise InputError(f"{error} (--export_dir)") from None
+    except (ValueError, *checks.FOLDER_ERRORS) as error:  # folders, names
+        raise InputError(_export_flag_message(error)) from None
     try:
         result = export_workdir(
             FLAGS.workdir,
@@ -221,11 +264,11 @@ def main(argv):
             limits=limits,
         )
     except ModelsConfigError as error:  # before the export: its message only
-        raise app.UsageError(f"{error} (--models_config)") from None
+        raise InputError(f"{error} (--models_config)") from None
     except LayoutError as error:  # before the export: its message only
-        raise app.UsageError(f"{error} (--export_dir)") from None
+        raise InputError(f"{error} (--export_dir)") from None
     except CheckpointError as error:  # every checkpoint damaged: names each
-        raise app.UsageError(str(error)) from error
+        raise InputError(str(error)) from error
     metadata = result["metadata"]
     print(
         f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "

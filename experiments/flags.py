@@ -80,6 +80,12 @@ def resolved_config() -> dict[str, Any]:
         if value is None:
             continue
         if kind == "ints":
-            value = [int(v) for v in value]
+            try:
+                value = [int(v) for v in value]
+            except ValueError:
+                raise ValueError(
+                    f"--{name} must be a comma-separated list of integers, got "
+                    f"{','.join(value)!r}"
+                ) from None
         config[name] = value
     return config

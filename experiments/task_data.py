@@ -14,6 +14,8 @@ from absl import logging
 from tfmeta import data as tfmeta_data
 from tfmeta.algorithms import get_algorithm
 
+from . import memory
+
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 
 
@@ -224,7 +226,9 @@ def _omniglot(config: dict[str, Any]) -> TaskData:
     data_dir = resolve_data_dir(config)
     if data_dir:
         characters = tfmeta_data.load_omniglot_folder(
-            data_dir, image_size=config["image_size"]
+            data_dir,
+            image_size=config["image_size"],
+            max_bytes=memory.machine_memory(),
         )
         source = f"Omniglot files in {data_dir}"
     else:
@@ -254,6 +258,7 @@ def _folder(config: dict[str, Any]) -> TaskData:
             path,
             image_size=(config["image_size"], config["image_size"]),
             channels=config["channels"],
+            max_bytes=memory.machine_memory(),
         )
     counts = "/".join(str(splits[s].num_classes) for s in splits)
     split = f"{counts} classes ({'/'.join(splits)})"
@@ -304,6 +309,15 @@ def _embeddings(config: dict[str, Any]) -> TaskData:
         f"{counts} classes (train/val/test)"
     )
     return _classification_data(splits, config, f"{split} in {root}", split)
+
+
+def check_data_memory(config: dict[str, Any], data: TaskData) -> None:
+    """``memory.check_memory`` with the input shape the data gives, where the
+    config did not say it (embeddings: d is in the files)."""
+    from .builders import model_name
+
+    if config["dataset"] == "embeddings":
+        memory.check_memory(config, model_name(config), data.input_shape)
 
 
 def build_data(config: dict[str, Any]) -> TaskData:

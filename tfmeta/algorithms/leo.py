@@ -28,6 +28,7 @@ from tfmeta.algorithms import leo_inner_loop, leo_losses
 from tfmeta.algorithms.leo_losses import LEOSettings
 from tfmeta.core.algorithm import Algorithm, Config, check_finite
 from tfmeta.core.executor import TaskResult
+from tfmeta.core.inner_loop import check_unrolled_steps
 from tfmeta.core.learner import Learner, check_inner_steps
 from tfmeta.models.leo import LEOModel, LEOParameters
 
@@ -266,6 +267,15 @@ def check(config: Config) -> None:
     if not config["num_latents"] or int(config["num_latents"]) < 1:
         raise ValueError(f"num_latents must be >= 1, got {config['num_latents']}")
     check_inner_steps(int(config["inner_steps"]), int(config["eval_inner_steps"]))
+    finetune = int(config["finetune_steps"])
+    counts = [(name, int(config[name])) for name in ("inner_steps", "eval_inner_steps")]
+    counts += [
+        ("report_inner_steps", int(s)) for s in config.get("report_inner_steps", ())
+    ]
+    for name, steps in counts:  # LEO's loops are unrolled in Python
+        check_unrolled_steps(
+            f"{name}={steps} with finetune_steps={finetune}", steps + finetune
+        )
 
 
 def build(config: Config, model, outer_optimizer, problem: str) -> LEO:

@@ -21,7 +21,7 @@ from tfmeta.core import fast_weight_config
 from tfmeta.core.algorithm import Algorithm, Config, check_optional_count
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import FastWeightLearner
-from tfmeta.core.inner_loop import SupportTask
+from tfmeta.core.inner_loop import SupportTask, check_unrolled_steps
 from tfmeta.core.second_order import MetaGradient, check_meta_gradient
 
 
@@ -135,6 +135,14 @@ def check(config: Config, first_order: bool = False) -> None:
         unroll=bool(config["unroll_inner_loop"]),
         inner_steps=int(config["inner_steps"]),
     )
+    if not first_order and config["unroll_inner_loop"]:
+        steps = int(config["inner_steps"])
+        check_unrolled_steps(
+            f"inner_steps={steps}",
+            steps,
+            "; use unroll_inner_loop=False (a tf.while_loop: a flat graph, the same "
+            "meta-gradient) or fewer steps",
+        )
 
 
 def build(config: Config, model, outer_optimizer, problem: str) -> MAML:

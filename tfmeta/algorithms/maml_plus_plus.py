@@ -57,7 +57,7 @@ from tfmeta.core import fast_weight_config
 from tfmeta.core.algorithm import Algorithm, Config, check_finite
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
-from tfmeta.core.inner_loop import SupportTask, adapted_indices
+from tfmeta.core.inner_loop import SupportTask, adapted_indices, check_unrolled_steps
 from tfmeta.core.second_order import MetaGradient
 from tfmeta.core import functional
 from tfmeta.models.batch_norm import MetaBatchNorm, collect_statistics, fixed_statistics
@@ -367,6 +367,13 @@ def check(config: Config) -> None:
         raise ValueError(
             "multi_step_loss keeps every step's query loss under one tape: "
             "turn recompute off or multi_step_loss off"
+        )
+    if config["multi_step_loss"] or config["running_statistics"]:
+        steps = int(config["inner_steps"])
+        check_unrolled_steps(
+            f"inner_steps={steps}",
+            steps,
+            " (the multi-step loss and running statistics follow every inner step)",
         )
 
 

@@ -34,6 +34,9 @@ from tfmeta.core import weighting
 from tfmeta.models.batch_norm import native_kernels
 
 TASK_EXECUTIONS = ("loop", "map_fn")
+# "loop" with more tasks than this takes minutes to trace and optimize
+# (~0.15 s per task); "map_fn" keeps the graph the size of one task.
+MAX_LOOPED_TASKS = 1000
 
 
 class TaskResult(NamedTuple):
@@ -54,6 +57,18 @@ def check_task_execution(task_execution: str) -> None:
     if task_execution not in TASK_EXECUTIONS:
         raise ValueError(
             f"task_execution must be one of {TASK_EXECUTIONS}, got {task_execution!r}"
+        )
+
+
+def check_looped_tasks(task_execution: str, name: str, tasks: int) -> None:
+    """Raises ValueError, naming ``name`` (e.g. "meta_batch_size"), for more
+    than ``MAX_LOOPED_TASKS`` tasks in one "loop" step."""
+    if task_execution == "loop" and tasks > MAX_LOOPED_TASKS:
+        raise ValueError(
+            f"{name}={tasks}: task_execution='loop' puts one call per task in the "
+            f"graph, at most {MAX_LOOPED_TASKS} (~0.15 s of tracing each); use "
+            "task_execution='map_fn' (one task's graph) where the algorithm has it, "
+            "or fewer tasks"
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tfmeta.core.algorithm import Config, check_finite
-from tfmeta.core.inner_loop import check_adapt_variables
+from tfmeta.core.inner_loop import check_adapt_variables, check_inner_step_bound
 from tfmeta.core.inner_optimizers import make_inner_optimizer
 from tfmeta.core.learner import check_inner_steps
 
@@ -31,6 +31,8 @@ def check(config: Config) -> None:
     """Raises ValueError naming the first bad shared key."""
     check_finite("inner_lr", config["inner_lr"], positive=True)
     check_inner_steps(int(config["inner_steps"]), int(config["eval_inner_steps"]))
+    for name in ("inner_steps", "eval_inner_steps"):
+        check_inner_step_bound(name, int(config[name]))
     if config["inner_optimizer"] not in INNER_OPTIMIZERS:
         raise ValueError(
             f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got "

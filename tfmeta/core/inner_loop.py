@@ -32,6 +32,12 @@ from tfmeta.models.batch_norm import MetaBatchNorm, tracing_for_xla
 FastWeights = list[tf.Tensor]
 ADAPT_VARIABLES = ("all", "head", "all_but_norm")
 XLA_CPU_UNROLL_MAX_STEPS = 10
+# Bounds on a run's settings (checked with its config): adaptation longer
+# than MAX_INNER_STEPS takes minutes per task; an unrolled loop of more than
+# MAX_UNROLLED_STEPS copies of the step takes more than ~10 minutes to build
+# and optimize (second-order MAML, conv4: 12 s at 10 steps, 123 s at 40).
+MAX_INNER_STEPS = 10_000
+MAX_UNROLLED_STEPS = 100
 
 
 def unroll_for_xla_cpu(steps: int) -> bool:
@@ -39,6 +45,27 @@ def unroll_for_xla_cpu(steps: int) -> bool:
     if steps > XLA_CPU_UNROLL_MAX_STEPS or tf.config.list_physical_devices("GPU"):
         return False
     return tracing_for_xla()
+
+
+def check_inner_step_bound(name: str, steps: int) -> None:
+    """Raises ValueError for more than ``MAX_INNER_STEPS`` inner steps."""
+    if steps > MAX_INNER_STEPS:
+        raise ValueError(
+            f"{name} must be at most {MAX_INNER_STEPS} (minutes of adaptation per "
+            f"task beyond), got {steps}"
+        )
+
+
+def check_unrolled_steps(what: str, steps: int, alternative: str = "") -> None:
+    """Raises ValueError, naming ``what`` (e.g. "inner_steps=500"), for an
+    unrolled loop of more than ``MAX_UNROLLED_STEPS`` steps; ``alternative``
+    says what to do instead."""
+    if steps > MAX_UNROLLED_STEPS:
+        raise ValueError(
+            f"{what}: an unrolled inner loop of {steps} steps puts one copy of the "
+            f"step in the graph each, at most {MAX_UNROLLED_STEPS} (building "
+            f"more takes more than minutes){alternative}"
+        )
 
 
 def check_adapt_variables(adapt_variables: str) -> None:

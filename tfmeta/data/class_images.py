@@ -11,9 +11,33 @@ numbers of images.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def first_line(error: Exception) -> str:
+    """A TensorFlow error's message without the graph's annotations
+    (``{{function_node ...}}``, ``[[{{node ...}}]]``): its first line."""
+    message = getattr(error, "message", None) or str(error)
+    return (
+        re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message).strip().splitlines()[0]
+    )
+
+
+def check_decoded_size(
+    count: int, shape: Sequence[int], max_bytes: int | None, source: str
+) -> None:
+    """Raises ValueError, before any decoding, where ``count`` float32 images
+    of ``shape`` need more than ``max_bytes`` (None: no limit)."""
+    needed = count * int(np.prod(shape)) * 4
+    if max_bytes is not None and needed > max_bytes:
+        raise ValueError(
+            f"image_size={shape[0]}: the {count} images of {source} decoded to "
+            f"{'x'.join(str(int(n)) for n in shape)} need {needed / 2**30:.1f} GiB "
+            f"of memory, more than the {max_bytes / 2**30:.1f} GiB available"
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfmeta.data.class_images import ClassImages
+from tfmeta.data.class_images import ClassImages, check_decoded_size, first_line
 
 
 def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -66,6 +66,7 @@ def load_image_folder(
     image_size: int | Sequence[int] = (84, 84),
     channels: int = 3,
     extensions: Sequence[str] = (".png", ".jpg", ".jpeg"),
+    max_bytes: int | None = None,
 ) -> ClassImages:
     """Loads every image of `<root>/<class>/<image>` into memory, decoded once.
 
@@ -80,6 +81,8 @@ def load_image_folder(
       image_size: output `(height, width)`, or one int for a square.
       channels: 1 (grayscale), 3 (RGB) or 4 (RGBA); images are converted.
       extensions: file name endings counted as images.
+      max_bytes: refuse (ValueError) images that would need more memory
+        decoded, before decoding them (None: no limit).
 
     Returns:
       `ClassImages` with images `[total_images, height, width, channels]` and
@@ -120,6 +123,7 @@ def load_image_folder(
             )
         files.append(images)
     paths = [str(p) for images in files for p in images]
+    check_decoded_size(len(paths), (*size, channels), max_bytes, str(root))
     dataset = tf.data.Dataset.from_tensor_slices(paths).map(
         lambda path: _decode_and_resize(path, size, channels),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -129,7 +133,7 @@ def load_image_folder(
         all_images = np.concatenate(list(dataset.batch(256).as_numpy_iterator()))
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(
-            f"Cannot decode {_first_undecodable(paths)}: {error.message}"
+            f"Cannot decode {_first_undecodable(paths)}: {first_line(error)}"
         ) from error
     counts = np.array([len(images) for images in files], np.int64)
     logging.info(

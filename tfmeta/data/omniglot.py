@@ -20,11 +20,14 @@ import dataclasses
 import pathlib
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+
+from tfmeta.data.class_images import check_decoded_size, first_line
 
 ARCHIVES = (
     "images_background",
@@ -172,7 +175,12 @@ def _archive_files(data_dir: pathlib.Path, archive: str, stack: contextlib.ExitS
     """
     zip_path, folder = data_dir / f"{archive}.zip", data_dir / archive
     if zip_path.is_file():
-        archive_zip = stack.enter_context(zipfile.ZipFile(zip_path))
+        try:
+            archive_zip = stack.enter_context(zipfile.ZipFile(zip_path))
+        except zipfile.BadZipFile as error:
+            raise ValueError(
+                f"{zip_path} is not a readable zip archive ({error}): download it again"
+            ) from None
         members = [m for m in archive_zip.namelist() if not m.endswith("/")]
         entries = [
             (zip_path / m, m.split("/"), _zip_reader(archive_zip, m)) for m in members
@@ -214,11 +222,20 @@ def _is_png(data: bytes) -> bool:
 
 
 def _zip_reader(archive_zip: zipfile.ZipFile, member: str) -> Callable[[], bytes]:
-    return lambda: archive_zip.read(member)
+    def read() -> bytes:
+        try:
+            return archive_zip.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            raise ValueError(
+                f"cannot read {member} in {archive_zip.filename} ({error}): the "
+                "archive is damaged; download it again"
+            ) from None
+
+    return read
 
 
 def load_omniglot_folder(
-    data_dir: str | pathlib.Path, image_size: int = 28
+    data_dir: str | pathlib.Path, image_size: int = 28, max_bytes: int | None = None
 ) -> list[OmniglotCharacter]:
     """Loads Omniglot from the original archives in `data_dir`, without network.
 
@@ -233,6 +250,8 @@ def load_omniglot_folder(
     Args:
       data_dir: folder holding the archives.
       image_size: side of the preprocessed images (see `preprocess_omniglot_image`).
+      max_bytes: refuse (ValueError) images that would need more memory
+        decoded, before decoding them (None: no limit).
 
     Returns:
       One record per distinct character, sorted by `(alphabet, character)`,
@@ -240,14 +259,16 @@ def load_omniglot_folder(
 
     Raises:
       FileNotFoundError: `data_dir` is missing or holds none of the archives.
-      ValueError: a duplicated character differs between archives, or a PNG is
-        not at `<Alphabet>/characterNN/<file>.png`.
+      ValueError: a duplicated character differs between archives, a PNG is
+        not at `<Alphabet>/characterNN/<file>.png`, an archive is damaged, or
+        the images need more than `max_bytes`.
     """
     data_dir = pathlib.Path(data_dir)
     expected = ", ".join(f"{name}.zip" for name in ARCHIVES)
     if not data_dir.is_dir():
+        what = "is a file" if data_dir.exists() else "does not exist"
         raise FileNotFoundError(
-            f"Omniglot folder {data_dir} does not exist; expected a folder holding any of "
+            f"Omniglot folder {data_dir} {what}; expected a folder holding any of "
             f"{expected} (or the same names unpacked as folders)."
         )
     selected = {}  # (alphabet, character) -> (source, {file name: reader})
@@ -280,6 +301,8 @@ def load_omniglot_folder(
                 "unpacked as folders)."
             )
         keys = sorted(selected)
+        count = sum(len(selected[k][1]) for k in keys)
+        check_decoded_size(count, (image_size, image_size, 1), max_bytes, str(data_dir))
         encoded = [selected[k][1][f]() for k in keys for f in sorted(selected[k][1])]
     batches = _preprocess_all(
         tf.data.Dataset.from_tensor_slices((encoded,)), image_size
@@ -292,7 +315,7 @@ def load_omniglot_folder(
             (name for name, png in zip(files, encoded) if not _is_png(png)), "a file"
         )
         raise ValueError(
-            f"Cannot decode {bad} under {data_dir} as PNG: {error.message}"
+            f"Cannot decode {bad} under {data_dir} as PNG: {first_line(error)}"
         ) from error
     records, start = [], 0
     for alphabet, character in keys:

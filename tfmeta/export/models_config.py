@@ -63,6 +63,22 @@ def read_models_config(path: str) -> list[dict[str, str]]:
     ]
 
 
+def check_model_entry(model_name: str, base_path: str) -> None:
+    """Raises ValueError for a model name or base path the file cannot hold
+    (empty, a quote or a newline), or a model name TF Serving's REST API
+    cannot address (``/v1/models/<name>:predict``: no "/" or ":")."""
+    for label, value in (("model name", model_name), ("base path", base_path)):
+        if not value or '"' in value or "\n" in value:
+            raise ValueError(
+                f"{label} must be non-empty without quotes or newlines, got {value!r}"
+            )
+    if "/" in model_name or ":" in model_name:
+        raise ValueError(
+            f"model name must hold no '/' or ':' (TF Serving's REST API addresses "
+            f"it as /v1/models/<name>:predict), got {model_name!r}"
+        )
+
+
 def write_models_config(path: str, model_name: str, base_path: str) -> str:
     """Adds or updates ``model_name`` in the model config file ``path``.
 
@@ -72,11 +88,7 @@ def write_models_config(path: str, model_name: str, base_path: str) -> str:
     existing file is read first: one that cannot be read is left as it is
     (ModelsConfigError). Written atomically. Returns the file's text.
     """
-    for label, value in (("model name", model_name), ("base path", base_path)):
-        if not value or '"' in value or "\n" in value:
-            raise ValueError(
-                f"{label} must be non-empty without quotes or newlines, got {value!r}"
-            )
+    check_model_entry(model_name, base_path)
     exists = os.path.exists(path)
     protobuf = _protobuf()
     if protobuf is None:

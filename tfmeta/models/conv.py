@@ -15,6 +15,22 @@ def _glorot(seed: int | None, offset: int) -> keras.initializers.Initializer:
     )
 
 
+def check_conv4(filters: int, depth: int, pooling: str) -> None:
+    """Raises ValueError naming a setting ``conv4`` cannot be built with."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if depth < 1 or filters < 1:
+        raise ValueError(
+            f"depth and filters must be >= 1, got depth={depth}, filters={filters}"
+        )
+
+
+def check_mlp(hidden: tuple[int, ...]) -> None:
+    """Raises ValueError unless every hidden size is >= 1."""
+    if any(units < 1 for units in hidden):
+        raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
+
+
 def conv4(
     num_classes: int,
     input_shape: tuple[int, int, int] = (28, 28, 1),
@@ -38,12 +54,7 @@ def conv4(
     Batch norm is ``MetaBatchNorm`` (exact second derivatives, batch statistics;
     ``fused_batch_norm=False`` keeps it off TensorFlow's fused kernel).
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if depth < 1 or filters < 1:
-        raise ValueError(
-            f"depth and filters must be >= 1, got depth={depth}, filters={filters}"
-        )
+    check_conv4(filters, depth, pooling)
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     for block in range(depth):
         strides = 2 if pooling == "stride" else 1
@@ -88,6 +99,7 @@ def mlp(
 
     Input ``[batch, input_dim]``; output ``[batch, output_dim]``.
     """
+    check_mlp(hidden)
     layers: list[keras.layers.Layer] = [keras.Input(shape=(input_dim,))]
     for i, units in enumerate(hidden):
         layers.append(
