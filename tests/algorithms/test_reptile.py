@@ -111,3 +111,42 @@ def test_inner_mini_batches_cycle_through_a_permutation():
             learner.inner_batch(x, x, 0, seed_tensor(3), training=False)[0].shape[0]
             == 5
         )
+
+
+def test_each_evaluated_task_has_its_own_mini_batch_order():
+    """At evaluation and serving the order is seeded by the task's content:
+    two tasks get different orders, one task the same order every time, and
+    adapt() runs the inner loop with that order."""
+    with floatx("float64"):
+        learner = Reptile(
+            linear_model(),
+            keras.optimizers.SGD(1.0),
+            inner_lr=0.1,
+            eval_inner_steps=3,
+            eval_inner_batch_size=2,
+            problem="regression",
+        )
+    rng = np.random.default_rng(0)
+    tasks = [tf.constant(rng.normal(size=(10, 1))) for _ in range(6)]
+    orders = []
+    for x in tasks:
+        seed = learner.adaptation_seed(x)
+        np.testing.assert_array_equal(seed, learner.adaptation_seed(tf.identity(x)))
+        batch_x = learner.inner_batch(x, x, 0, seed, training=False)[0].numpy()
+        orders.append(tuple(np.searchsorted(np.sort(x.numpy().ravel()), batch_x.ravel())))
+    assert len(set(orders)) > 1, orders
+    # adapt() uses the content seed: the same as the inner loop run by hand with it.
+    x = tasks[0]
+    y = 2.0 * x
+    expected = learner.inner_loop(
+        learner.parameters(), x, y, 3, False, learner.content_seed(x), training=False
+    )
+    for a, b in zip(learner.adapt(x, y), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    other = learner.inner_loop(
+        learner.parameters(), x, y, 3, False, learner.default_seed(), training=False
+    )
+    assert not np.allclose(learner.adapt(x, y)[0], other[0])
+    # The seed under XLA equals the eager one.
+    compiled = tf.function(learner.content_seed, jit_compile=True)
+    np.testing.assert_array_equal(compiled(x), learner.content_seed(x))

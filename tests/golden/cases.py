@@ -314,7 +314,17 @@ def maml_gradient_agreement(dtype, outer):
 def _reptile(dtype, outer, case_optimizer, **kwargs) -> Runner:
     from tfmeta.algorithms import Reptile
 
-    return _learner(Reptile, dtype, outer, _conv, case_optimizer, **kwargs)
+    class FixedOrderReptile(Reptile):
+        """The values were written when every evaluated task used the
+        learner's own seed for its mini-batch order; Reptile now seeds each
+        task by its content (tests/algorithms/test_reptile.py). Pinning the
+        old seed keeps everything else about evaluation checked here."""
+
+        def adaptation_seed(self, support_x):
+            del support_x
+            return self.default_seed()
+
+    return _learner(FixedOrderReptile, dtype, outer, _conv, case_optimizer, **kwargs)
 
 
 def reptile(dtype, outer):

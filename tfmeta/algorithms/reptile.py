@@ -42,6 +42,11 @@ class Reptile(FastWeightLearner):
         self.inner_batch_size = inner_batch_size
         self.eval_inner_batch_size = eval_inner_batch_size
 
+    def adaptation_seed(self, support_x):
+        """Each evaluated or served task its own mini-batch order, seeded by
+        its support set's content (the same request, the same answer)."""
+        return self.content_seed(support_x)
+
     def inner_batch(self, support_x, support_y, step, task_seed, training):
         """Examples of inner step ``step``: one stateless permutation of the
         support set seeded by ``task_seed``, cycled ``batch_size`` at a time;

@@ -153,6 +153,28 @@ class FastWeightLearner(Learner):
     def default_seed(self) -> tf.Tensor:
         return tf.constant([self.seed, 0], tf.int64)
 
+    def adaptation_seed(self, support_x: tf.Tensor) -> tf.Tensor:
+        """The seed ``[2]`` of anything random in adapting to a task at
+        evaluation and serving (e.g. Reptile's mini-batch order): the
+        learner's seed by default; a learner whose adaptation is random
+        derives it from the task (``content_seed``)."""
+        del support_x
+        return self.default_seed()
+
+    def content_seed(self, support_x: tf.Tensor) -> tf.Tensor:
+        """``[seed, h]`` with h a hash of ``support_x``'s float32 bits, so
+        every task gets its own seed and the same request the same answer.
+        Integer ops only, exact in any order (XLA and GPU alike): each
+        element's bits and its position are reduced mod p = 2^31 - 1 before
+        they multiply, so no int64 overflows."""
+        prime = tf.constant(2_147_483_647, tf.int64)
+        bits = tf.bitcast(tf.cast(tf.reshape(support_x, [-1]), tf.float32), tf.int32)
+        bits = tf.math.floormod(tf.cast(bits, tf.int64), prime)
+        positions = tf.range(1, tf.size(bits, out_type=tf.int64) + 1, dtype=tf.int64)
+        weights = tf.math.floormod(positions * 2_654_435_761, prime)
+        h = tf.math.floormod(tf.reduce_sum(tf.math.floormod(bits * weights, prime)), prime)
+        return tf.stack([tf.constant(self.seed, tf.int64), h])
+
     def inner_loop(
         self,
         params,
@@ -192,7 +214,13 @@ class FastWeightLearner(Learner):
         steps = self.eval_inner_steps if inner_steps is None else inner_steps
         start = self.initial_weights(self.parameters(), support_x, support_y)
         return self.inner_loop(
-            start, support_x, support_y, steps, differentiable=False, training=False
+            start,
+            support_x,
+            support_y,
+            steps,
+            differentiable=False,
+            task_seed=self.adaptation_seed(support_x),
+            training=False,
         )
 
     def predict(
