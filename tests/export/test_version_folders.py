@@ -88,8 +88,10 @@ def test_exporting_into_a_served_version_is_refused_before_any_work(exports, tmp
         f"--workdir={exported.workdir}", f"--export_dir={exported.path}"
     )
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    line = done.stderr.strip().splitlines()[-1]  # after the flags' help
-    assert line.startswith(f"export_dir {exported.path} is a SavedModel")
+    lines = [l for l in done.stderr.splitlines() if "export.py: error:" in l]
+    assert len(lines) == 1, done.stderr  # one line, no usage text
+    line = lines[0]
+    assert line.startswith(f"export.py: error: export_dir {exported.path} is a SavedModel")
     assert line.endswith("(--export_dir)")
     assert sorted(os.listdir(exported.path)) == listing
     assert not (exported.export_dir / "models.config").exists()
