@@ -214,7 +214,7 @@ def test_short_omniglot_run_beats_chance(tmp_path):
     config = get_config("maml", "omniglot")
     config.update(
         data_dir=str(omniglot_dir()),
-        meta_batch_size=16,
+        meta_batch_size=8,
         num_steps=100,
         test_tasks=40,
         val_tasks=0,

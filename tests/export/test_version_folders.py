@@ -91,7 +91,9 @@ def test_exporting_into_a_served_version_is_refused_before_any_work(exports, tmp
     lines = [l for l in done.stderr.splitlines() if "export.py: error:" in l]
     assert len(lines) == 1, done.stderr  # one line, no usage text
     line = lines[0]
-    assert line.startswith(f"export.py: error: export_dir {exported.path} is a SavedModel")
+    assert line.startswith(
+        f"export.py: error: export_dir {exported.path} is a SavedModel"
+    )
     assert line.endswith("(--export_dir)")
     assert sorted(os.listdir(exported.path)) == listing
     assert not (exported.export_dir / "models.config").exists()

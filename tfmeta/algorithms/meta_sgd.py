@@ -161,7 +161,14 @@ class MetaSGD(maml.MAML):
         }
 
 
-DEFAULTS = {**maml.DEFAULTS, "first_order": False, "meta_sgd_init": "uniform"}
+# Batch norm keeps its parameters in the inner loop, as the learner's own
+# default (adapting it with per-element alpha trips the oneDNN bug above).
+DEFAULTS = {
+    **maml.DEFAULTS,
+    "first_order": False,
+    "meta_sgd_init": "uniform",
+    "adapt_variables": "all_but_norm",
+}
 
 
 def check(config: Config) -> None:
