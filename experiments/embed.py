@@ -63,7 +63,9 @@ def define_flags() -> None:
     flags.DEFINE_string("embedding_dataset", "omniglot", "Dataset folder name.")
     flags.DEFINE_string("embedding_crop", "center", "Crop folder name.")
     flags.DEFINE_string(
-        "split_protocol", "auto", "Omniglot class split: auto | lake | maml | random."
+        "split_protocol",
+        "auto",
+        "Omniglot class split: auto | lake | maml | random | alphabet.",
     )
     flags.DEFINE_integer(
         "split_seed", 0, "Seed of the class split (as experiments.train)."

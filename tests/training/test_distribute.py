@@ -29,6 +29,7 @@ tf.config.set_logical_device_configuration(
 from tests.helpers import floatx, tiny_conv
 from tfmeta.algorithms import MAML, Reptile, get_algorithm
 
+algorithm, weighting, execution = sys.argv[1], sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(0)
 episodes = [
     (
@@ -44,7 +45,7 @@ episodes = [
 episodes = [(sx, sy, qx, tf.reverse(qy, [0])) for sx, sy, qx, qy in episodes]
 
 
-def learner(algorithm, weighting, task_execution="loop"):
+def learner(task_execution="loop"):
     model = tiny_conv(n_way=3, seed=3)
     settings = dict(inner_lr=0.3, inner_steps=2, task_weighting=weighting, seed=7)
     settings["task_execution"] = task_execution
@@ -61,72 +62,56 @@ def run(learner):
     return [v.numpy() for v in learner.variables + learner.state_variables], outputs
 
 
-def check(algorithm, weighting, execution):
-    # float64: Adam turns the round-off in exactly-zero gradients (a conv bias
-    # before BatchNorm) into lr-sized steps in float32.
-    with floatx("float64"):
-        single_values, single_out = run(learner(algorithm, weighting))
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        with strategy.scope():
-            mirrored = learner(algorithm, weighting, execution)
-        assert mirrored.distributed and strategy.num_replicas_in_sync == 2
-        mirrored_values, mirrored_out = run(mirrored)
-    for a, b in zip(single_values, mirrored_values):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    for a, b in zip(single_out, mirrored_out):
-        for key in ("loss", "meta_gradient_norm", "task_weights"):
-            np.testing.assert_allclose(
-                b[key].numpy(), a[key].numpy(), rtol=1e-5, atol=1e-6
-            )
-    weights = single_out[-1]["task_weights"].numpy()
-    if weighting == "gradient_agreement":
-        assert np.abs(weights - 0.25).max() > 1e-3, weights
-    try:
-        mirrored.meta_train_step(tuple(t[:3] for t in episodes[0]))
-    except ValueError as error:
-        assert "does not split evenly over 2 replicas" in str(error), error
-    else:
-        raise AssertionError("a meta-batch of 3 on 2 replicas was accepted")
-    print("ok", algorithm, weighting, execution, flush=True)
-
-
-for case in sys.argv[1:]:
-    check(*case.split(":"))
+# float64: Adam turns the round-off in exactly-zero gradients (a conv bias
+# before BatchNorm) into lr-sized steps in float32.
+with floatx("float64"):
+    single_values, single_out = run(learner())
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = learner(execution)
+    assert mirrored.distributed and strategy.num_replicas_in_sync == 2
+    mirrored_values, mirrored_out = run(mirrored)
+for a, b in zip(single_values, mirrored_values):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+for a, b in zip(single_out, mirrored_out):
+    for key in ("loss", "meta_gradient_norm", "task_weights"):
+        np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=1e-5, atol=1e-6)
+weights = single_out[-1]["task_weights"].numpy()
+if weighting == "gradient_agreement":
+    assert np.abs(weights - 0.25).max() > 1e-3, weights
+try:
+    mirrored.meta_train_step(tuple(t[:3] for t in episodes[0]))
+except ValueError as error:
+    assert "does not split evenly over 2 replicas" in str(error), error
+else:
+    raise AssertionError("a meta-batch of 3 on 2 replicas was accepted")
+print("ok", weights)
 """
 
-# Each group is one process (TensorFlow's start-up and the two logical CPUs
-# once); a failure names its case.
-GROUPS = {
-    "maml": [
-        "maml:uniform:loop",
-        "maml:gradient_agreement:loop",
-        "fomaml:gradient_agreement:loop",
-    ],
-    # Replicas running their tasks through tf.map_fn, against the loop on one
-    # device; Reptile's update as the meta-gradient.
-    "map_fn_and_reptile": [
-        "maml:gradient_agreement:map_fn",
-        "reptile:gradient_agreement:loop",
-    ],
-    # Learners with meta-parameters of their own, a per-task start.
-    "own_parameters": [
-        "maml_plus_plus:gradient_agreement:loop",
-        "proto_maml:gradient_agreement:loop",
-    ],
-}
 
-
-@pytest.mark.parametrize("group", sorted(GROUPS))
-def test_mirrored_meta_step_equals_one_device(group):
+@pytest.mark.parametrize(
+    "algorithm,weighting,execution",
+    [
+        ("maml", "uniform", "loop"),
+        ("maml", "gradient_agreement", "loop"),
+        ("fomaml", "gradient_agreement", "loop"),
+        ("reptile", "gradient_agreement", "loop"),
+        # Replicas running their tasks through tf.map_fn, against the loop on one device.
+        ("maml", "gradient_agreement", "map_fn"),
+        # Learners with meta-parameters of their own, a per-task start.
+        ("maml_plus_plus", "gradient_agreement", "loop"),
+        ("proto_maml", "gradient_agreement", "loop"),
+    ],
+)
+def test_mirrored_meta_step_equals_one_device(algorithm, weighting, execution):
     done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED, *GROUPS[group]],
+        [sys.executable, "-c", _MIRRORED, algorithm, weighting, execution],
         cwd=REPO,
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=600,
         check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    checked = [" ".join(line.split()[1:4]) for line in done.stdout.splitlines()]
-    assert checked == [case.replace(":", " ") for case in GROUPS[group]], done.stdout
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith("ok"), done.stdout
