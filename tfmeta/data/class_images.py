@@ -11,19 +11,9 @@ numbers of images.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def first_line(error: Exception) -> str:
-    """A TensorFlow error's message without the graph's annotations
-    (``{{function_node ...}}``, ``[[{{node ...}}]]``): its first line."""
-    message = getattr(error, "message", None) or str(error)
-    return (
-        re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message).strip().splitlines()[0]
-    )
 
 
 def check_decoded_size(

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfmeta.data.class_images import ClassImages, check_decoded_size, first_line
+from tfmeta.data.class_images import ClassImages, check_decoded_size
+from tfmeta.errors import first_line
 
 
 def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:

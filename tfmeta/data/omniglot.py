@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfmeta.data.class_images import check_decoded_size, first_line
+from tfmeta.data.class_images import check_decoded_size
+from tfmeta.errors import first_line
 
 ARCHIVES = (
     "images_background",

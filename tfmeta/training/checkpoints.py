@@ -20,6 +20,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from tfmeta.errors import first_line
 from tfmeta.training.files import write_if_changed
 
 STATE_FILE = "checkpoint"
@@ -36,9 +37,7 @@ class CheckpointError(RuntimeError):
 
 def reason(error: BaseException) -> str:
     """The first line of ``error``, without TensorFlow's function-node prefix."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    return f"{type(error).__name__}: {text[:200]}"
+    return f"{type(error).__name__}: {first_line(error)[:200]}"
 
 
 def learner_root(
