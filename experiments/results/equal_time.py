@@ -12,11 +12,12 @@ compilation, read from the pilot's last log window), so schedules over the
 run (cosine, multi-step loss annealing) span the run actually trained.
 Meta-validation runs 4 times per run (its time is not in the budget).
 
-The rows "pretrained_maml" and "nearest_centroid" start from a conv4 backbone
-trained by classification on the meta-train classes (``experiments.embed``,
-``--backbone_minutes`` of its epochs' time, reported): the nearest-centroid
-rule uses it as it is (no meta-training), and MAML meta-trains from it for
-the rest of the budget.
+The rows "pretrained_maml", "pretrained_protonet" and "nearest_centroid"
+start from a conv4 backbone trained by classification on the meta-train
+classes (``experiments.embed``, ``--backbone_minutes`` of its epochs' time,
+reported; on the split that ``--train_flags`` name): the nearest-centroid
+rule uses it as it is (no meta-training), and MAML or Prototypical Networks
+meta-train from it for the rest of the budget.
 
 A row whose ``results.json`` exists is skipped, so a stopped comparison
 continues where it stopped. ``--rows`` picks rows, ``--seeds`` repeats them.
@@ -65,9 +66,10 @@ ROWS: dict[str, list[str]] = {
     "protonet": ["--algorithm=protonet"],
     "proto_maml": ["--algorithm=proto_maml"],
     "pretrained_maml": ["--algorithm=maml", "--pooling=max"],
+    "pretrained_protonet": ["--algorithm=protonet"],
     "nearest_centroid": ["--algorithm=nearest_centroid"],
 }
-BACKBONE_ROWS = ("pretrained_maml", "nearest_centroid")
+BACKBONE_ROWS = ("pretrained_maml", "pretrained_protonet", "nearest_centroid")
 NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING|To enable)")
 
 
@@ -109,6 +111,12 @@ def train_command(row: str, seed: str, extra: list[str]) -> list[str]:
     ]
 
 
+def split_flags() -> list[str]:
+    """The class-split flags among ``--train_flags``, which the backbone shares."""
+    names = ("--split_protocol=", "--split_seed=")
+    return [flag for flag in FLAGS.train_flags if flag.startswith(names)]
+
+
 def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
     """experiments.embed's backbone for ``backbone_minutes``; (folder, minutes)."""
     folder = out / f"backbone_seed{seed}"
@@ -125,6 +133,7 @@ def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
                 "--max_steps=50",
                 f"--seed={seed}",
                 "--format=npz",
+                *split_flags(),
             ],
             out / ".pilot" / "backbone.log",
         )
@@ -141,6 +150,7 @@ def backbone(out: pathlib.Path, seed: str) -> tuple[str, float]:
                 f"--max_steps={steps}",
                 f"--seed={seed}",
                 "--format=npz",
+                *split_flags(),
             ],
             folder.with_suffix(".log"),
         )
