@@ -50,7 +50,12 @@ import json
 
 from absl import app, flags
 
-from . import define_cpu_threading_flag, define_malloc_arenas_flag, run_binary
+from . import (
+    InputError,
+    define_cpu_threading_flag,
+    define_malloc_arenas_flag,
+    run_binary,
+)
 from .bench import driver
 from .bench.settings import MODES, XLA_SETTINGS, Options, Settings
 
@@ -161,16 +166,16 @@ def main(argv: list[str]) -> None:
         try:
             configuration = learners.resolve(FLAGS.worker, settings)
         except ValueError as error:
-            raise app.UsageError(str(error)) from error
+            raise InputError(str(error)) from error
         if configuration.skip:
-            raise app.UsageError(f"{FLAGS.worker}: {configuration.skip}")
+            raise InputError(f"{FLAGS.worker}: {configuration.skip}")
         print(json.dumps(worker.run_worker(configuration, settings)), flush=True)
         return
     measure = driver.run_memory if FLAGS.mode == "memory" else driver.run_speed
     try:
         measure(settings, Options.from_flags(FLAGS))
     except ValueError as error:  # a setting refused, before any measurement
-        raise app.UsageError(str(error)) from error
+        raise InputError(str(error)) from error
 
 
 def run() -> None:

@@ -100,6 +100,16 @@ class Options:
             raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
         if set(self.xla) - set(XLA_SETTINGS) or not self.xla:
             raise ValueError(f"--xla must be among {XLA_SETTINGS}, got {self.xla}")
+        if self.output_json:
+            folder = os.path.dirname(os.path.abspath(self.output_json))
+            if os.path.isdir(self.output_json) or not os.path.isdir(folder):
+                raise ValueError(
+                    f"--output_json={self.output_json}: not a file in an existing folder"
+                )
+            if not os.access(folder, os.W_OK):
+                raise ValueError(
+                    f"--output_json={self.output_json}: {folder} is not writable"
+                )
         if not self.torch_python:
             return
         if not os.access(self.torch_python, os.X_OK):

@@ -47,6 +47,7 @@ flags.DEFINE_string("only", None, "run only the cases of this binary")
 OMNI = "--data_dir={omni} --num_steps=1 --meta_batch_size=2 --filters=4 --val_tasks=0 --test_tasks=2 --eval_batch_size=2 --noevaluate --rotations=none"
 SINE = "--dataset=sinusoid --hidden=8 --k_shot=5 --num_steps=1 --meta_batch_size=2 --val_tasks=0 --test_tasks=2 --eval_batch_size=2 --noevaluate"
 EMBED = "--data_dir={omni} --max_steps=1 --filters=4 --batch_size=16 --eval_tasks=2"
+BENCH = "--algorithms=maml --xla=off --repeats=1 --steps=1"
 
 # (binary, base arguments, the bad input, what the message must name)
 # fmt: off
@@ -199,6 +200,13 @@ CASES = [
     ("embed", EMBED, "--output_dir={out} --embedding_crop=../x", "../x"),
     ("embed", EMBED, "--output_dir={out} --data_dir={tmp}/corrupt", "corrupt"),
     ("embed", EMBED, "--output_dir={out} --data_dir={tmp}/afile", "afile"),
+    ("benchmark", BENCH, "--algorithms=bogus", "bogus"),
+    ("benchmark", BENCH, "--n_way=0", "n_way"),
+    ("benchmark", BENCH, "--repeats=0", "repeats"),
+    ("benchmark", BENCH, "--xla=sometimes", "xla"),
+    ("benchmark", BENCH, "--output_json={tmp}/absent/speed.json", "absent"),
+    ("benchmark", BENCH, "--torch_python={tmp}/afile", "afile"),
+    ("benchmark", BENCH, "--recompute_steps=1", "recompute_steps"),
 ]
 # fmt: on
 

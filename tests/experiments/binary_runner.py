@@ -20,6 +20,8 @@ import json
 import sys
 import traceback
 
+_DEFINED: set[str] = set()  # binaries whose flags this process has defined
+
 
 def run(binary: str, argv: list[str]) -> dict:
     from absl import app, flags
@@ -27,12 +29,9 @@ def run(binary: str, argv: list[str]) -> dict:
     import experiments
 
     module = importlib.import_module(f"experiments.{binary}")
-    if (
-        hasattr(module, "define_flags")
-        and "export_dir" not in flags.FLAGS
-        and ("output_dir" not in flags.FLAGS)
-    ):
+    if hasattr(module, "define_flags") and binary not in _DEFINED:
         module.define_flags()
+        _DEFINED.add(binary)
     flags.FLAGS.unparse_flags()
     stderr, code = io.StringIO(), 0
     with contextlib.redirect_stderr(stderr):

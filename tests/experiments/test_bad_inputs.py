@@ -4,8 +4,8 @@ value, exit status 1, before any long work: no traceback, hang or crash.
 Each case runs the binary's main as its console script does (flags parsed
 by ``experiments._parse_flags``, an ``InputError`` printed by
 ``experiments._one_line_errors``): train and evaluate in this process,
-export and embed in one fresh process each (``binary_runner``; their flags
-clash with train's). Two runs of the real entry point check the whole path.
+export, embed and benchmark in one fresh process each (``binary_runner``;
+their flags clash with train's). Two runs of the real entry point check the whole path.
 ``python -m experiments.results.bad_inputs`` runs a wider survey, each input
 in its own process.
 """
@@ -180,6 +180,22 @@ EMBED = [
     ("--data_dir={tmp}/afile", "{tmp}/afile"),
 ]
 # fmt: on
+# The benchmark refuses before its first worker process starts (a case it
+# accepted would time steps for minutes: the fixture's timeout).
+BENCHMARK_BASE = "--algorithms=maml --xla=off --repeats=1 --steps=1"
+# fmt: off
+BENCHMARK = [
+    ("--algorithms=bogus", "unknown algorithm 'bogus'; expected one of"),
+    ("--n_way=0", "--n_way must be >= 1, got 0"),
+    ("--repeats=0", "--repeats must be >= 1, got 0"),
+    ("--xla=sometimes", "--xla must be among"),
+    ("--output_json={tmp}/absent/speed.json", "--output_json={tmp}/absent/speed.json: not a file in an existing folder"),
+    ("--output_json={tmp}", "not a file in an existing folder"),
+    ("--torch_python={tmp}/afile", "--torch_python={tmp}/afile is not an executable"),
+    ("--recompute_steps=1", "recompute_steps needs recompute"),
+    ("--recompute --recompute_steps=1 --nounroll_inner_loop --inner_steps=2", "applies to the unrolled inner loop"),
+]
+# fmt: on
 
 
 def _png(seed: int) -> bytes:
@@ -321,9 +337,11 @@ def fresh_processes(paths):
         )
         for index, (args, _) in enumerate(EMBED)
     ]
+    benchmark = [_words(f"{BENCHMARK_BASE} {args}", paths) for args, _ in BENCHMARK]
     started = {
         "export": _in_fresh_process("export", export),
         "embed": _in_fresh_process("embed", embed),
+        "benchmark": _in_fresh_process("benchmark", benchmark),
         "train": subprocess.Popen(
             [
                 sys.executable,
@@ -372,6 +390,14 @@ def test_embed_refuses_in_one_line(paths, fresh_processes, index):
     result = _table_results(fresh_processes, "embed")[index]
     assert_one_line(result, EMBED[index][1].format(**paths))
     assert not os.path.exists(os.path.join(paths["tmp"], "embeddings", str(index)))
+
+
+@pytest.mark.parametrize(
+    "index", range(len(BENCHMARK)), ids=[case[0] for case in BENCHMARK]
+)
+def test_benchmark_refuses_in_one_line(paths, fresh_processes, index):
+    result = _table_results(fresh_processes, "benchmark")[index]
+    assert_one_line(result, BENCHMARK[index][1].format(**paths))
 
 
 def test_the_entry_point_prints_one_line_and_usage_only_for_a_missing_flag(

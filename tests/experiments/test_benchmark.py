@@ -92,33 +92,6 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
         assert result["tensor_peak_mib"] is None
 
 
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--recompute_steps=1"], "recompute_steps needs recompute"),
-        (
-            ["--recompute", "--recompute_steps=1", "--nounroll_inner_loop"]
-            + ["--inner_steps=2"],
-            "applies to the unrolled inner loop",
-        ),
-    ],
-)
-def test_bad_recompute_steps_fail_before_any_worker_runs(extra, message):
-    command = [sys.executable, "-m", "experiments.benchmark", "--algorithms=maml"]
-    done = subprocess.run(
-        [*command, "--xla=off", *extra],
-        check=False,
-        cwd=REPO,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0
-    assert message in done.stderr
-    assert "round 1/" not in done.stdout
-
-
 def test_each_algorithm_gets_the_settings_it_has_and_its_own_outer_update():
     from experiments.bench import learners
     from experiments.bench.settings import Settings
