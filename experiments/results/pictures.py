@@ -12,11 +12,12 @@ support points drawn with the same seed) the true sine, the support points and
 the model's prediction before adaptation and after 1 and 10 steps, with each
 task's MSE on a dense grid.
 
-``accuracy_curves.png`` (``--curves``, a folder of run workdirs, e.g. an
-``experiments.results.equal_time`` output): the meta-validation accuracy of
-each run against its meta-steps (its ``validation.json``), with the served
-meta-test accuracy and its 95% interval at the step of the checkpoint
-tested.
+``accuracy_curves.png`` (``--curves``, folders of run workdirs at any depth,
+e.g. ``experiments.results.equal_time`` outputs): a panel per task setting
+(way, shot, held-out characters or alphabets), with the meta-validation
+accuracy of each run against its meta-steps (its ``validation.json``) and
+the served meta-test accuracy and its 95% interval at the step of the
+checkpoint tested.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sinusoid_workdir", None, "A trained sinusoid run to draw.")
-flags.DEFINE_string("curves", None, "A folder of run workdirs to draw curves of.")
+flags.DEFINE_list(
+    "curves", [], "Folders of run workdirs (at any depth) to draw curves of."
+)
 flags.DEFINE_string("out_dir", "docs/figures", "Where the PNG files go.")
 flags.DEFINE_integer("tasks", 3, "Sinusoid tasks drawn.")
 flags.DEFINE_list("steps", ["1", "10"], "Adaptation steps drawn (besides 0).")
@@ -60,7 +63,9 @@ def sinusoid_fits(workdir: str, out: pathlib.Path, tasks: int, steps: list[int])
     plt = pyplot()
     config = Workdir(workdir).read_config()
     if config["dataset"] != "sinusoid":
-        raise app.UsageError(f"--sinusoid_workdir={workdir} is a {config['dataset']} run")
+        raise app.UsageError(
+            f"--sinusoid_workdir={workdir} is a {config['dataset']} run"
+        )
     learner, path = restore_learner(workdir, config, "best")
     k = config["k_shot"]
     seed = config["test_seed"]
@@ -68,20 +73,40 @@ def sinusoid_fits(workdir: str, out: pathlib.Path, tasks: int, steps: list[int])
     rng = np.random.default_rng(seed)
     grid = np.linspace(-5.0, 5.0, 200, dtype=np.float32)[:, None]
     figure, axes = plt.subplots(1, tasks, figsize=(4.2 * tasks, 3.4), squeeze=False)
-    colors = {0: "tab:gray", **{s: c for s, c in zip(steps, ("tab:green", "tab:red", "tab:purple"))}}
+    colors = {
+        0: "tab:gray",
+        **{s: c for s, c in zip(steps, ("tab:green", "tab:red", "tab:purple"))},
+    }
     for index, axis in enumerate(axes[0]):
         amplitude, phase = amplitudes[index], phases[index]
         support_x = rng.uniform(-5.0, 5.0, size=(k, 1)).astype(np.float32)
         support_y = sinusoid_function(amplitude, phase, support_x).astype(np.float32)
         truth = sinusoid_function(amplitude, phase, grid)
         axis.plot(grid, truth, color="black", linewidth=2, label="true function")
-        axis.scatter(support_x, support_y, color="black", marker="^", zorder=5, label=f"{k} support points")
+        axis.scatter(
+            support_x,
+            support_y,
+            color="black",
+            marker="^",
+            zorder=5,
+            label=f"{k} support points",
+        )
         for count in [0, *steps]:
             fast = learner.adapt(tf.constant(support_x), tf.constant(support_y), count)
             predicted = learner.predict(fast, tf.constant(grid), None, count).numpy()
             mse = float(np.mean((predicted - truth) ** 2))
-            label = "before adaptation" if count == 0 else f"after {count} step{'s' * (count != 1)}"
-            axis.plot(grid, predicted, color=colors[count], linestyle="--" if count == 0 else "-", label=f"{label} (MSE {mse:.2f})")
+            label = (
+                "before adaptation"
+                if count == 0
+                else f"after {count} step{'s' * (count != 1)}"
+            )
+            axis.plot(
+                grid,
+                predicted,
+                color=colors[count],
+                linestyle="--" if count == 0 else "-",
+                label=f"{label} (MSE {mse:.2f})",
+            )
         axis.set_title(f"amplitude {amplitude:.2f}, phase {phase:.2f}")
         axis.set_ylim(-6, 6)
         axis.legend(fontsize=7, loc="lower left")
@@ -97,44 +122,87 @@ def sinusoid_fits(workdir: str, out: pathlib.Path, tasks: int, steps: list[int])
     return str(target)
 
 
-def accuracy_curves(root: str, out: pathlib.Path) -> str:
-    """Draws ``accuracy_curves.png`` from every run below ``root``; returns its path."""
-    plt = pyplot()
-    runs = [
-        p.parent
-        for p in sorted(pathlib.Path(root).glob("*/validation.json"))
-        if json.loads((p.parent / "config.json").read_text())["dataset"] != "sinusoid"
-    ]
-    if not runs:
-        raise app.UsageError(
-            f"--curves={root}: no classification run folder with a validation.json below it"
-        )
-    figure, axis = plt.subplots(figsize=(8, 5))
-    for run in runs:
-        history = json.loads((run / "validation.json").read_text())
-        points = [(e["step"], e["mean"]) for e in history if e.get("mean") is not None]
-        if not points:
-            continue
-        steps, values = zip(*sorted(points))
-        line = axis.plot(steps, [100 * v for v in values], marker="o", markersize=3, label=run.name)[0]
-        results = run / "results.json"
-        if results.exists():
-            result = json.loads(results.read_text())
-            served = result["evaluations"][0]
-            axis.errorbar(
-                result["checkpoint_step"],
-                100 * served["mean"],
-                yerr=100 * served["ci95"],
-                color=line.get_color(),
-                marker="*",
-                markersize=10,
-                capsize=3,
+def curve_panels(roots: list[str]) -> dict[str, list[tuple[str, pathlib.Path]]]:
+    """The classification runs below ``roots`` (any depth: a folder holding a
+    ``validation.json``), grouped by the tasks they were tested on: panel
+    title -> [(label, run folder)]. A label is the run's path below its root,
+    without a ``_seed0`` suffix."""
+    panels: dict[tuple, list[tuple[str, pathlib.Path]]] = {}
+    for root in roots:
+        for path in sorted(pathlib.Path(root).glob("**/validation.json")):
+            run = path.parent
+            if any(part.startswith(".") for part in run.relative_to(root).parts):
+                continue  # e.g. equal_time's .pilot runs
+            if not (run / "config.json").exists():
+                continue
+            config = json.loads((run / "config.json").read_text())
+            if config["dataset"] == "sinusoid":
+                continue
+            key = (
+                config.get("split_protocol") == "alphabet",
+                int(config["n_way"]),
+                int(config["k_shot"]),
             )
-    axis.set_xlabel("meta-steps")
-    axis.set_ylabel("accuracy (%)")
-    axis.set_title("meta-validation accuracy (lines) and meta-test accuracy, served (stars, 95% CI)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="lower right")
+            label = str(run.relative_to(root)).removesuffix("_seed0")
+            panels.setdefault(key, []).append((label, run))
+    titled = {}
+    for (alphabet, n_way, k_shot), runs in sorted(panels.items()):
+        where = "within one held-out alphabet" if alphabet else "held-out characters"
+        titled[f"{n_way}-way {k_shot}-shot, {where}"] = runs
+    return titled
+
+
+def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
+    """Draws ``accuracy_curves.png``, a panel per task setting, from every run
+    below ``roots``; returns its path."""
+    plt = pyplot()
+    panels = curve_panels(roots)
+    if not panels:
+        raise app.UsageError(
+            f"--curves={','.join(roots)}: no classification run folder with a "
+            "validation.json below it"
+        )
+    columns = min(len(panels), 2)
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(7.5 * columns, 4.6 * rows), squeeze=False
+    )
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, (title, runs) in zip(axes.flat, panels.items()):
+        for label, run in runs:
+            history = json.loads((run / "validation.json").read_text())
+            points = [
+                (e["step"], e["mean"]) for e in history if e.get("mean") is not None
+            ]
+            if not points:
+                continue
+            steps, values = zip(*sorted(points))
+            line = axis.plot(
+                steps, [100 * v for v in values], marker="o", markersize=3, label=label
+            )[0]
+            results = run / "results.json"
+            if results.exists():
+                result = json.loads(results.read_text())
+                served = result["evaluations"][0]
+                axis.errorbar(
+                    result["checkpoint_step"],
+                    100 * served["mean"],
+                    yerr=100 * served["ci95"],
+                    color=line.get_color(),
+                    marker="*",
+                    markersize=10,
+                    capsize=3,
+                )
+        axis.set_xscale("symlog", linthresh=100)
+        axis.set_xlabel("meta-steps")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="best")
+    figure.suptitle(
+        "meta-validation accuracy (lines) and meta-test accuracy, served (stars, 95% CI)"
+    )
     figure.tight_layout()
     target = out / "accuracy_curves.png"
     figure.savefig(target, dpi=110)
