@@ -1,11 +1,14 @@
 """tf.distribute: a meta-step split across replicas equals the single-device step.
 
 Logical devices must be configured before TensorFlow initializes its
-devices, so each check runs in a fresh interpreter.
+devices, so the checks run in a fresh interpreter: one for all of them,
+sharing one MirroredStrategy (two strategies in one process would share
+collective instance keys), each check's outcome reported on its own line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +20,10 @@ from tests.helpers import REPO
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
 _MIRRORED = """
+import json
 import sys
+import traceback
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -29,7 +35,6 @@ tf.config.set_logical_device_configuration(
 from tests.helpers import floatx, tiny_conv
 from tfmeta.algorithms import MAML, Reptile, get_algorithm
 
-algorithm, weighting, execution = sys.argv[1], sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(0)
 episodes = [
     (
@@ -62,56 +67,77 @@ def run(learner):
     return [v.numpy() for v in learner.variables + learner.state_variables], outputs
 
 
-# float64: Adam turns the round-off in exactly-zero gradients (a conv bias
-# before BatchNorm) into lr-sized steps in float32.
-with floatx("float64"):
-    single_values, single_out = run(learner())
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        mirrored = learner(execution)
-    assert mirrored.distributed and strategy.num_replicas_in_sync == 2
-    mirrored_values, mirrored_out = run(mirrored)
-for a, b in zip(single_values, mirrored_values):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-for a, b in zip(single_out, mirrored_out):
-    for key in ("loss", "meta_gradient_norm", "task_weights"):
-        np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=1e-5, atol=1e-6)
-weights = single_out[-1]["task_weights"].numpy()
-if weighting == "gradient_agreement":
-    assert np.abs(weights - 0.25).max() > 1e-3, weights
-try:
-    mirrored.meta_train_step(tuple(t[:3] for t in episodes[0]))
-except ValueError as error:
-    assert "does not split evenly over 2 replicas" in str(error), error
-else:
-    raise AssertionError("a meta-batch of 3 on 2 replicas was accepted")
-print("ok", weights)
+def check(execution):  # AssertionError where the mirrored step differs
+    # float64: Adam turns the round-off in exactly-zero gradients (a conv bias
+    # before BatchNorm) into lr-sized steps in float32.
+    with floatx("float64"):
+        single_values, single_out = run(learner())
+        with strategy.scope():
+            mirrored = learner(execution)
+        assert mirrored.distributed and strategy.num_replicas_in_sync == 2
+        mirrored_values, mirrored_out = run(mirrored)
+    for a, b in zip(single_values, mirrored_values):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for a, b in zip(single_out, mirrored_out):
+        for key in ("loss", "meta_gradient_norm", "task_weights"):
+            np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=1e-5, atol=1e-6)
+    weights = single_out[-1]["task_weights"].numpy()
+    if weighting == "gradient_agreement":
+        assert np.abs(weights - 0.25).max() > 1e-3, weights
+    try:
+        mirrored.meta_train_step(tuple(t[:3] for t in episodes[0]))
+    except ValueError as error:
+        assert "does not split evenly over 2 replicas" in str(error), error
+    else:
+        raise AssertionError("a meta-batch of 3 on 2 replicas was accepted")
+
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for algorithm, weighting, execution in json.loads(sys.argv[1]):
+    try:
+        check(execution)
+        outcome = "ok"
+    except Exception:  # one check's failure is reported, the others still run
+        outcome = traceback.format_exc()
+    print(json.dumps([algorithm, weighting, execution, outcome]), flush=True)
 """
 
 
-@pytest.mark.parametrize(
-    "algorithm,weighting,execution",
-    [
-        ("maml", "uniform", "loop"),
-        ("maml", "gradient_agreement", "loop"),
-        ("fomaml", "gradient_agreement", "loop"),
-        ("reptile", "gradient_agreement", "loop"),
-        # Replicas running their tasks through tf.map_fn, against the loop on one device.
-        ("maml", "gradient_agreement", "map_fn"),
-        # Learners with meta-parameters of their own, a per-task start.
-        ("maml_plus_plus", "gradient_agreement", "loop"),
-        ("proto_maml", "gradient_agreement", "loop"),
-    ],
-)
-def test_mirrored_meta_step_equals_one_device(algorithm, weighting, execution):
+CASES = [
+    ("maml", "uniform", "loop"),
+    ("maml", "gradient_agreement", "loop"),
+    ("fomaml", "gradient_agreement", "loop"),
+    ("reptile", "gradient_agreement", "loop"),
+    # Replicas running their tasks through tf.map_fn, against the loop on one device.
+    ("maml", "gradient_agreement", "map_fn"),
+    # Learners with meta-parameters of their own, a per-task start.
+    ("maml_plus_plus", "gradient_agreement", "loop"),
+    ("proto_maml", "gradient_agreement", "loop"),
+]
+# One worker runs the fresh interpreter once for every check.
+pytestmark = pytest.mark.xdist_group("mirrored")
+
+
+@pytest.fixture(scope="module")
+def outcomes():
     done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED, algorithm, weighting, execution],
+        [sys.executable, "-c", _MIRRORED, json.dumps(CASES)],
         cwd=REPO,
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert done.stdout.startswith("ok"), done.stdout
+    lines = [
+        json.loads(line) for line in done.stdout.splitlines() if line.startswith("[")
+    ]
+    return {tuple(line[:3]): line[3] for line in lines}
+
+
+@pytest.mark.parametrize("algorithm,weighting,execution", CASES)
+def test_mirrored_meta_step_equals_one_device(
+    outcomes, algorithm, weighting, execution
+):
+    assert outcomes[(algorithm, weighting, execution)] == "ok"
