@@ -106,6 +106,7 @@ TRAIN = [
     (LEO, "--num_latents=0", "--num_latents must be >= 1, got 0"),
     (OMNIGLOT, "--algorithm=reptile --inner_batch_size=0", "got 0"),
     (OMNIGLOT, "--algorithm=protonet --distance=bogus", "got 'bogus'"),
+    (OMNIGLOT, "--recompute_steps=1", "recompute_steps needs recompute=True: without it no inner step is recomputed"),
     (OMNIGLOT, "--data_dir={tmp}/absent", "{tmp}/absent does not exist"),
     (OMNIGLOT, "--data_dir={tmp}/afile", "Omniglot folder {tmp}/afile is a file"),
     (OMNIGLOT, "--data_dir={tmp}/corrupt", "corrupt/images_background_small1.zip is not a readable zip"),
@@ -140,6 +141,7 @@ EVALUATE = [
     ("--workdir={run}_moved", "{tmp}/moved does not exist"),
     ("--workdir={run}", "run/checkpoints can be restored"),
     ("--workdir={run} --checkpoint=bogus", "flag --checkpoint=bogus"),
+    ("--workdir={run}_unsaved", "has this run saved one yet?"),
 ]
 # fmt: on
 # fmt: off
@@ -158,6 +160,9 @@ EXPORT = [
     ("--workdir={run}_n_way", "config.json: n_way must be >= 1, got 0"),
     ("--workdir={run}_nan", "config.json: inner_lr must be a finite number, got nan"),
     ("--workdir={run}", "run/checkpoints can be restored"),
+    ("--workdir={run} --checkpoint=bogus", "flag --checkpoint=bogus"),
+    ("--workdir={run}_unsaved", "has this run saved one yet?"),
+    ("--workdir={tmp}/absent", "no config.json in workdir '{tmp}/absent'"),
 ]
 # fmt: on
 # fmt: off
@@ -178,6 +183,7 @@ EMBED = [
     ("--embedding_crop=../x", "got '../x'"),
     ("--data_dir={tmp}/corrupt", "is not a readable zip archive"),
     ("--data_dir={tmp}/afile", "{tmp}/afile"),
+    ("--data_dir={tmp}/absent", "Omniglot folder {tmp}/absent does not exist"),
 ]
 # fmt: on
 # The benchmark refuses before its first worker process starts (a case it
@@ -264,6 +270,13 @@ def paths(tmp_path_factory):
         (variant / "checkpoints").mkdir(parents=True)
         (variant / "checkpoints" / "ckpt-1.index").write_bytes(b"damaged")
         (variant / "config.json").write_text(text)
+    # A run that saved no checkpoint, its data gone: the checkpoint is named
+    # before any data is read.
+    (tmp / "run_unsaved").mkdir()
+    write_json(
+        str(tmp / "run_unsaved" / "config.json"),
+        {**get_config("maml", "omniglot"), "data_dir": str(tmp / "gone")},
+    )
     return {"tmp": str(tmp), "omni": str(omni), "run": str(run_dir)}
 
 
