@@ -396,6 +396,9 @@ def test_export_refuses_in_one_line(paths, fresh_processes, index):
     result = _table_results(fresh_processes, "export")[index]
     assert_one_line(result, EXPORT[index][1].format(**paths))
     assert not os.path.exists(os.path.join(paths["tmp"], "models"))
+    for word in _words(EXPORT[index][0], paths):  # no version written anywhere
+        if word.startswith("--export_dir="):
+            assert not os.path.isdir(word.split("=", 1)[1])
 
 
 @pytest.mark.parametrize("index", range(len(EMBED)), ids=[case[0] for case in EMBED])

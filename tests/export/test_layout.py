@@ -14,7 +14,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from experiments.export import export_workdir
-from tests.export import run_export_binary, trained_exports
+from tests.export import trained_exports
 from tests.helpers import REPO
 from tfmeta.export import (
     ModelsConfigError,
@@ -282,21 +282,6 @@ def test_export_binary_writes_a_version_and_the_model_config(
     with pytest.raises(FileNotFoundError, match="no config.json in workdir"):
         export_workdir(str(tmp_path / "nowhere"), str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
-
-
-def test_export_binary_refuses_a_garbled_models_config_before_exporting(
-    sinusoid_workdir, tmp_path
-):
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "models.config").write_text('model_config_list { config { name: "m" ')
-    done = run_export_binary(
-        f"--workdir={sinusoid_workdir}", f"--export_dir={models / 'sine'}"
-    )
-    assert done.returncode != 0
-    assert f"{models / 'models.config'} is not a TF Serving model config" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert not (models / "sine").exists()  # refused before any version was written
 
 
 @needs_serving
