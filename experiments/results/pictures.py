@@ -15,15 +15,17 @@ task's MSE on a dense grid.
 ``accuracy_curves.png`` (``--curves``, folders of run workdirs at any depth,
 e.g. ``experiments.results.equal_time`` outputs): a panel per task setting
 (way, shot, held-out characters or alphabets), with the meta-validation
-accuracy of each run against its meta-steps (its ``validation.json``) and
-the served meta-test accuracy and its 95% interval at the step of the
-checkpoint tested.
+accuracy of each run against its meta-steps (its ``validation.json``; the
+seeds of one row, ``<row>_seed<N>``, in one colour) and the served meta-test
+accuracy and its 95% interval at the step of the checkpoint tested.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
+import re
 
 import numpy as np
 from absl import app, flags
@@ -170,6 +172,11 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, (title, runs) in zip(axes.flat, panels.items()):
+        # The seeds of one row share a colour and a legend entry.
+        rows = list(dict.fromkeys(re.sub(r"_seed\d+$", "", label) for label, _ in runs))
+        seeds = collections.Counter(re.sub(r"_seed\d+$", "", label) for label, _ in runs)
+        colors = plt.get_cmap("tab20" if len(rows) > 10 else "tab10").colors
+        drawn = set()
         for label, run in runs:
             history = json.loads((run / "validation.json").read_text())
             points = [
@@ -177,10 +184,20 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
             ]
             if not points:
                 continue
+            row = re.sub(r"_seed\d+$", "", label)
             steps, values = zip(*sorted(points))
             line = axis.plot(
-                steps, [100 * v for v in values], marker="o", markersize=3, label=label
+                steps,
+                [100 * v for v in values],
+                marker="o",
+                markersize=3,
+                color=colors[rows.index(row) % len(colors)],
+                linewidth=1.5 if row not in drawn else 0.8,
+                label=None if row in drawn else row + (
+                    f" ({seeds[row]} seeds)" if seeds[row] > 1 else ""
+                ),
             )[0]
+            drawn.add(row)
             results = run / "results.json"
             if results.exists():
                 result = json.loads(results.read_text())
