@@ -173,8 +173,9 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
         axis.set_visible(False)
     for axis, (title, runs) in zip(axes.flat, panels.items()):
         # The seeds of one row share a colour and a legend entry.
-        rows = list(dict.fromkeys(re.sub(r"_seed\d+$", "", label) for label, _ in runs))
-        seeds = collections.Counter(re.sub(r"_seed\d+$", "", label) for label, _ in runs)
+        row_of = {label: re.sub(r"_seed\d+$", "", label) for label, _ in runs}
+        seeds = collections.Counter(row_of[label] for label, _ in runs)
+        rows = list(seeds)  # in order of first appearance
         colors = plt.get_cmap("tab20" if len(rows) > 10 else "tab10").colors
         drawn = set()
         for label, run in runs:
@@ -184,7 +185,8 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
             ]
             if not points:
                 continue
-            row = re.sub(r"_seed\d+$", "", label)
+            row = row_of[label]
+            legend = f"{row} ({seeds[row]} seeds)" if seeds[row] > 1 else row
             steps, values = zip(*sorted(points))
             line = axis.plot(
                 steps,
@@ -192,10 +194,8 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
                 marker="o",
                 markersize=3,
                 color=colors[rows.index(row) % len(colors)],
-                linewidth=1.5 if row not in drawn else 0.8,
-                label=None if row in drawn else row + (
-                    f" ({seeds[row]} seeds)" if seeds[row] > 1 else ""
-                ),
+                linewidth=0.8 if row in drawn else 1.5,
+                label=None if row in drawn else legend,
             )[0]
             drawn.add(row)
             results = run / "results.json"

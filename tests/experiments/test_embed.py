@@ -190,8 +190,6 @@ def test_leo_needs_the_embeddings_dataset():
         get_config("leo", "omniglot")
 
 
-
-
 def test_a_file_on_the_way_to_the_embeddings_is_named_before_reading_data(tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("a file")
