@@ -271,8 +271,7 @@ def main(argv):
         raise InputError(str(error)) from error
     metadata = result["metadata"]
     print(
-        f"exported {metadata['algorithm']} ({metadata['dataset']}, {metadata['inner_steps']} inner steps, "
-        f"alpha {metadata['inner_lr']}, transductive={metadata['transductive']}) "
+        f"exported {metadata['algorithm']} ({adaptation_summary(metadata)}) "
         f"from {result['checkpoint']} to {result['path']} (version {result['version']})"
     )
     print(f"signatures: {metadata['signatures']} (serving_default = adapt_and_predict)")
@@ -286,6 +285,25 @@ def main(argv):
         f"TF Serving config {result['models_config']}: model {result['model_name']!r}, "
         f"base path {result['base_path']}"
     )
+
+
+def adaptation_summary(metadata: dict[str, Any]) -> str:
+    """What the export's adaptation runs, in words, from the learner's own
+    description: inner steps and alpha where the learner has them (MAML's
+    family, LEO), what adapts (``adapt_variables``: weights, prototypes,
+    latent codes), and how queries are normalized."""
+    parts = [str(metadata.get("dataset", metadata.get("problem", "")))]
+    steps = metadata.get("inner_steps")
+    if steps:
+        alpha = metadata.get("inner_lr")
+        parts.append(
+            f"{steps} inner step{'s' * (steps != 1)}"
+            + (f", alpha {alpha:g}" if isinstance(alpha, (int, float)) else "")
+        )
+    if "adapt_variables" in metadata:
+        parts.append(f"adapts {metadata['adapt_variables']}")
+    parts.append(f"transductive={metadata.get('transductive', False)}")
+    return "; ".join(part for part in parts if part)
 
 
 def run() -> None:

@@ -13,7 +13,16 @@ from .configs import BASE, get_config, keys
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("algorithm", "maml", "maml | fomaml | reptile | leo")
+
+def _registered_algorithms() -> list[str]:
+    from tfmeta.algorithms import ALGORITHMS
+
+    return list(ALGORITHMS)
+
+
+flags.DEFINE_string(
+    "algorithm", "maml", " | ".join(_registered_algorithms()) + " (the registry's algorithms)"
+)
 flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder | embeddings")
 flags.DEFINE_string(
     "config",

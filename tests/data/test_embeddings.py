@@ -94,7 +94,7 @@ def test_codecs_encode_is_limited_to_latin1(tmp_path):
 def test_bad_files_give_clear_errors(tmp_path):
     raw = fields()
     cases = [
-        ([1, 2, 3], TypeError, "expected a dict"),
+        ([1, 2, 3], ValueError, "expected a dict"),
         (
             {"keys": raw["keys"]},
             ValueError,

@@ -55,8 +55,8 @@ def load_embedding_file(path: str) -> dict[str, np.ndarray]:
     of one ``.pkl`` (restricted unpickling) or ``.npz`` file, checked.
 
     Raises ``ValueError`` (one line naming the file) for a file that is not a
-    plain embedding file or that would take more memory than its cap, and
-    ``TypeError`` if it holds something other than a dict.
+    plain embedding file (a list or any other object instead of a dict
+    included) or that would take more memory than its cap.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -147,7 +147,7 @@ def _check_fields(
     float32 (finite as float32), labels ``[n]``; each allocation charged to
     ``budget`` (None: trusted input, as when writing)."""
     if not isinstance(raw, dict):
-        raise TypeError(
+        raise ValueError(
             f"{path}: expected a dict with {list(FIELDS)}, got {type(raw).__name__}"
         )
     missing = [field for field in FIELDS if field not in raw]

@@ -12,6 +12,7 @@ a truncated or bit-flipped one is skipped for the next older one.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -33,6 +34,31 @@ _NAME = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-\d+)$")
 
 class CheckpointError(RuntimeError):
     """Raised when checkpoints exist but none can be restored."""
+
+
+class DiskFullError(CheckpointError):
+    """Raised when a checkpoint cannot be written because its disk is full."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "no space left" in str(error).lower()
+
+
+def checkpoint_bytes(root: tf.train.Checkpoint) -> int:
+    """The bytes of the variables ``root`` saves (a checkpoint's size, within its index)."""
+    total = 0
+    for obj in tf.train.TrackableView(root).descendants():
+        if isinstance(obj, keras.Variable):  # Keras 3 (an optimizer's slots)
+            obj = obj.value
+        if isinstance(obj, tf.Variable) and obj.shape.is_fully_defined():
+            total += obj.shape.num_elements() * obj.dtype.size
+    return total
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
 
 
 def reason(error: BaseException) -> str:
@@ -114,8 +140,25 @@ class CheckpointDir:
 
     def save(self, root: tf.train.Checkpoint, step: int) -> str:
         """Writes checkpoint ``step`` (replacing one of that step), updates the
-        state file, then deletes the oldest beyond ``max_to_keep``."""
-        path = root.write(self.path(step))
+        state file, then deletes the oldest beyond ``max_to_keep``.
+
+        Raises ``DiskFullError`` (one line naming the folder, the space the
+        checkpoint needs and the space free) when the disk fills while
+        writing; the partial files of ``step`` are removed and every older
+        checkpoint is kept.
+        """
+        try:
+            path = root.write(self.path(step))
+        except (tf.errors.ResourceExhaustedError, OSError) as error:
+            if not _is_disk_full(error):
+                raise
+            self.remove(step)
+            raise DiskFullError(
+                f"no space left on the disk of {self.directory} to save the checkpoint "
+                f"of step {step}: it needs about {_megabytes(checkpoint_bytes(root))}, "
+                f"{_megabytes(shutil.disk_usage(self.directory).free)} free; free some "
+                "space and rerun the same command to resume from the last checkpoint"
+            ) from None
         steps = self.steps()
         if self.max_to_keep is not None:
             for old in steps[self.max_to_keep :]:
