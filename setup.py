@@ -5,7 +5,16 @@ import pathlib
 from setuptools import find_packages, setup
 
 # experiments/<name>.py, each installed as the console script tfmeta-<name>.
-BINARIES = ("train", "evaluate", "export", "embed", "benchmark", "serve_client")
+BINARIES = (
+    "train",
+    "evaluate",
+    "export",
+    "embed",
+    "benchmark",
+    "serve_client",
+    "serve_local",
+    "write_episode",
+)
 
 setup(
     name="tfmeta",
@@ -40,7 +49,12 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.5"],
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3",
+            "pytest-randomly>=3.15",  # every run in a shuffled order (its seed printed)
+            "matplotlib>=3.5",
+        ],
         "pictures": ["matplotlib>=3.5"],
         # each tensorflow-serving-api X.Y requires tensorflow>=X.Y: keep the same bound
         "serving": ["tensorflow-serving-api>=2.16,<2.22"],

@@ -18,6 +18,7 @@ from tests.helpers import REPO
 from tests.serving import grpc_server, rest_server, run_signature
 from tfmeta.serving import (
     decode_rest_inputs,
+    predict_grpc,
     predict_request,
     read_episode,
     request_arrays,
@@ -61,8 +62,25 @@ def test_rest_body_round_trips_to_the_same_tensors():
     assert (
         rest_url("http://h:1/", "m", 3) == "http://h:1/v1/models/m/versions/3:predict"
     )
-    with pytest.raises(TypeError, match="input 'names'"):
+    with pytest.raises(ValueError, match="input 'names'"):
         rest_body({"names": np.array(["a", "b"])}, SIGNATURE)
+    with pytest.raises(ValueError, match="input 'support_y': integers must fit int32"):
+        rest_body({"support_y": np.array([0, 2**40])}, SIGNATURE)
+
+
+def test_numbers_are_sent_as_the_signatures_dtypes():
+    """int64 labels and float64 inputs (numpy's defaults) go out as int32 and
+    float32, which every tfmeta signature takes."""
+    inputs = {"support_x": np.zeros([2, 3]), "support_y": np.array([0, 1])}
+    assert inputs["support_y"].dtype == np.int64
+    body = rest_body(inputs, SIGNATURE)
+    assert body["inputs"]["support_y"] == [0, 1]
+    pytest.importorskip(
+        "tensorflow_serving.apis", reason="tensorflow-serving-api not installed"
+    )
+    arrays = request_arrays(predict_request(inputs, "m", SIGNATURE))
+    assert arrays["support_y"].dtype == np.int32
+    assert arrays["support_x"].dtype == np.float32
 
 
 def test_predict_request_round_trips_to_the_same_tensors():
@@ -193,6 +211,60 @@ def test_client_over_rest_prints_the_models_predictions(maml, tmp_path):
             run_client(server, "omniglot_maml", str(support), str(query))
         with pytest.raises(RuntimeError, match="HTTP 404"):
             run_client(server, "omniglot_maml", str(support), str(query), version=9)
+        # A truncated PNG is named by its input, not by the decoder's message.
+        (query / "broken.png").write_bytes(omniglot_png(np.random.default_rng(5))[:142])
+        with pytest.raises(
+            RuntimeError,
+            match="(?s)HTTP 400: .*every PNG of query_images must be complete",
+        ):
+            run_client(server, "omniglot_maml", str(support), str(query))
+
+
+def test_requests_of_another_dtype_or_input_are_refused_by_name(maml):
+    """What a hand-built request gets wrong is named: int64 labels, an input
+    the signature lacks, a missing one."""
+    pytest.importorskip(
+        "tensorflow_serving.apis", reason="tensorflow-serving-api not installed"
+    )
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    base_paths, _ = maml
+    rng = np.random.default_rng(0)
+    inputs = {
+        "support_images": [omniglot_png(rng) for _ in range(N_WAY)],
+        "support_y": np.arange(N_WAY, dtype=np.int64),
+        "query_images": [omniglot_png(rng)],
+    }
+    with grpc_server(base_paths) as server:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(server)
+        )
+
+        def refusal(arrays) -> str:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "omniglot_maml"
+            request.model_spec.signature_name = SIGNATURE
+            for name, value in arrays.items():
+                proto = (
+                    tf.make_tensor_proto(value, dtype=tf.string)
+                    if isinstance(value, list)
+                    else tf.make_tensor_proto(value)
+                )
+                request.inputs[name].CopyFrom(proto)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request, timeout=60)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            return raised.value.details()
+
+        assert refusal(inputs) == "input 'support_y' must be int32, got int64"
+        extra = {**inputs, "support_y": inputs["support_y"].astype(np.int32), "x": [b""]}
+        assert refusal(extra).startswith("input 'x' is not an input of the signature")
+        missing = {k: v for k, v in extra.items() if k not in ("x", "query_images")}
+        assert refusal(missing).startswith("input 'query_images' is missing")
+        # The client sends the same labels as int32, and is answered.
+        lines = predict_grpc(server, "omniglot_maml", inputs, SIGNATURE)
+        assert lines["classes"].shape == (1,)
 
 
 def test_client_over_grpc_prints_the_models_predictions(maml, tmp_path):

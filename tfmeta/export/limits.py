@@ -36,6 +36,7 @@ import tensorflow as tf
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"  # what tf.io.is_jpeg and tf.io.decode_image test
 _PNG_HEADER = 24  # signature, IHDR length and type, width, height (big-endian)
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: a PNG's last 8 bytes
 _SHOWN = 64  # values shown in an error message
 
 
@@ -112,6 +113,15 @@ def image_formats(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return is_png, _starts_with(head, 0, JPEG_SIGNATURE)
 
 
+def png_complete(encoded: tf.Tensor) -> tf.Tensor:
+    """bool ``[batch]``: each string ends with a PNG's IEND chunk (a
+    truncated PNG does not; the decoder's own error would name no input)."""
+    length = tf.strings.length(encoded)
+    start = tf.maximum(length - len(_PNG_END), 0)
+    tail = tf.strings.substr(encoded, start, tf.fill(tf.shape(start), len(_PNG_END)))
+    return tf.equal(tail, _PNG_END)
+
+
 def png_pixels(encoded: tf.Tensor) -> tf.Tensor:
     """int64 ``[batch]``: width x height of each PNG ``[batch]``, from its
     IHDR header (bytes 16-23; missing bytes read as 0)."""
@@ -149,7 +159,8 @@ def image_pixels(encoded: tf.Tensor) -> tf.Tensor:
 
 def check_images(name: str, encoded: tf.Tensor, max_pixels: int) -> tf.Operation:
     """Checks every element of ``encoded`` ``[batch]`` is a PNG or JPEG whose
-    header gives at most ``max_pixels`` pixels, decoding none."""
+    header gives at most ``max_pixels`` pixels, and every PNG is complete
+    (ends with its IEND chunk), decoding none."""
     is_png, is_jpeg = image_formats(encoded)
     known = tf.debugging.assert_equal(
         tf.logical_or(is_png, is_jpeg),
@@ -158,7 +169,14 @@ def check_images(name: str, encoded: tf.Tensor, max_pixels: int) -> tf.Operation
         "(x: false where it is not)",
         summarize=_SHOWN,
     )
-    with tf.control_dependencies([known]):
+    complete = tf.debugging.assert_equal(
+        tf.logical_or(tf.logical_not(is_png), png_complete(encoded)),
+        True,
+        message=f"every PNG of {name} must be complete, ending with its IEND chunk "
+        "(x: false where one is truncated)",
+        summarize=_SHOWN,
+    )
+    with tf.control_dependencies([known, complete]):
         pixels = image_pixels(encoded)
         return tf.debugging.assert_less_equal(
             pixels,

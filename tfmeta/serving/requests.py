@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import json
 import pathlib
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -132,12 +133,7 @@ def rest_body(inputs: Inputs, signature_name: str) -> dict[str, Any]:
                 {"b64": base64.b64encode(bytes(v)).decode("ascii")} for v in value
             ]
         else:
-            array = np.asarray(value)
-            if array.dtype.kind not in "biuf":
-                raise TypeError(
-                    f"input {name!r}: expected a numeric array or a list of bytes, got dtype {array.dtype}"
-                )
-            encoded[name] = array.tolist()
+            encoded[name] = signature_array(name, value).tolist()
     return {"signature_name": signature_name, "inputs": encoded}
 
 
@@ -200,8 +196,7 @@ def predict_rest(
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
+        answer = _post_when_listening(request, timeout)
     except urllib.error.HTTPError as error:
         text = error.read().decode(errors="replace")
         try:
@@ -219,6 +214,21 @@ def predict_rest(
     return {name: np.asarray(value) for name, value in outputs.items()}
 
 
+def _post_when_listening(request: urllib.request.Request, timeout: float) -> Any:
+    """The JSON answer to ``request``; a server that refuses the connection
+    (still starting) is tried again every half second until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.URLError as error:
+            refused = isinstance(error.reason, ConnectionRefusedError)
+            if not refused or time.monotonic() + 0.5 > deadline:
+                raise
+        time.sleep(0.5)
+
+
 # --------------------------------------------------------------------- gRPC
 def _serving_apis():
     try:
@@ -232,15 +242,41 @@ def _serving_apis():
     return predict_pb2, prediction_service_pb2_grpc
 
 
-def tensor_proto(value: Any):
-    """A ``TensorProto``: lists of bytes become DT_STRING ``[n]``, arrays keep their dtype."""
+def signature_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as the dtype tfmeta's signatures take: integers as int32
+    (labels), floats as float32 (a Python list or an int64/float64 array
+    would otherwise be sent as int64/float64 and refused by the server).
+
+    Raises ValueError naming the input when an integer does not fit int32 or
+    the value is not numeric.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind in "iub":
+        if array.size and array.dtype.kind != "b":
+            low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+            if array.min() < low or array.max() > high:
+                raise ValueError(
+                    f"input {name!r}: integers must fit int32, got values in "
+                    f"[{array.min()}, {array.max()}]"
+                )
+        return array.astype(np.int32)
+    if array.dtype.kind == "f":
+        return array.astype(np.float32)
+    raise ValueError(
+        f"input {name!r}: expected a numeric array or a list of bytes, got dtype {array.dtype}"
+    )
+
+
+def tensor_proto(value: Any, name: str = "input"):
+    """A ``TensorProto``: lists of bytes become DT_STRING ``[n]``, numbers
+    int32 or float32 (``signature_array``)."""
     import tensorflow as tf
 
     if _is_bytes_list(value):
         return tf.make_tensor_proto(
             [bytes(v) for v in value], dtype=tf.string, shape=[len(value)]
         )
-    return tf.make_tensor_proto(np.asarray(value))
+    return tf.make_tensor_proto(signature_array(name, value))
 
 
 def predict_request(
@@ -254,7 +290,7 @@ def predict_request(
     if version:
         request.model_spec.version.value = version
     for name, value in inputs.items():
-        request.inputs[name].CopyFrom(tensor_proto(value))
+        request.inputs[name].CopyFrom(tensor_proto(value, name))
     return request
 
 
@@ -280,7 +316,8 @@ def predict_grpc(
     with grpc.insecure_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
-            response = stub.Predict(request, timeout=timeout)
+            # wait_for_ready: a server that is starting is waited for (timeout).
+            response = stub.Predict(request, timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as error:
             raise RuntimeError(
                 f"the model server answered {error.code().name}: {error.details()}"
