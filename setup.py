@@ -58,5 +58,7 @@ setup(
         "pictures": ["matplotlib>=3.5"],
         # each tensorflow-serving-api X.Y requires tensorflow>=X.Y: keep the same bound
         "serving": ["tensorflow-serving-api>=2.16,<2.22"],
+        # the documentation site: mkdocs build --strict (tests/test_docs.py builds it)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     },
 )
