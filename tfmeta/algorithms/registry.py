@@ -29,6 +29,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         meta_sgd.ALGORITHM,
     )
 }
+"""Every registered algorithm by name (``--algorithm``): the one list that the
+binaries, their help and the benchmark read."""
 
 
 def get_algorithm(name: str) -> Algorithm:

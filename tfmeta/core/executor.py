@@ -34,6 +34,9 @@ from tfmeta.core import weighting
 from tfmeta.models.batch_norm import native_kernels
 
 TASK_EXECUTIONS = ("loop", "map_fn")
+"""How a meta-step runs its tasks (``--task_execution``): "loop" calls the
+compiled per-task function once per task (the fastest step on a CPU), "map_fn"
+runs them through one ``tf.map_fn`` (compile time flat in the meta-batch)."""
 # "loop" with more tasks than this takes minutes to trace and optimize
 # (~0.15 s per task); "map_fn" keeps the graph the size of one task.
 MAX_LOOPED_TASKS = 1000

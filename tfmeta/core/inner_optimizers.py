@@ -102,6 +102,16 @@ def _rates(learning_rate: float, params, learning_rates) -> list:
 def make_inner_optimizer(
     name: str, learning_rate: float, **kwargs
 ) -> InnerSGD | InnerAdam:
+    """The inner optimizer named ``name`` ("sgd" or "adam") with step size alpha.
+
+    Args:
+      name: "sgd" or "adam" (the config's ``inner_optimizer``).
+      learning_rate: alpha, the inner step size.
+      **kwargs: ``InnerAdam``'s other settings (``beta1``, ...).
+
+    Raises:
+      ValueError: for any other name.
+    """
     if name == "sgd":
         return InnerSGD(learning_rate)
     if name == "adam":

@@ -36,6 +36,8 @@ ARCHIVES = (
     "images_background_small1",
     "images_background_small2",
 )
+"""The Omniglot archives a folder may hold (``<name>.zip`` or the unpacked
+``<name>/`` folder), in priority order: a character in two archives counts once."""
 # Source name of each archive, in the same (priority) order as ARCHIVES.
 SOURCES = ("background", "evaluation", "small1", "small2")
 _ARCHIVE_SOURCE = dict(zip(ARCHIVES, SOURCES))

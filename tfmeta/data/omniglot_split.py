@@ -16,6 +16,8 @@ from tfmeta.data.class_images import ClassImages
 from tfmeta.data.omniglot import OmniglotCharacter
 
 PROTOCOLS = ("auto", "lake", "maml", "random", "alphabet")
+"""The class splits ``split_omniglot`` knows (``--split_protocol``): ``auto``
+picks ``lake`` with background and evaluation sets, else ``random``."""
 _MAML_TRAIN, _MAML_VAL = 1100, 100  # Finn et al. (2017), data_generator.py.
 _LAKE_VAL_FRACTION = 0.1
 
