@@ -228,14 +228,18 @@ TINY_SINUSOID = [
 
 
 def train_in_process(*args):
-    """experiments.train's main in this process (quicker than a subprocess)."""
+    """experiments.train's main in this process (quicker than a subprocess);
+    the flags are left unparsed after it, as they were before."""
     from absl import flags
 
     from experiments import train
 
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train", *args])
-    train.main([])
+    try:
+        flags.FLAGS(["train", *args])
+        train.main([])
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 @pytest.fixture(scope="module")

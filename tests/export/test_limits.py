@@ -27,13 +27,18 @@ from tfmeta.export import (
 # The trained exports are built once per worker: their tests run on one.
 pytestmark = pytest.mark.xdist_group("trained_exports")
 
-PEAK_MB = 1500  # the export loaded and its largest refused request, 313 MB
+# The process's own peak during any request, the export loaded: 1072 MB
+# measured, during the refused request of 100000 queries (313 MB of floats).
+PEAK_MB = 1500
 BIG = 100_000  # examples of an oversized request
 
-# Runs in a fresh interpreter: each request against the export, then the
-# process's peak resident memory so far (it only grows, request after request).
+# Runs in a fresh interpreter: each request against the export, with the
+# process's own resident memory before it and its own peak during it
+# (tests.memory: VmHWM, set back to the resident size before each request;
+# where the kernel does not allow that, the peak since exec).
 _REQUESTS = r"""
-import json, resource, sys
+import json, sys
+from tests.memory import peak_resident_mib, reset_peak, resident_mib
 import tensorflow as tf
 
 export, folder, output = sys.argv[1:4]
@@ -56,12 +61,13 @@ requests = {
 signatures = {"images": "adapt_and_predict_images", "tensors": "adapt_and_predict"}
 results = {}
 for name, (kind, inputs) in requests.items():
+    before_mb, reset = resident_mib(), reset_peak()
     try:
         outputs = model.signatures[signatures[kind]](**{k: tf.convert_to_tensor(v) for k, v in inputs().items()})
         results[name] = {"answered": sorted(outputs)}
     except tf.errors.InvalidArgumentError as error:
         results[name] = {"error": error.message}
-    results[name]["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results[name].update(before_mb=before_mb, peak_mb=peak_resident_mib(), reset=reset)
 with open(output, "w") as f:
     json.dump(results, f)
 """
@@ -131,12 +137,18 @@ def test_bombs_are_refused_in_bounded_memory(exports, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    peaks = {name: round(result["peak_mb"]) for name, result in results.items()}
     assert results["answered"]["answered"] == ["classes", "logits", "probabilities"]
     for name, message in REFUSED.items():
         assert "error" in results[name], f"{name} was answered"
         assert re.search(message, results[name]["error"], re.DOTALL), results[name]
-    assert max(peaks.values()) < PEAK_MB, peaks
+    if any(result["peak_mb"] is None for result in results.values()):
+        pytest.skip("no VmHWM in /proc/self/status: the peak memory is not measured")
+    peaks = {
+        name: (round(result["before_mb"]), round(result["peak_mb"]))
+        for name, result in results.items()
+    }  # MB: resident before the request, peak during it
+    print("resident before, peak during each request (MB):", peaks)
+    assert max(peak for _, peak in peaks.values()) < PEAK_MB, peaks
 
 
 def test_the_bombs_are_what_they_claim():

@@ -21,6 +21,14 @@ from tfmeta.models.batch_norm import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _native_kernels_on(monkeypatch):
+    """The native kernel's default (on), whatever TFMETA_NATIVE_KERNELS the
+    tests run with; a test that turns it off does so itself."""
+    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
+    monkeypatch.setattr(runtime, "_native_kernels", [True])
+
+
 def _inputs(shape, seed, mean=0.0):
     rng = np.random.default_rng(seed)
     channels = shape[-1]
@@ -108,8 +116,6 @@ def test_the_runtime_switch_turns_the_native_kernel_off(monkeypatch):
     """``tfmeta.runtime.configure(native_kernels=False)``: steps traced after
     it use TensorFlow ops; ``TFMETA_NATIVE_KERNELS``, where set, wins."""
     _native()
-    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
-    monkeypatch.setattr(runtime, "_native_kernels", [True])
     runtime.configure(cpu_threading=None, malloc_arenas=None, onednn=None)
     assert "TfmetaBatchNormGradGrad" in _second_order_graph_and_values()[0]
     settings = runtime.configure(
