@@ -72,8 +72,12 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "yardstick", driver.DEFAULT_YARDSTICK, "the PyTorch yardstick script"
     )
+    from tfmeta.algorithms import ALGORITHMS
+
     flags.DEFINE_list(
-        "algorithms", None, "tfmeta algorithms to time (default: every registered one)"
+        "algorithms",
+        None,
+        f"tfmeta algorithms to time, of {', '.join(ALGORITHMS)} (default: every one)",
     )
     flags.DEFINE_list("xla", list(XLA_SETTINGS), "XLA settings to time: off, on")
     flags.DEFINE_integer(

@@ -21,7 +21,9 @@ def _registered_algorithms() -> list[str]:
 
 
 flags.DEFINE_string(
-    "algorithm", "maml", " | ".join(_registered_algorithms()) + " (the registry's algorithms)"
+    "algorithm",
+    "maml",
+    " | ".join(_registered_algorithms()) + " (the registry's algorithms)",
 )
 flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder | embeddings")
 flags.DEFINE_string(

@@ -79,7 +79,10 @@ def write_episode(out_dir: str, support_x, support_y, query_x, query_y, dataset:
         name = f"{n:03d}_class_{int(label):0{width}d}.png"
         write(os.path.join(out_dir, "query", name), image)
         queries[name] = int(label)
-    labels = {"support_classes": sorted({int(y) for y in support_y}), "queries": queries}
+    labels = {
+        "support_classes": sorted({int(y) for y in support_y}),
+        "queries": queries,
+    }
     with open(os.path.join(out_dir, "labels.json"), "w") as f:
         json.dump(labels, f, indent=1)
     return labels

@@ -27,7 +27,9 @@ def fill_disk_at(folder: str, step: int, monkeypatch) -> list[str]:
             with open(file_prefix + ".data-00000-of-00001", "wb") as partial:
                 partial.write(b"\0" * 100)
             raise tf.errors.ResourceExhaustedError(
-                None, None, f"{file_prefix}_temp/part-00000-of-00001.data-00000-of-00001; "
+                None,
+                None,
+                f"{file_prefix}_temp/part-00000-of-00001.data-00000-of-00001; "
                 "No space left on device",
             )
         return write(self, file_prefix, options)

@@ -191,7 +191,9 @@ def rest_server(
             version = match["version"] and int(match["version"])
             try:
                 body = json.loads(self.rfile.read(length))
-                if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
+                if not isinstance(body, dict) or not isinstance(
+                    body.get("inputs"), dict
+                ):
                     raise RequestError(
                         'the body must be {"signature_name": ..., "inputs": {name: value}}'
                     )
@@ -274,7 +276,9 @@ class LocalServer:
         rest_port: int | None = 0,
         grpc_port: int | None = 0,
     ):
-        self._http = rest_server(models, host, rest_port) if rest_port is not None else None
+        self._http = (
+            rest_server(models, host, rest_port) if rest_port is not None else None
+        )
         self._grpc = None
         self.rest = self.grpc = None
         if self._http:
@@ -291,7 +295,9 @@ class LocalServer:
 
     def __enter__(self) -> LocalServer:
         if self._http:
-            self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+            self._thread = threading.Thread(
+                target=self._http.serve_forever, daemon=True
+            )
             self._thread.start()
         return self
 
