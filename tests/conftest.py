@@ -152,3 +152,14 @@ def pytest_runtest_teardown(item, nextitem):
                 pytrace=False,
             )
     return result
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # pytest-randomly (the test extra) shuffles every run; its seed is in the
+    # header, which -q leaves out: say it at the end, where a failure is read.
+    if config.pluginmanager.hasplugin("randomly"):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_line(
+            f"test order shuffled with --randomly-seed={seed} (the same order: "
+            "pass it again; the files' own order: -p no:randomly)"
+        )
