@@ -84,10 +84,20 @@ def run_binaries(binary: str, command_lines: list[list[str]]) -> list[dict]:
     """Each command line of one binary, parsed and run as its console script
     does, in one fresh process (``tests.experiments.binary_runner``)."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.experiments.binary_runner", binary,
-         json.dumps(command_lines)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tests.experiments.binary_runner",
+            binary,
+            json.dumps(command_lines),
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for argv, result in zip(command_lines, results):
@@ -135,10 +145,20 @@ def user_path(tmp_path_factory):
         ],
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "experiments.serve_local",
-         f"--models_config={models / 'models.config'}", "--rest_port=0", "--grpc_port=0"],
-        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "experiments.serve_local",
+            f"--models_config={models / 'models.config'}",
+            "--rest_port=0",
+            "--grpc_port=0",
+        ],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ports = {}
         for line in server.stdout:
@@ -164,9 +184,13 @@ def user_path(tmp_path_factory):
 def _request(path, name: str) -> tuple[str, dict, list]:
     """(signature, inputs, what the in-memory learner gets: support_x, support_y, query_x)."""
     metadata = json.loads(
-        (path["models"] / name / str(existing_versions(str(path["models"] / name))[-1])
-         / METADATA_FILE).read_text()
-    )  # fmt: skip
+        (
+            path["models"]
+            / name
+            / str(existing_versions(str(path["models"] / name))[-1])
+            / METADATA_FILE
+        ).read_text()
+    )
     if "adapt_and_predict_images" in metadata["signatures"].split(","):
         episode_dir = path["root"] / "episodes" / name
         episode = read_episode(episode_dir / "support", episode_dir / "query")
@@ -176,14 +200,20 @@ def _request(path, name: str) -> tuple[str, dict, list]:
                 [preprocess_omniglot_image(tf.constant(b), IMAGE_SIZE) for b in images]
             )
 
-        tensors = [decoded(episode.support_images), tf.constant(episode.support_y),
-                   decoded(episode.query_images)]  # fmt: skip
+        tensors = [
+            decoded(episode.support_images),
+            tf.constant(episode.support_y),
+            decoded(episode.query_images),
+        ]
         return "adapt_and_predict_images", episode.inputs(), tensors
     assert path["datasets"][name] == "embeddings", metadata["signatures"]
     support_x, support_y, query_x = embedding_episode(seed=2, k_shot=2)
     # As a user's script sends them: int64 labels, float64 vectors.
-    inputs = {"support_x": support_x.astype(np.float64),
-              "support_y": support_y.astype(np.int64), "query_x": query_x}  # fmt: skip
+    inputs = {
+        "support_x": support_x.astype(np.float64),
+        "support_y": support_y.astype(np.int64),
+        "query_x": query_x,
+    }
     return (
         "adapt_and_predict",
         inputs,
@@ -223,8 +253,13 @@ def test_trained_exported_and_served_answers_are_the_learners(user_path, name):
 def test_the_help_names_every_algorithm(binary, flag):
     done = subprocess.run(
         [sys.executable, "-m", f"experiments.{binary}", "--helpfull"],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert f"  --{flag}:" in done.stdout, done.stderr[-2000:]  # (absl's help exits 1)
     help_text = done.stdout.split(f"  --{flag}:", 1)[1].split("\n  --", 1)[0]
     named = set(re.findall(r"\w+", help_text))

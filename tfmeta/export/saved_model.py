@@ -30,8 +30,11 @@ from tfmeta.export.signatures import ImagePreprocessing
 from tfmeta.version import __version__
 
 DEFAULT_SIGNATURE = "adapt_and_predict"
+"""The signature exported as ``serving_default``: adapt to the request's support set, predict its queries."""
 METADATA_SIGNATURE = "metadata"
+"""The signature with no inputs that returns what the export runs (``describe_learner``) and its limits."""
 METADATA_FILE = os.path.join("assets.extra", "tfmeta_export.json")
+"""The same metadata as JSON, relative to a version folder (readable without TensorFlow)."""
 
 
 def serving_learner(learner: Servable, transductive: bool) -> Servable:
@@ -142,6 +145,8 @@ class ServingModule(tf.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ExportedVersion:
+    """One written export: its version number, its folder and its metadata."""
+
     version: int
     path: str
     metadata: dict[str, Any]

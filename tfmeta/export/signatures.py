@@ -26,6 +26,7 @@ from tfmeta.export.servable import Servable
 from tfmeta.models.batch_norm import has_batch_norm
 
 PREPROCESSINGS = ("omniglot", "folder")
+"""The image preprocessings an export's image signature can run (``ImagePreprocessing.kind``)."""
 _SHOWN = 64  # values shown in an error message
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+"""The file extensions ``read_episode`` reads as images (any case)."""
 Inputs = Mapping[str, Any]  # name -> np.ndarray | list[bytes]
 
 

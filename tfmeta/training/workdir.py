@@ -161,6 +161,7 @@ class Workdir:
 
 
 def read_config(workdir: str) -> dict[str, Any]:
+    """The resolved config a run stored in ``<workdir>/config.json``."""
     return Workdir(workdir).read_config()
 
 

@@ -1,0 +1,182 @@
+"""The README's commands, read from README.md itself and run in its order
+(main job, export, an episode, a served request, the library quickstart)
+with only the step counts made small, so the README cannot drift from the
+code.
+
+A ```bash block whose first line is ``# needs <what>`` needs what no test
+machine has (TF Serving's model server, several hosts, a GPU) and is
+skipped by that name; every other block runs. Paths under ``/tmp/`` move to
+the test's own folder, and the ports 8500/8501 to free ones where they are
+taken.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, omniglot_dir
+
+README = REPO / "README.md"
+NEEDS = "# needs "
+INSTALL = re.compile(r"^pip install -e (\.|'\.\[[\w,]+\]') && ")
+SHRINK = (
+    (re.compile(r"--num_steps=\d+"), "--num_steps=2"),
+    (re.compile(r"--eval_every=\d+"), "--eval_every=1"),
+    (re.compile(r"--checkpoint_every=\d+"), "--checkpoint_every=1"),
+    (re.compile(r"\.take\(\d+\)"), ".take(2)"),
+    (re.compile(r"\brange\(\d+\)"), "range(2)"),
+)
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(language, text) of every fenced ```bash and ```python block, in order."""
+    text = README.read_text()
+    return [
+        (m[1], m[2])
+        for m in re.finditer(r"^```(\w+)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        if m[1] in ("bash", "python")
+    ]
+
+
+def bash_commands(text: str) -> list[str]:
+    """The block's commands: continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def shrink(command: str) -> str:
+    for pattern, small in SHRINK:
+        command = pattern.sub(small, command)
+    return command
+
+
+def test_every_block_runs_or_says_what_it_needs():
+    """What the runner below will do with each block: the tests' command is
+    CI's, the install is an editable one, a skipped block names its need."""
+    blocks = readme_blocks()
+    assert blocks, "README.md has no command"
+    ci = (REPO / ".ci" / "run").read_text()
+    installs = []
+    for language, text in blocks:
+        if language != "bash":
+            continue
+        first = text.strip().splitlines()[0]
+        if first.startswith(NEEDS):
+            assert len(first) > len(NEEDS) + 5, first
+            continue
+        for command in bash_commands(text):
+            if "python -m pytest" in command:
+                assert command in ci, (command, ci)  # the README's test command is CI's
+            elif command.startswith("pip "):
+                assert INSTALL.match(command), command
+                installs.append(command)
+            else:
+                assert command.startswith(("python -m experiments.", "curl ")), command
+    assert installs, "the README's set-up command installs and runs the main job"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.xdist_group("readme")
+def test_the_readme_runs_in_its_order(tmp_path):
+    """Set-up (its main job), export, an episode, serve_local with REST and
+    gRPC requests, the library quickstart: each exits 0, the requests answer
+    one line per query."""
+    data = omniglot_dir()  # skips, saying why, where the real archives are absent
+    env = {**os.environ, "TFMETA_OMNIGLOT_DIR": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    moved = {"/tmp/": f"{tmp_path}/"}
+    for port in ("8500", "8501"):
+        if not _port_free(int(port)):
+            moved[port] = str(_free_port())
+    background, ran, skipped = [], [], []
+
+    def place(command: str) -> str:
+        for old, new in moved.items():
+            command = command.replace(old, new)
+        return shrink(command)
+
+    try:
+        for language, text in readme_blocks():
+            if language == "python":
+                done = subprocess.run(
+                    [sys.executable, "-c", place(text)],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    check=False,
+                )
+                assert done.returncode == 0, ("python block", done.stderr[-3000:])
+                ran.append("python block")
+                continue
+            first = text.strip().splitlines()[0]
+            if first.startswith(NEEDS):
+                skipped.append(first)
+                continue
+            for command in bash_commands(text):
+                if "python -m pytest" in command:
+                    continue  # the command running this test
+                command = INSTALL.sub("", place(command))
+                if command.endswith("&"):
+                    background.append(
+                        subprocess.Popen(
+                            ["bash", "-c", command.rstrip("& ")],
+                            cwd=REPO,
+                            env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            text=True,
+                            start_new_session=True,
+                        )
+                    )
+                    continue
+                done = subprocess.run(
+                    ["bash", "-c", command],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    check=False,
+                )
+                assert done.returncode == 0, (command, done.stderr[-3000:])
+                if "experiments.serve_client" in command:
+                    lines = done.stdout.strip().splitlines()
+                    queries = os.listdir(tmp_path / "tfmeta" / "episode" / "query")
+                    assert lines[0].split()[:2] == ["query", "class"], done.stdout
+                    assert len(lines) == 1 + len(queries), done.stdout
+                ran.append(
+                    command.split()[2] if command.startswith("python") else command
+                )
+    finally:
+        for process in background:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+    assert "experiments.train" in ran and "experiments.export" in ran, ran
+    assert ran.count("experiments.serve_client") >= 2 and "python block" in ran, ran
+    assert all(reason.startswith(NEEDS) for reason in skipped)
