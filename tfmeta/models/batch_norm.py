@@ -269,12 +269,15 @@ def has_batch_norm(model) -> bool:
     """Whether any layer of ``model`` (nested ones too) is a MetaBatchNorm,
     i.e. whether its outputs depend on the batch's statistics."""
 
-    def layers(parent):
-        for layer in getattr(parent, "layers", ()):
-            yield layer
-            yield from layers(layer)
-
-    return any(isinstance(layer, MetaBatchNorm) for layer in layers(model))
+    # A plain loop over a stack, no generator: AutoGraph, which converts the
+    # functions a tf.function calls, cannot convert generators (and warns).
+    stack = list(getattr(model, "layers", ()))
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, MetaBatchNorm):
+            return True
+        stack.extend(getattr(layer, "layers", ()))
+    return False
 
 
 @keras.saving.register_keras_serializable(package="tfmeta")
