@@ -26,6 +26,7 @@ from typing import Any
 
 from absl import app, flags
 
+from tfmeta.errors import DiskFullError
 from tfmeta.export import (
     ImagePreprocessing,
     LayoutError,
@@ -267,8 +268,11 @@ def main(argv):
         raise InputError(f"{error} (--models_config)") from None
     except LayoutError as error:  # before the export: its message only
         raise InputError(f"{error} (--export_dir)") from None
-    except CheckpointError as error:  # every checkpoint damaged: names each
-        raise InputError(str(error)) from error
+    except (
+        CheckpointError,
+        DiskFullError,
+    ) as error:  # damaged checkpoints; a full disk
+        raise InputError(str(error)) from None
     metadata = result["metadata"]
     print(
         f"exported {metadata['algorithm']} ({adaptation_summary(metadata)}) "

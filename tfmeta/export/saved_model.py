@@ -23,6 +23,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfmeta import errors
 from tfmeta.export import layout
 from tfmeta.export.limits import ServingLimits, limited
 from tfmeta.export.servable import Servable, tracked
@@ -182,6 +183,8 @@ def export_learner(
     Raises:
       layout.LayoutError: ``export_dir`` is a version folder or inside one
         (checked before tracing).
+      tfmeta.errors.DiskFullError: the disk filled while writing (one line
+        naming the folder and the space needed); no version is left.
     """
     layout.check_model_folder(export_dir)
     module = ServingModule(
@@ -200,5 +203,13 @@ def export_learner(
             json.dump(module.metadata_values, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    version, path = layout.write_version(export_dir, write)
+    try:
+        version, path = layout.write_version(export_dir, write)
+    except (tf.errors.ResourceExhaustedError, OSError) as error:
+        if not errors.is_disk_full(error):
+            raise
+        variables = sum(v.numpy().nbytes for v in tf.nest.flatten(module.variables))
+        raise errors.DiskFullError(  # the temporary folder is gone: no version written
+            errors.disk_full_message(export_dir, "the export", variables, at_least=True)
+        ) from None
     return ExportedVersion(version, path, dict(module.metadata_values))

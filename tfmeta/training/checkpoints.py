@@ -12,7 +12,6 @@ a truncated or bit-flipped one is skipped for the next older one.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from tfmeta import errors
 from tfmeta.errors import first_line
 from tfmeta.training.files import write_if_changed
 
@@ -36,14 +36,8 @@ class CheckpointError(RuntimeError):
     """Raised when checkpoints exist but none can be restored."""
 
 
-class DiskFullError(CheckpointError):
+class DiskFullError(CheckpointError, errors.DiskFullError):
     """Raised when a checkpoint cannot be written because its disk is full."""
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError):
-        return error.errno == errno.ENOSPC
-    return "no space left" in str(error).lower()
 
 
 def checkpoint_bytes(root: tf.train.Checkpoint) -> int:
@@ -55,10 +49,6 @@ def checkpoint_bytes(root: tf.train.Checkpoint) -> int:
         if isinstance(obj, tf.Variable) and obj.shape.is_fully_defined():
             total += obj.shape.num_elements() * obj.dtype.size
     return total
-
-
-def _megabytes(count: int) -> str:
-    return f"{count / 2**20:.1f} MiB"
 
 
 def reason(error: BaseException) -> str:
@@ -150,14 +140,16 @@ class CheckpointDir:
         try:
             path = root.write(self.path(step))
         except (tf.errors.ResourceExhaustedError, OSError) as error:
-            if not _is_disk_full(error):
+            if not errors.is_disk_full(error):
                 raise
             self.remove(step)
             raise DiskFullError(
-                f"no space left on the disk of {self.directory} to save the checkpoint "
-                f"of step {step}: it needs about {_megabytes(checkpoint_bytes(root))}, "
-                f"{_megabytes(shutil.disk_usage(self.directory).free)} free; free some "
-                "space and rerun the same command to resume from the last checkpoint"
+                errors.disk_full_message(
+                    self.directory,
+                    f"the checkpoint of step {step}",
+                    checkpoint_bytes(root),
+                )
+                + " (training resumes from the last checkpoint)"
             ) from None
         steps = self.steps()
         if self.max_to_keep is not None:
