@@ -20,6 +20,8 @@ BINARIES = {
     "embed": "tfmeta-embed",
     "benchmark": "tfmeta-benchmark",
     "serve_client": "tfmeta-serve-client",
+    "serve_local": "tfmeta-serve-local",
+    "write_episode": "tfmeta-write-episode",
 }
 
 

@@ -273,7 +273,7 @@ def test_export_binary_writes_a_version_and_the_model_config(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"to {tmp_path / 'models' / 'sine' / '1'} (version 1)" in done.stdout
-    assert "10 inner steps, alpha 0.01, transductive=False" in done.stdout
+    assert "10 inner steps, alpha 0.01; adapts all; transductive=False" in done.stdout
     assert (
         read_models_config(str(tmp_path / "models" / "models.config"))[0]["base_path"]
         == "/models/sine"
