@@ -12,9 +12,10 @@ a test can change and restore, and puts it back:
 
 A change to any of them fails the test that made it (use ``monkeypatch``, or
 restore it in the test). TensorFlow's global seed and Keras' global seed and
-seed generator are put back silently, as pytest-randomly does for
-``random`` and ``numpy.random``: code under test may set them
-(``keras.utils.set_random_seed``) and no test may depend on them.
+seed generator are put back silently (pytest-randomly resets ``random`` and
+``numpy.random`` before each test): code under test may set them
+(``keras.utils.set_random_seed`` in experiments.embed) and no test may
+depend on them.
 """
 
 from __future__ import annotations
