@@ -25,7 +25,6 @@ import numpy as np
 from absl import app, flags
 
 from tfmeta.export.signatures import uses_batch_statistics
-
 from tfmeta.training import (
     CheckpointError,
     Workdir,
@@ -69,7 +68,11 @@ def describe_normalization(learner, transductive: bool | None) -> str:
         if getattr(learner, "running_statistics", False):
             return "per-step running statistics"
         return "no batch statistics"
-    return "each query batch's own statistics" if transductive else "the support set's statistics"
+    return (
+        "each query batch's own statistics"
+        if transductive
+        else "the support set's statistics"
+    )
 
 
 def learner_in_mode(config, data, learner, transductive, run, which):

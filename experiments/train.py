@@ -184,14 +184,18 @@ def training_summary(config) -> str:
     else:
         task = f"{task_data.train_n_way(config)}-way {shots}-shot"
     parts = [f"{task} training", f"meta-batch {config['meta_batch_size']}"]
-    if config["inner_steps"] and "inner_lr" in get_algorithm(config["algorithm"]).defaults:
+    if (
+        config["inner_steps"]
+        and "inner_lr" in get_algorithm(config["algorithm"]).defaults
+    ):
         steps = config["inner_steps"]
         parts.append(
             f"{steps} inner step{'s' * (steps != 1)} (alpha {config['inner_lr']})"
         )
-    if config["dataset"] != "sinusoid" and "transductive" in get_algorithm(
-        config["algorithm"]
-    ).defaults:
+    if (
+        config["dataset"] != "sinusoid"
+        and "transductive" in get_algorithm(config["algorithm"]).defaults
+    ):
         parts.append(
             "queries normalized by their own batch (transductive)"
             if config["transductive"]

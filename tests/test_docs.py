@@ -13,7 +13,7 @@ import pathlib
 import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 
@@ -46,13 +46,19 @@ pytestmark = pytest.mark.xdist_group("docs")
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> pathlib.Path:
     """The site built by ``mkdocs build --strict`` from the repository's mkdocs.yml."""
-    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+    for module in (
+        "mkdocs",
+        "material",
+        "mkdocstrings",
+        "mkdocstrings_handlers.python",
+    ):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed: pip install -e '.[docs]'")
     out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet"]
         + ["--config-file", str(REPO / "mkdocs.yml"), "--site-dir", str(out)],
+        check=False,
         cwd=REPO,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
@@ -81,7 +87,11 @@ def _all_of(module: str) -> list[str]:
     """A module's ``__all__``, read from its source (importing would load TensorFlow)."""
     path = REPO.joinpath(*module.split("."), "__init__.py")
     for node in reversed(ast.parse(path.read_text()).body):
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [getattr(node, "target", None)]
+        )
         if any(getattr(target, "id", None) == "__all__" for target in targets):
             return list(ast.literal_eval(node.value))
     raise AssertionError(f"{path.relative_to(REPO)} defines no __all__ list")
@@ -93,7 +103,9 @@ def _public_names() -> list[tuple[str, str]]:
 
 @functools.cache
 def _griffe_package():
-    griffe = pytest.importorskip("griffe", reason="griffe comes with mkdocstrings[python]")
+    griffe = pytest.importorskip(
+        "griffe", reason="griffe comes with mkdocstrings[python]"
+    )
     return griffe.load(
         "tfmeta", search_paths=[str(REPO)], resolve_aliases=True, resolve_external=False
     )
@@ -156,7 +168,9 @@ def _segments(text: str) -> list[str]:
         else:
             lines.append(line)
     prose = "\n".join(lines)
-    return re.sub(r"`[^`]+`", lambda m: m.group(0).replace("\n", " "), prose).splitlines()
+    return re.sub(
+        r"`[^`]+`", lambda m: m.group(0).replace("\n", " "), prose
+    ).splitlines()
 
 
 def commands_in(text: str) -> list[tuple[str, list[str]]]:
@@ -211,6 +225,7 @@ def _binary_flags(module: str) -> tuple[set[str], set[str]] | str:
         return set(re.findall(r"[\"']--(\w+)", source)), set()
     result = subprocess.run(
         [sys.executable, "-m", module, "--helpxml"],
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -274,7 +289,9 @@ def test_every_documented_console_script_is_installed():
         if match.group("script")
     }
     missing = sorted(s for s in scripts if s.replace("-", "_") not in installed)
-    assert not missing, f"console scripts the docs name but setup.py does not install: {missing}"
+    assert not missing, (
+        f"console scripts the docs name but setup.py does not install: {missing}"
+    )
 
 
 def test_the_command_parser_reads_continuations_and_negated_flags():

@@ -36,7 +36,9 @@ def rows(root: pathlib.Path):
         result = json.loads(path.read_text())
         config = json.loads((path.parent / "config.json").read_text())
         modes = [("served", e) for e in result["evaluations"]]
-        modes += [("transductive", e) for e in result.get("transductive_evaluations") or []]
+        modes += [
+            ("transductive", e) for e in result.get("transductive_evaluations") or []
+        ]
         for mode, evaluation in modes:
             scale = 100 if evaluation["metric"] == "accuracy" else 1
             unit = "%" if scale == 100 else ""

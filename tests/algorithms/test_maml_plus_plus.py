@@ -225,7 +225,8 @@ def test_running_statistics_move_towards_the_support_statistics():
         for step, weights in enumerate([params, *after]):
             hand_mean, hand_variance = first_layer_moments(learner, weights, support_x)
             np.testing.assert_allclose(
-                hand_mean, collect(learner, weights, support_x, step, collect_statistics)[0][0]
+                hand_mean,
+                collect(learner, weights, support_x, step, collect_statistics)[0][0],
             )
             moments = collect(learner, weights, support_x, step, collect_statistics)
             for index, (mean, variance) in enumerate(moments):
@@ -234,7 +235,9 @@ def test_running_statistics_move_towards_the_support_statistics():
             np.testing.assert_allclose(moments[0][1], hand_variance, rtol=1e-10)
     for index in range(len(learner.norm_layers)):
         np.testing.assert_allclose(
-            learner.running_means[index].numpy(), 0.25 * expected_means[index], rtol=1e-9
+            learner.running_means[index].numpy(),
+            0.25 * expected_means[index],
+            rtol=1e-9,
         )
         np.testing.assert_allclose(
             learner.running_variances[index].numpy(),
@@ -291,7 +294,9 @@ def test_evaluation_normalizes_with_the_running_statistics():
     # One query alone, no support set: the same answer as in its batch.
     fast = running.adapt(support_x, support_y)
     together = running.predict(fast, query_x)
-    np.testing.assert_allclose(running.predict(fast, query_x[:1]), together[:1], rtol=1e-12)
+    np.testing.assert_allclose(
+        running.predict(fast, query_x[:1]), together[:1], rtol=1e-12
+    )
     # Meta-training's query still uses batch statistics.
     assert not np.allclose(
         running.predict(fast, query_x, support_x, training=True), together

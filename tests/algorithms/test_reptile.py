@@ -133,7 +133,9 @@ def test_each_evaluated_task_has_its_own_mini_batch_order():
         seed = learner.adaptation_seed(x)
         np.testing.assert_array_equal(seed, learner.adaptation_seed(tf.identity(x)))
         batch_x = learner.inner_batch(x, x, 0, seed, training=False)[0].numpy()
-        orders.append(tuple(np.searchsorted(np.sort(x.numpy().ravel()), batch_x.ravel())))
+        orders.append(
+            tuple(np.searchsorted(np.sort(x.numpy().ravel()), batch_x.ravel()))
+        )
     assert len(set(orders)) > 1, orders
     # adapt() uses the content seed: the same as the inner loop run by hand with it.
     x = tasks[0]

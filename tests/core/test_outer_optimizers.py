@@ -38,7 +38,10 @@ def test_cosine_adam_follows_half_a_cosine(step):
     [
         ({"decay_steps": 0}, "outer_lr_decay_steps must be an integer >= 1, got 0"),
         ({"decay_steps": 2.5}, "outer_lr_decay_steps must be an integer >= 1, got 2.5"),
-        ({"decay_rate": float("nan")}, "outer_lr_decay_rate must be a finite number > 0"),
+        (
+            {"decay_rate": float("nan")},
+            "outer_lr_decay_rate must be a finite number > 0",
+        ),
         ({"decay_rate": -0.5}, "outer_lr_decay_rate must be a finite number > 0"),
     ],
 )

@@ -19,7 +19,9 @@ def dot_images(count=16, size=29):
 
 def test_strength_zero_is_the_identity():
     images = tf.random.uniform([4, 28, 28, 1], seed=1)
-    np.testing.assert_array_equal(distort(images, tf.constant([1, 2], tf.int64), 0.0), images)
+    np.testing.assert_array_equal(
+        distort(images, tf.constant([1, 2], tf.int64), 0.0), images
+    )
 
 
 def test_a_pixel_moves_where_the_drawn_map_sends_it():
@@ -36,7 +38,9 @@ def test_a_pixel_moves_where_the_drawn_map_sends_it():
         rows, cols = np.nonzero(image > 0.05)
         # The bright mass is centred where the map sends the pixel.
         weights = image[rows, cols]
-        centroid = np.array([np.average(cols, weights=weights), np.average(rows, weights=weights)])
+        centroid = np.array(
+            [np.average(cols, weights=weights), np.average(rows, weights=weights)]
+        )
         np.testing.assert_allclose(centroid, target, atol=0.75)
         moved += np.abs(target - (point + centre)).max() > 1.0
     assert moved >= 8  # most images move by more than a pixel
@@ -70,12 +74,16 @@ def test_augmented_episodes_draw_the_same_classes_and_images_distorted():
     np.testing.assert_array_equal(plain.support_y, augmented.support_y)
     np.testing.assert_array_equal(augmented.support_x, again.support_x)
     assert not np.allclose(plain.support_x, augmented.support_x)
+
     # Task 0's images (class after class, support then query) distorted with
     # the task's own stream are the augmented ones.
     def by_class(episode, k, q):
         parts = []
         for j in range(3):
-            parts += [episode.support_x[0][j * k : (j + 1) * k], episode.query_x[0][j * q : (j + 1) * q]]
+            parts += [
+                episode.support_x[0][j * k : (j + 1) * k],
+                episode.query_x[0][j * q : (j + 1) * q],
+            ]
         return tf.concat(parts, axis=0)
 
     seed = tf.random.experimental.stateless_fold_in(tf.constant([0, 0], tf.int64), 1)

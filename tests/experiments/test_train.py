@@ -345,9 +345,21 @@ def test_a_longer_run_continues_with_the_schedule_fixed_at_the_start(tmp_path):
 @pytest.mark.parametrize(
     "algorithm,dataset,expected",
     [
-        ("maml", "sinusoid", "K=10 sinusoid regression training, meta-batch 25, 1 inner step (alpha 0.01), 70000 steps"),
-        ("protonet", "omniglot", "60-way 1-shot training, meta-batch 1, queries normalized by the support set, as served, 20000 steps"),
-        ("maml", "omniglot", "5-way 1-shot training, meta-batch 32, 1 inner step (alpha 0.4), queries normalized by the support set, as served, 60000 steps"),
+        (
+            "maml",
+            "sinusoid",
+            "K=10 sinusoid regression training, meta-batch 25, 1 inner step (alpha 0.01), 70000 steps",
+        ),
+        (
+            "protonet",
+            "omniglot",
+            "60-way 1-shot training, meta-batch 1, queries normalized by the support set, as served, 20000 steps",
+        ),
+        (
+            "maml",
+            "omniglot",
+            "5-way 1-shot training, meta-batch 32, 1 inner step (alpha 0.4), queries normalized by the support set, as served, 60000 steps",
+        ),
     ],
 )
 def test_training_summary_says_what_is_trained(algorithm, dataset, expected):

@@ -258,7 +258,11 @@ def test_requests_of_another_dtype_or_input_are_refused_by_name(maml):
             return raised.value.details()
 
         assert refusal(inputs) == "input 'support_y' must be int32, got int64"
-        extra = {**inputs, "support_y": inputs["support_y"].astype(np.int32), "x": [b""]}
+        extra = {
+            **inputs,
+            "support_y": inputs["support_y"].astype(np.int32),
+            "x": [b""],
+        }
         assert refusal(extra).startswith("input 'x' is not an input of the signature")
         missing = {k: v for k, v in extra.items() if k not in ("x", "query_images")}
         assert refusal(missing).startswith("input 'query_images' is missing")

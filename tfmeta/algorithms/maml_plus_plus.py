@@ -53,13 +53,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmeta.algorithms import maml
-from tfmeta.core import fast_weight_config
+from tfmeta.core import fast_weight_config, functional
 from tfmeta.core.algorithm import Algorithm, Config, check_finite
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import SupportTask, adapted_indices, check_unrolled_steps
 from tfmeta.core.second_order import MetaGradient
-from tfmeta.core import functional
 from tfmeta.models.batch_norm import MetaBatchNorm, collect_statistics, fixed_statistics
 
 MIN_NON_FINAL_WEIGHT = 0.03  # times 1/S: the code's min_value_for_non_final_losses
@@ -226,7 +225,9 @@ class MAMLPlusPlus(maml.MAML):
                 return super().step_forward(params, x, step, training)
         return super().step_forward(params, x, step, training)
 
-    def predict(self, fast_weights, query_x, support_x=None, steps=None, training=False):
+    def predict(
+        self, fast_weights, query_x, support_x=None, steps=None, training=False
+    ):
         if not self.running_statistics or training:
             return super().predict(fast_weights, query_x, support_x, steps, training)
         steps = self.eval_inner_steps if steps is None else steps
@@ -257,9 +258,7 @@ class MAMLPlusPlus(maml.MAML):
 
     def update_state(self, statistics):
         for variable, observed in zip(self.state_variables, statistics):
-            variable.assign(
-                variable + self.statistics_momentum * (observed - variable)
-            )
+            variable.assign(variable + self.statistics_momentum * (observed - variable))
 
     # ------------------------------------------------------- one task
     def step_weights(self) -> tf.Tensor:

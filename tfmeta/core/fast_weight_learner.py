@@ -127,7 +127,9 @@ class FastWeightLearner(Learner):
         """Model outputs for ``x`` under weights ``params``."""
         return functional.forward(self.model, params, x)
 
-    def step_forward(self, params, x: tf.Tensor, step, training: bool = True) -> tf.Tensor:
+    def step_forward(
+        self, params, x: tf.Tensor, step, training: bool = True
+    ) -> tf.Tensor:
         """The model at inner step ``step`` (an int when unrolled, a tensor in
         a ``tf.while_loop``) of meta-training (``training``) or of adaptation
         at evaluation: ``forward`` under ``parameters_at_step``."""
@@ -172,7 +174,9 @@ class FastWeightLearner(Learner):
         bits = tf.math.floormod(tf.cast(bits, tf.int64), prime)
         positions = tf.range(1, tf.size(bits, out_type=tf.int64) + 1, dtype=tf.int64)
         weights = tf.math.floormod(positions * 2_654_435_761, prime)
-        h = tf.math.floormod(tf.reduce_sum(tf.math.floormod(bits * weights, prime)), prime)
+        h = tf.math.floormod(
+            tf.reduce_sum(tf.math.floormod(bits * weights, prime)), prime
+        )
         return tf.stack([tf.constant(self.seed, tf.int64), h])
 
     def inner_loop(

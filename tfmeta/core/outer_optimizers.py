@@ -79,7 +79,11 @@ def check_outer_optimizer(
     if clip_norm is not None:
         check_finite("gradient_clip_norm", clip_norm, positive=True)
     if name == "step_adam":
-        if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
+        if (
+            isinstance(decay_steps, bool)
+            or not isinstance(decay_steps, int)
+            or decay_steps < 1
+        ):
             raise ValueError(
                 f"outer_lr_decay_steps must be an integer >= 1, got {decay_steps!r}"
             )

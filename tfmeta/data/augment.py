@@ -28,12 +28,16 @@ MAX_STRENGTH = 3.0
 
 def check_strength(strength: float) -> None:
     if not isinstance(strength, (int, float)) or isinstance(strength, bool):
-        raise ValueError(f"augment must be a number in [0, {MAX_STRENGTH}], got {strength!r}")
+        raise ValueError(
+            f"augment must be a number in [0, {MAX_STRENGTH}], got {strength!r}"
+        )
     if not 0.0 <= strength <= MAX_STRENGTH:
         raise ValueError(f"augment must be in [0, {MAX_STRENGTH}], got {strength}")
 
 
-def affine_matrices(count: int | tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+def affine_matrices(
+    count: int | tf.Tensor, seed: tf.Tensor, strength: float
+) -> tf.Tensor:
     """``[count, 2, 3]`` forward maps ``p_out = A (p_in - c) + c + t`` in
     units of the side (A in the first two columns, t in the last)."""
     draws = tf.random.stateless_uniform([count, 6], seed=seed, minval=-1.0, maxval=1.0)

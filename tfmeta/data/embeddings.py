@@ -146,8 +146,8 @@ def _check_fields(
     """The three fields as fresh arrays: keys ``[n]`` str, embeddings ``[n, d]``
     float32 (finite as float32), labels ``[n]``; each allocation charged to
     ``budget`` (None: trusted input, as when writing)."""
-    if not isinstance(raw, dict):
-        raise ValueError(
+    if not isinstance(raw, dict):  # a file's content: a bad value, not a caller's type
+        raise ValueError(  # noqa: TRY004
             f"{path}: expected a dict with {list(FIELDS)}, got {type(raw).__name__}"
         )
     missing = [field for field in FIELDS if field not in raw]

@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta.data.augment import check_strength, distort
-
 from tfmeta.data.class_images import ClassImages
 
 

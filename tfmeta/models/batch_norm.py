@@ -339,7 +339,11 @@ class MetaBatchNorm(keras.layers.Layer):
         num_reference = current_normalization_reference()
         fixed = (getattr(_state, "fixed", None) or {}).get(self.name)
         collected = getattr(_state, "collected", None)
-        if fixed is None and collected is None and self._can_fuse(inputs, num_reference):
+        if (
+            fixed is None
+            and collected is None
+            and self._can_fuse(inputs, num_reference)
+        ):
             return self._fused_call(inputs)
         axes = tuple(range(len(inputs.shape) - 1))
         if fixed is not None:

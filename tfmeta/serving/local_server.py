@@ -293,7 +293,7 @@ class LocalServer:
             self.grpc = f"{host}:{bound}"
         self._thread = None
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> LocalServer:  # noqa: PYI034 (typing.Self needs Python 3.11)
         if self._http:
             self._thread = threading.Thread(
                 target=self._http.serve_forever, daemon=True
