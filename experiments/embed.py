@@ -1,6 +1,6 @@
 """Trains a feature backbone on the meta-train classes, then writes LEO-format embeddings.
 
-  python -m experiments.embed --output_dir=/tmp/tfmeta/embeddings
+  python -m experiments.embed --output_dir=/tmp/tfmeta_runs/embeddings
 
 The backbone (4 blocks of 3x3 conv, batch norm, ReLU, 2x2 max-pooling, then
 flatten: 2*2*filters features for 28x28 images) is trained by ordinary
@@ -20,7 +20,7 @@ accuracy, and the nearest-centroid accuracy of 5-way tasks on val and test
 (a baseline needing no meta-learning). Then:
 
   python -m experiments.train --algorithm=leo --dataset=embeddings \\
-      --data_dir=/tmp/tfmeta/embeddings --workdir=/tmp/tfmeta/leo_omniglot
+      --data_dir=/tmp/tfmeta_runs/embeddings --workdir=/tmp/tfmeta_runs/leo_omniglot
 
 It also writes the trained network as a ``tfmeta.models.conv4(pooling="max")``
 with its head over the meta-train classes, ``<output_dir>/backbone.weights.h5``

@@ -1,6 +1,6 @@
 """Evaluates a training workdir on its fixed meta-test tasks.
 
-  python -m experiments.evaluate --workdir=/tmp/tfmeta/maml [--checkpoint=best|latest]
+  python -m experiments.evaluate --workdir=/tmp/tfmeta_runs/maml [--checkpoint=best|latest]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for

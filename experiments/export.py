@@ -1,6 +1,6 @@
 """Exports a training workdir's learner as a SavedModel for TF Serving.
 
-  python -m experiments.export --workdir=/tmp/tfmeta/maml \
+  python -m experiments.export --workdir=/tmp/tfmeta_runs/maml \
       --export_dir=/tmp/models/omniglot_maml [--checkpoint=best|latest] \
       [--base_path=/models/omniglot_maml] [--transductive] \
       [--max_support_examples=1000] [--max_query_examples=1000] \

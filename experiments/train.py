@@ -1,7 +1,7 @@
 """Meta-trains a learner, then evaluates it on the fixed meta-test tasks.
 
   python -m experiments.train --algorithm=maml --dataset=omniglot \
-      --n_way=5 --k_shot=1 --num_steps=2000 --workdir=/tmp/tfmeta/maml
+      --n_way=5 --k_shot=1 --num_steps=2000 --workdir=/tmp/tfmeta_runs/maml
 
 Rerunning the same command resumes from the last checkpoint. Results (mean
 and 95% interval over the meta-test tasks) are printed and written to

@@ -1,8 +1,8 @@
 """Writes one held-out meta-test task of a trained run as image files, the
 layout ``experiments.serve_client`` sends to an exported model.
 
-  python -m experiments.write_episode --workdir=/tmp/tfmeta/quickstart \
-      --out_dir=/tmp/tfmeta/episode [--task=0]
+  python -m experiments.write_episode --workdir=/tmp/tfmeta_runs/quickstart \
+      --out_dir=/tmp/tfmeta_runs/episode [--task=0]
 
 Draws task ``--task`` of the run's fixed meta-test tasks (the classes it
 never trained on) from the run's own data and writes

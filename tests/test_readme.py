@@ -170,7 +170,8 @@ def test_the_readme_runs_in_its_order(tmp_path):
                 assert done.returncode == 0, (command, done.stderr[-3000:])
                 if "experiments.serve_client" in command:
                     lines = done.stdout.strip().splitlines()
-                    queries = os.listdir(tmp_path / "tfmeta" / "episode" / "query")
+                    query_dir = re.search(r"--query_dir=(\S+)", command)[1]
+                    queries = os.listdir(query_dir)
                     assert lines[0].split()[:2] == ["query", "class"], done.stdout
                     assert len(lines) == 1 + len(queries), done.stdout
                 ran.append(

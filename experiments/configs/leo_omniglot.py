@@ -6,9 +6,9 @@ default 1e-4 (all four tuned settings of the reference README use 2.7e-4 to
 as the image runs; the training split holds the rotated characters as extra
 classes when the embeddings were written with rotations.
 
-  python -m experiments.embed --output_dir=/tmp/tfmeta/embeddings
+  python -m experiments.embed --output_dir=/tmp/tfmeta_runs/embeddings
   python -m experiments.train --algorithm=leo --dataset=embeddings \\
-      --data_dir=/tmp/tfmeta/embeddings --k_shot=1 --workdir=/tmp/tfmeta/leo_omniglot_1shot
+      --data_dir=/tmp/tfmeta_runs/embeddings --k_shot=1 --workdir=/tmp/tfmeta_runs/leo_omniglot_1shot
 """
 
 from . import leo_reference

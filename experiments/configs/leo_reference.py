@@ -13,7 +13,7 @@ dropout 0.5. The README's tuned values per setting are in
 
   python -m experiments.train --algorithm=leo --dataset=embeddings \\
       --config=leo_reference --data_dir=$EMBEDDINGS --embedding_dataset=miniImageNet \\
-      --k_shot=1 --workdir=/tmp/tfmeta/leo_reference
+      --k_shot=1 --workdir=/tmp/tfmeta_runs/leo_reference
 """
 
 

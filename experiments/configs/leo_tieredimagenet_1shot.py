@@ -6,7 +6,7 @@ class as queries (600 per class), 10000 tasks.
 
   python -m experiments.train --algorithm=leo --dataset=embeddings \\
       --config=leo_tieredimagenet_1shot --data_dir=$EMBEDDINGS \\
-      --workdir=/tmp/tfmeta/leo_tieredimagenet_1shot
+      --workdir=/tmp/tfmeta_runs/leo_tieredimagenet_1shot
 
 $EMBEDDINGS holds the published embeddings
 (http://storage.googleapis.com/leo-embeddings/embeddings.zip, unzipped):

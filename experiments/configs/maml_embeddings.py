@@ -11,8 +11,8 @@ initialization of a linear model cannot favour a class, so alpha matters most:
 sweep it on the validation classes of new embeddings (--inner_lr).
 
   python -m experiments.train --algorithm=maml --dataset=embeddings \\
-      --data_dir=/tmp/tfmeta/embeddings --embedding_dataset=omniglot \\
-      --k_shot=1 --workdir=/tmp/tfmeta/maml_linear_1shot
+      --data_dir=/tmp/tfmeta_runs/embeddings --embedding_dataset=omniglot \\
+      --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_linear_1shot
 """
 
 

@@ -12,9 +12,9 @@ we normalize queries with the support set's statistics in training, as an
 export serves (``--transductive`` for the code's way).
 
   python -m experiments.train --algorithm=maml --dataset=omniglot \
-      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/maml_omniglot
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_omniglot
   python -m experiments.train --algorithm=maml --dataset=omniglot \
-      --config=maml_omniglot:20way --k_shot=1 --workdir=/tmp/tfmeta/maml_20way
+      --config=maml_omniglot:20way --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_20way
 """
 
 VARIANTS = ("5way", "20way")

@@ -13,7 +13,7 @@ running statistics are ``--running_statistics``). Variant "20way": 20 classes pe
 accuracy; we report single models.
 
   python -m experiments.train --algorithm=maml_plus_plus --dataset=omniglot \
-      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/maml_plus_plus
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_plus_plus
 """
 
 VARIANTS = ("5way", "20way")

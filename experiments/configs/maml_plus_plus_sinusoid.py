@@ -9,7 +9,7 @@ meta-training diverged (non-finite loss at step 2838; at step 760 with
 ``--gradient_clip_norm=10``); ``--learned_step_sizes`` turns it on.
 
   python -m experiments.train --algorithm=maml_plus_plus --dataset=sinusoid \
-      --k_shot=5 --workdir=/tmp/tfmeta/maml_plus_plus_sinusoid
+      --k_shot=5 --workdir=/tmp/tfmeta_runs/maml_plus_plus_sinusoid
 """
 
 

@@ -8,9 +8,9 @@ the 10 steps of evaluation; training with two steps keeps every task stable
 (BUILD_NOTES.md: MSE 0.26 after 10 steps, 40000 meta-steps):
 
   python -m experiments.train --algorithm=maml --dataset=sinusoid \
-      --k_shot=10 --workdir=/tmp/tfmeta/maml_sinusoid
+      --k_shot=10 --workdir=/tmp/tfmeta_runs/maml_sinusoid
   python -m experiments.train --algorithm=maml --dataset=sinusoid \
-      --k_shot=5 --inner_steps=2 --num_steps=40000 --workdir=/tmp/tfmeta/maml_sinusoid_k5
+      --k_shot=5 --inner_steps=2 --num_steps=40000 --workdir=/tmp/tfmeta_runs/maml_sinusoid_k5
 """
 
 

@@ -10,7 +10,7 @@ code; ``tfmeta.algorithms.meta_sgd`` says why ``--adapt_variables=all`` is
 refused where TensorFlow runs its oneDNN kernels).
 
   python -m experiments.train --algorithm=meta_sgd --dataset=omniglot \
-      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/meta_sgd_omniglot
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/meta_sgd_omniglot
 """
 
 VARIANTS = ("5way", "20way")

@@ -7,7 +7,7 @@ and at meta-test, alpha drawn from U[0.005, 0.1], second order. Meta-batch
 ``--meta_sgd_init=constant`` only.
 
   python -m experiments.train --algorithm=meta_sgd --dataset=sinusoid \
-      --k_shot=10 --workdir=/tmp/tfmeta/meta_sgd_sinusoid
+      --k_shot=10 --workdir=/tmp/tfmeta_runs/meta_sgd_sinusoid
 """
 
 

@@ -10,7 +10,7 @@ Meta-Baseline and "a good embedding is all you need"). One meta-step
 meta-test (5-way, 15 queries per class) and export read.
 
   python -m experiments.train --algorithm=nearest_centroid --dataset=omniglot \
-      --k_shot=1 --workdir=/tmp/tfmeta/nearest_centroid_omniglot
+      --k_shot=1 --workdir=/tmp/tfmeta_runs/nearest_centroid_omniglot
 """
 
 

@@ -12,9 +12,9 @@ Variant "first_order": Meta-Dataset's recipe, first order with alpha = 0.1
 and 5 inner steps in training and at test.
 
   python -m experiments.train --algorithm=proto_maml --dataset=omniglot \
-      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/proto_maml_omniglot
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/proto_maml_omniglot
   python -m experiments.train --algorithm=proto_maml --dataset=omniglot \
-      --config=proto_maml_omniglot:first_order --workdir=/tmp/tfmeta/fo_proto_maml
+      --config=proto_maml_omniglot:first_order --workdir=/tmp/tfmeta_runs/fo_proto_maml
 """
 
 VARIANTS = ("second_order", "first_order")

@@ -22,7 +22,7 @@ Where we differ from the paper:
   --rotations=all``.
 
   python -m experiments.train --algorithm=protonet --dataset=omniglot \
-      --k_shot=1 --workdir=/tmp/tfmeta/protonet_omniglot
+      --k_shot=1 --workdir=/tmp/tfmeta_runs/protonet_omniglot
 """
 
 

@@ -7,7 +7,7 @@ outer step epsilon 1.0 annealed linearly to 0 over 100000 iterations, and 50
 inner iterations on mini-batches of 5 at evaluation.
 
   python -m experiments.train --algorithm=reptile --dataset=omniglot \
-      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta/reptile_omniglot
+      --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/reptile_omniglot
 """
 
 

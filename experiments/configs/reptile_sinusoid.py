@@ -4,7 +4,7 @@ epsilon 0.1 annealed linearly to 0) on the MAML paper's task distribution and
 MLP 2x40. Evaluation: MSE after 1, 5 and 10 steps, 100 query points per task.
 
   python -m experiments.train --algorithm=reptile --dataset=sinusoid \
-      --k_shot=10 --workdir=/tmp/tfmeta/reptile_sinusoid
+      --k_shot=10 --workdir=/tmp/tfmeta_runs/reptile_sinusoid
 """
 
 

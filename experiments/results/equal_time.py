@@ -1,7 +1,7 @@
 """Omniglot N-way K-shot with every learner given the same training wall time.
 
-  python -m experiments.results.equal_time --out=/tmp/tfmeta/compare --minutes=4
-  python -m experiments.results.summarize /tmp/tfmeta/compare
+  python -m experiments.results.equal_time --out=/tmp/tfmeta_runs/compare --minutes=4
+  python -m experiments.results.summarize /tmp/tfmeta_runs/compare
 
 Each row is one ``experiments.train`` run on held-out characters (the
 default split of the data found: the two minimal background sets give a

@@ -1,7 +1,7 @@
 """Pictures of trained runs, as PNG files (matplotlib, the ``pictures`` extra:
 ``pip install -e '.[pictures]'``).
 
-  python -m experiments.results.pictures --sinusoid_workdir=/tmp/tfmeta/sinusoid \
+  python -m experiments.results.pictures --sinusoid_workdir=/tmp/tfmeta_runs/sinusoid \
       --out_dir=docs/figures
   python -m experiments.results.pictures --curves=/tmp/tfmeta_cmp --out_dir=docs/figures
 

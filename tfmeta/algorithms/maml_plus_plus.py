@@ -45,7 +45,7 @@ with the last step's. The code counts 500 iterations per epoch; schedules
 here are in meta-steps or fractions of the run.
 
   python -m experiments.train --algorithm=maml_plus_plus --dataset=omniglot \
-      --workdir=/tmp/tfmeta/maml_plus_plus
+      --workdir=/tmp/tfmeta_runs/maml_plus_plus
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ the learner (and the config ``check``) refuses "all" for a float32 model with
 batch norm while oneDNN is on; the learner's default is "all_but_norm".
 
   python -m experiments.train --algorithm=meta_sgd --dataset=omniglot \
-      --workdir=/tmp/tfmeta/meta_sgd_omniglot
+      --workdir=/tmp/tfmeta_runs/meta_sgd_omniglot
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ the inner loop sees the support set in both normalization modes
 (transductive or not).
 
   python -m experiments.train --algorithm=proto_maml --dataset=omniglot \
-      --workdir=/tmp/tfmeta/proto_maml_omniglot
+      --workdir=/tmp/tfmeta_runs/proto_maml_omniglot
 """
 
 from __future__ import annotations
