@@ -36,8 +36,10 @@ PUBLIC_MODULES = tuple(
     if REPO.joinpath(*name.split("."), "__init__.py").is_file()
 )
 
-# One worker builds the site and asks each binary for its flags once.
-pytestmark = pytest.mark.xdist_group("docs")
+# One worker builds the site and asks each binary for its flags once; the
+# group is shared with the user's-path tests, so that xdist (which deals out
+# the units of work with the most tests first) starts these long ones early.
+pytestmark = pytest.mark.xdist_group("user_path")
 
 
 # --- the site ---------------------------------------------------------------

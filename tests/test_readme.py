@@ -102,7 +102,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.xdist_group("readme")
+@pytest.mark.xdist_group("user_path")  # started early, with the docs tests
 def test_the_readme_runs_in_its_order(tmp_path):
     """Set-up (its main job), export, an episode, serve_local with REST and
     gRPC requests, the library quickstart: each exits 0, the requests answer
