@@ -15,9 +15,15 @@ from tfmeta.version import __version__ as __version__
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    # Every learner of the registry, by its class.
     "FOMAML": "tfmeta.algorithms",
     "MAML": "tfmeta.algorithms",
     "LEO": "tfmeta.algorithms",
+    "MAMLPlusPlus": "tfmeta.algorithms",
+    "MetaSGD": "tfmeta.algorithms",
+    "NearestCentroid": "tfmeta.algorithms",
+    "ProtoMAML": "tfmeta.algorithms",
+    "PrototypicalNetwork": "tfmeta.algorithms",
     "FastWeightLearner": "tfmeta.core",
     "Learner": "tfmeta.core",
     "Reptile": "tfmeta.algorithms",
@@ -58,7 +64,18 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         serving,
         training,
     )
-    from tfmeta.algorithms import FOMAML, LEO, MAML, Reptile, get_algorithm
+    from tfmeta.algorithms import (
+        FOMAML,
+        LEO,
+        MAML,
+        MAMLPlusPlus,
+        MetaSGD,
+        NearestCentroid,
+        ProtoMAML,
+        PrototypicalNetwork,
+        Reptile,
+        get_algorithm,
+    )
     from tfmeta.core import FastWeightLearner, Learner
     from tfmeta.data import Episode, episode_dataset, sinusoid_dataset
     from tfmeta.models import MetaBatchNorm, conv4, mlp
@@ -93,7 +110,12 @@ __all__ = [
     "Episode",
     "FastWeightLearner",
     "Learner",
+    "MAMLPlusPlus",
     "MetaBatchNorm",
+    "MetaSGD",
+    "NearestCentroid",
+    "ProtoMAML",
+    "PrototypicalNetwork",
     "Reptile",
     "Trainer",
     "conv4",

@@ -235,3 +235,34 @@ def test_inner_loop_without_gradient_unrolls_short_loops_under_xla(
             compiled(support_x, support_y), adapt(support_x, support_y)
         ):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_every_registered_learner_is_a_top_level_name():
+    import tfmeta
+
+    for name, algorithm in ALGORITHMS.items():
+        learner = algorithm.learner
+        assert getattr(tfmeta, learner.__name__) is learner, name
+        assert learner.__name__ in tfmeta.__all__, name
+
+
+def test_labels_of_the_other_problem_are_refused_naming_the_argument():
+    """A sinusoid episode given to a classifier (the default problem), or
+    class labels to a regressor, is one ValueError naming ``problem``, not a
+    rank error from inside the loss."""
+    from tests.helpers import tiny_mlp
+    from tfmeta.data import sinusoid_dataset
+
+    regression_episode = next(iter(sinusoid_dataset(5, 5, 2, seed=1)))
+    classifier = MAML(tiny_mlp(), keras.optimizers.Adam(1e-3), inner_lr=0.01)
+    for step in (classifier.meta_train_step, classifier.meta_eval_step):
+        with pytest.raises(
+            ValueError, match="build the learner with problem='regression'"
+        ):
+            step(regression_episode)
+    regressor = MAML(
+        tiny_conv(), keras.optimizers.Adam(1e-3), inner_lr=0.01, problem="regression"
+    )
+    with pytest.raises(ValueError, match="problem='classification'") as raised:
+        regressor.meta_train_step(episode())
+    assert "int32" in str(raised.value) and "\n" not in str(raised.value)

@@ -239,6 +239,7 @@ class Learner:
         "meta_gradient_norm", the per-task "task_weights" ``[B]`` and any
         ``extra_metrics``.
         """
+        check_labels(self.problem, episode)
         return self.meta_step.train(episode)
 
     def meta_eval_step(
@@ -247,9 +248,36 @@ class Learner:
         """Per-task query loss and metric ``[B]`` and query outputs ``[B,
         n_query, ...]`` ("outputs") after ``eval_inner_steps`` (or
         ``inner_steps``)."""
+        check_labels(self.problem, episode)
         steps = self.eval_inner_steps if inner_steps is None else inner_steps
         return self.meta_step.evaluate(episode, steps)
 
     @property
     def train_tracing_count(self) -> int:
         return self.meta_step.train_tracing_count
+
+
+def check_labels(problem: str, episode) -> None:
+    """Refuses, in one line naming the ``problem`` argument, labels of the
+    other kind: classification takes integer labels ``[tasks, examples]``,
+    regression float targets ``[tasks, examples, d]`` (a sinusoid episode
+    given to a classifier otherwise fails deep inside the loss). Static
+    dtypes and ranks only: free inside a traced step; values it cannot read
+    (a distributed episode's per-replica values) are left to the step."""
+    labels = episode[1] if isinstance(episode, (tuple, list)) else None
+    dtype, shape = getattr(labels, "dtype", None), getattr(labels, "shape", None)
+    if dtype is None or shape is None or len(shape) == 0:
+        return
+    dtype = tf.as_dtype(dtype)
+    if problem == "classification" and not dtype.is_integer:
+        raise ValueError(
+            f"problem='classification' takes integer class labels [tasks, examples]; "
+            f"the episode's support_y is {dtype.name} {list(shape)}: for regression "
+            "targets build the learner with problem='regression'"
+        )
+    if problem == "regression" and dtype.is_integer:
+        raise ValueError(
+            f"problem='regression' takes float targets [tasks, examples, d]; the "
+            f"episode's support_y is {dtype.name} {list(shape)}: for class labels "
+            "build the learner with problem='classification'"
+        )
