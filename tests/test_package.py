@@ -93,6 +93,10 @@ def test_wheel_holds_the_configs_and_no_top_level_experiments(wheel):
     assert {f"tfmeta/experiments/bench/{name}" for name in bench} <= set(names)
     kernels = (REPO / "tfmeta" / "models" / "kernels").glob("*.cc")
     assert {f"tfmeta/models/kernels/{k.name}" for k in kernels} <= set(names)
+    # The research scripts (results drivers, surveys, profiling) stay in the
+    # repository: a user's install holds the binaries and their configs only.
+    assert (REPO / "experiments" / "results" / "equal_time.py").is_file()
+    assert not [n for n in names if n.startswith("tfmeta/experiments/results/")]
 
 
 def _from_source_tree(code: str, tmp_path, check: bool = True) -> str:
