@@ -1,7 +1,7 @@
 """The README's commands, read from README.md itself and run in its order
-(main job, export, an episode, a served request, the library quickstart)
-with only the step counts made small, so the README cannot drift from the
-code.
+(main job, export, an episode, a served request, the library quickstart),
+then the scripts of docs/examples.md, with only the step counts made small,
+so neither can drift from the code.
 
 A ```bash block whose first line is ``# needs <what>`` needs what no test
 machine has (TF Serving's model server, several hosts, a GPU) and is
@@ -24,6 +24,7 @@ import pytest
 from tests.helpers import REPO, omniglot_dir
 
 README = REPO / "README.md"
+EXAMPLES = REPO / "docs" / "examples.md"  # run after the README, whose files they read
 NEEDS = "# needs "
 # The README's installs (the test command has installed every extra already).
 INSTALL = re.compile(r"^pip install -e (\.|'\.\[[\w,]+\]')( && |$)")
@@ -36,9 +37,10 @@ SHRINK = (
 )
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    """(language, text) of every fenced ```bash and ```python block, in order."""
-    text = README.read_text()
+def readme_blocks(path=README) -> list[tuple[str, str]]:
+    """(language, text) of every fenced ```bash and ```python block of
+    ``path`` (README.md), in order."""
+    text = path.read_text()
     return [
         (m[1], m[2])
         for m in re.finditer(r"^```(\w+)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
@@ -121,7 +123,7 @@ def test_the_readme_runs_in_its_order(tmp_path):
         return shrink(command)
 
     try:
-        for language, text in readme_blocks():
+        for language, text in readme_blocks() + readme_blocks(EXAMPLES):
             if language == "python":
                 done = subprocess.run(
                     [sys.executable, "-c", place(text)],
@@ -182,5 +184,9 @@ def test_the_readme_runs_in_its_order(tmp_path):
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
     assert "experiments.train" in ran and "experiments.export" in ran, ran
-    assert ran.count("experiments.serve_client") >= 2 and "python block" in ran, ran
+    assert ran.count("experiments.serve_client") >= 2, ran
+    python_blocks = [
+        b for b in readme_blocks() + readme_blocks(EXAMPLES) if b[0] == "python"
+    ]
+    assert ran.count("python block") == len(python_blocks) >= 3, ran
     assert all(reason.startswith(NEEDS) for reason in skipped)
