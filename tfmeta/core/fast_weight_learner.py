@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta.core import functional
-from tfmeta.core.inner_loop import FastWeights, InnerLoop, SupportTask
+from tfmeta.core.inner_loop import FastWeights, InnerLoop, InnerLoss, SupportTask
 from tfmeta.core.inner_optimizers import InnerAdam, InnerSGD
 from tfmeta.core.learner import Learner
 
@@ -58,6 +58,13 @@ class FastWeightLearner(Learner):
         queries. True: a query batch is normalized with its own statistics
         (the MAML and Reptile code).
       unroll_inner_loop: see ``tfmeta.core.inner_loop``.
+      inner_loss: your own inner objective, ``inner_loss(outputs, labels,
+        fast_weights, theta) -> scalar`` (outputs ``[S, n_way]`` logits or
+        ``[S, d]``, labels ``[S]`` or targets ``[S, d]``, fast_weights phi and
+        theta lists aligned with ``model.trainable_variables``), e.g. a
+        proximal term lambda / 2 * ||phi - theta||^2 added to the support
+        loss; None (default): the problem's loss. Its dependence on theta
+        reaches the meta-gradient on every path (``tfmeta.core.second_order``).
     """
 
     # True where step_learning_rates gives learned step sizes (set before
@@ -74,6 +81,7 @@ class FastWeightLearner(Learner):
         adapt_variables: str = "all",
         transductive: bool = False,
         unroll_inner_loop: bool = True,
+        inner_loss: InnerLoss | None = None,
         **kwargs,
     ):
         optimizer = inner_optimizer_from(inner_lr, inner_optimizer)
@@ -90,6 +98,7 @@ class FastWeightLearner(Learner):
                 self.step_learning_rates if self.learned_step_sizes else None
             ),
             num_parameters=len(self.variables),
+            inner_loss=inner_loss,
         )
         self.transductive = transductive
 

@@ -6,6 +6,13 @@ per-task start, ``start``). Only the adapted tensors move (all of theta, or
 the head alone as in ANIL); the others are held at theta. Fast weights are
 lists of tensors aligned with ``model.trainable_variables``.
 
+The support loss of a step is the problem's (``Problem.loss``) or, given
+``inner_loss``, the user's own objective of the outputs, the labels, the
+fast weights phi and theta (the weights the loop starts from), for instance
+iMAML's proximal one, L(phi; D^tr) + lambda / 2 * ||phi - theta||^2. Its
+explicit dependence on theta is part of each step's map (phi, theta) ->
+phi', so every meta-gradient path carries it (``tfmeta.core.second_order``).
+
 Unrolled or looped: a loop that an enclosing tape differentiates
 (second-order MAML) is unrolled in Python, one copy of the step per inner
 step in the graph, or with ``unroll=False`` runs in a differentiated
@@ -30,6 +37,10 @@ from tfmeta.core.problem import Problem
 from tfmeta.models.batch_norm import MetaBatchNorm, tracing_for_xla
 
 FastWeights = list[tf.Tensor]
+# (outputs, labels, fast_weights phi, theta) -> scalar support loss
+InnerLoss = Callable[
+    [tf.Tensor, tf.Tensor, list[tf.Tensor], list[tf.Tensor]], tf.Tensor
+]
 ADAPT_VARIABLES = ("all", "head", "all_but_norm")
 XLA_CPU_UNROLL_MAX_STEPS = 10
 # Bounds on a run's settings (checked with its config): adaptation longer
@@ -146,8 +157,15 @@ class InnerLoop:
         step_forward: Callable | None = None,
         learning_rates: Callable | None = None,
         num_parameters: int | None = None,
+        inner_loss: InnerLoss | None = None,
     ):
         check_adapt_variables(adapt_variables)
+        if inner_loss is not None and not callable(inner_loss):
+            raise ValueError(
+                "inner_loss must be a callable (outputs, labels, fast_weights, "
+                f"theta) -> scalar, or None, got {inner_loss!r}"
+            )
+        self.inner_loss = inner_loss
         self.model = model
         self.problem = problem
         self.optimizer = optimizer
@@ -164,6 +182,11 @@ class InnerLoop:
         adapted = set(self.adapted)
         count = len(variables) if num_parameters is None else num_parameters
         self.fixed = [i for i in range(count) if i not in adapted]
+        self.model_size = len(variables)
+        # The tensors of theta that one step reads explicitly (beside the
+        # adapted phi it maps): the fixed ones, and all of theta under an
+        # inner loss (its theta argument, e.g. a proximal term).
+        self.explicit = self.fixed if inner_loss is None else list(range(count))
 
     def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
         return functional.forward(self.model, params, x)
@@ -195,8 +218,9 @@ class InnerLoop:
         x, y = self.inner_batch(support_x, support_y, step, task_seed, training)
         with tf.GradientTape() as tape:
             tape.watch(adapted)
-            outputs = self.step_forward(self.merge(params, adapted), x, step, training)
-            loss = self.problem.loss(outputs, y)
+            fast = self.merge(params, adapted)
+            outputs = self.step_forward(fast, x, step, training)
+            loss = self.support_loss(outputs, y, fast, params)
         grads = tape.gradient(
             loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
@@ -204,6 +228,14 @@ class InnerLoop:
             grads = [tf.stop_gradient(g) for g in grads]
         rates = self.learning_rates(params, step)
         return self.optimizer.update(adapted, grads, state, step, rates)
+
+    def support_loss(self, outputs, y, fast, params) -> tf.Tensor:
+        """The loss an inner step descends: ``problem.loss(outputs, y)``, or
+        ``inner_loss(outputs, y, phi, theta)`` over the model's variables."""
+        if self.inner_loss is None:
+            return self.problem.loss(outputs, y)
+        n = self.model_size
+        return self.inner_loss(outputs, y, list(fast[:n]), list(params[:n]))
 
     def run(
         self,

@@ -4,6 +4,10 @@ Each optimizer is a pair of pure functions: ``init(params) -> state`` and
 ``update(params, grads, state, step) -> (new_params, new_state)`` over lists of
 tensors, so an inner loop can run inside a ``tf.function``, a ``tf.while_loop``
 or a ``GradientTape`` (second-order MAML differentiates through ``update``).
+``init`` may make the state depend on the parameters it starts from (theta):
+every meta-gradient path differentiates through it, the recomputed ones by
+pulling the state's cotangent back through ``init``
+(``tfmeta.core.second_order``); the built-in states start at zero.
 
 ``learning_rates`` (optional in ``update``): one step size per parameter
 tensor, broadcastable to it (a scalar per layer as MAML++'s LSLR, the

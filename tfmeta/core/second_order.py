@@ -30,6 +30,20 @@ First order with learned inner step sizes (LSLR, Meta-SGD): theta' = theta -
 alpha * g with g's gradient stopped, so d theta'/d theta = I and alpha keeps
 its gradient -g * dL/d theta' (one tape over the loop, no second derivative).
 
+A user's inner loss (``InnerLoop``'s ``inner_loss``) makes each inner step a
+map (phi, theta) -> phi' that reads theta explicitly (iMAML's proximal term
+lambda / 2 * ||phi - theta||^2). The stored forms differentiate it as any
+other op. The recomputed reverse pass takes each step's VJP with respect
+to phi, the optimizer state and every tensor of theta the step reads
+(``InnerLoop.explicit``), and adds the theta part to the meta-gradient. The
+inner optimizer's initial state ``init(phi_0)`` (phi_0 = theta's adapted
+tensors) is differentiated too: the recomputed passes pull the state's
+cotangent back through ``init`` (nothing for the built-in optimizers, whose
+state starts at zero). First order stops the whole inner gradient, the
+inner loss's theta term with it: d theta'/d theta = I, the query gradient at
+theta' (the standard approximation; the proximal term is zero at the first
+step and only shapes theta').
+
 Every variant gives the same meta-gradient (tests compare them with each
 other and with central finite differences in float64).
 """
@@ -196,8 +210,8 @@ def _step_vjp(
     """Recompute inner step ``step`` from ``before`` (adapted tensors) and the
     flat ``state_before`` under a tape, and pull the cotangents of its
     outputs back: (cotangent of ``before``, of the state, of the parameters
-    that do not adapt)."""
-    sources = (before, state_before, [params[i] for i in inner.fixed])
+    the step reads explicitly, ``inner.explicit``)."""
+    sources = (before, state_before, [params[i] for i in inner.explicit])
     with tf.GradientTape() as tape:
         tape.watch(sources)
         after, state_after = inner.step(
@@ -216,14 +230,29 @@ def _step_vjp(
     )
 
 
-def _assemble(inner, cotangent, fixed_gradient):
-    """The meta-gradient in the order of the parameters."""
+def _assemble(inner, cotangent, explicit_gradient):
+    """The meta-gradient in the order of the parameters: the cotangent of
+    phi_0 = theta's adapted tensors, plus the explicit gradient of theta."""
     meta_gradient = [None] * (len(inner.adapted) + len(inner.fixed))
     for i, g in zip(inner.adapted, cotangent):
         meta_gradient[i] = g
-    for i, g in zip(inner.fixed, fixed_gradient):
-        meta_gradient[i] = g
+    for i, g in zip(inner.explicit, explicit_gradient):
+        meta_gradient[i] = g if meta_gradient[i] is None else meta_gradient[i] + g
     return meta_gradient
+
+
+def _through_init(inner, params, cotangent, state_cotangent):
+    """The cotangent of phi_0 plus the part through the inner optimizer's
+    ``init(phi_0)`` (a state that depends on theta); unchanged where the
+    state does not depend on it (zeros, ``()``)."""
+    start = [tf.identity(params[i]) for i in inner.adapted]
+    with tf.GradientTape() as tape:
+        tape.watch(start)
+        state = tf.nest.flatten(inner.optimizer.init(start))
+    if not state:
+        return cotangent
+    grads = tape.gradient(state, start, output_gradients=list(state_cotangent))
+    return [c if g is None else c + g for c, g in zip(cotangent, grads)]
 
 
 def _kept_steps_and_query(
@@ -232,9 +261,13 @@ def _kept_steps_and_query(
     """The inner steps from ``first_step`` on and the query loss under one
     tape (their activations kept). Returns the cotangents of ``adapted`` and
     of the flat ``state`` before ``first_step``, the gradient of the
-    parameters that do not adapt, and (query loss, outputs, fast weights)."""
-    fixed = [params[i] for i in inner.fixed]
+    parameters the steps read explicitly (``inner.explicit``: those that do
+    not adapt, and all of theta under an inner loss), and (query loss,
+    outputs, fast weights)."""
+    fixed = [params[i] for i in inner.explicit]
     flat_state = tf.nest.flatten(state)
+    if inner.inner_loss is not None:  # phi_0 is theta's tensors: a copy apart
+        adapted = [tf.identity(t) for t in adapted]
     with tf.GradientTape() as tape:
         tape.watch((adapted, flat_state, fixed))
         after = adapted
@@ -295,6 +328,7 @@ def recomputed(inner, params, task, steps, first_order_steps, query, recomputed_
             state_cotangent,
         )
         fixed_gradient = [a + g for a, g in zip(fixed_gradient, gradient)]
+    cotangent = _through_init(inner, params, cotangent, state_cotangent)
     return _assemble(inner, cotangent, fixed_gradient), loss, outputs, fast
 
 
@@ -337,7 +371,7 @@ def recomputed_loop(inner, params, task, steps, first_order_steps, query):
     meta_gradient, loss, outputs = query_gradient(query, fast)
     cotangent = [meta_gradient[i] for i in inner.adapted]
     state_cotangent = [tf.zeros_like(t) for t in tf.nest.flatten(state)]
-    fixed_gradient = [tf.zeros_like(params[i]) for i in inner.fixed]
+    fixed_gradient = [tf.zeros_like(params[i]) for i in inner.explicit]
 
     def backward(step, cotangent, state_cotangent, fixed_gradient, first_order):
         cotangent, state_cotangent, gradient = _step_vjp(
@@ -369,5 +403,12 @@ def recomputed_loop(inner, params, task, steps, first_order_steps, query):
                 maximum_iterations=end - start,
                 parallel_iterations=1,
             )
-    fixed_gradient = [meta_gradient[i] + g for i, g in zip(inner.fixed, fixed_gradient)]
+    # The query reads theta's fixed tensors too (the adapted ones it reads at
+    # theta', in the cotangent).
+    query_reads = {i: meta_gradient[i] for i in inner.fixed}
+    fixed_gradient = [
+        query_reads[i] + g if i in query_reads else g
+        for i, g in zip(inner.explicit, fixed_gradient)
+    ]
+    cotangent = _through_init(inner, params, cotangent, state_cotangent)
     return _assemble(inner, cotangent, fixed_gradient), loss, outputs, fast
