@@ -23,10 +23,11 @@ import pytest
 import tensorflow as tf
 
 from experiments import checks
-from experiments.configs import CONFIGS, get_config
+from experiments.configs import get_config
 from experiments.export import restore_learner
 from tests.export import (
     IMAGE_SIZE,
+    dataset_of,
     embedding_episode,
     fake_embeddings,
     fake_omniglot,
@@ -41,13 +42,6 @@ from tfmeta.serving import predict_grpc, predict_rest, read_episode
 pytestmark = pytest.mark.xdist_group("user_path")
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-DATASETS = ("omniglot", "embeddings", "sinusoid")  # the first a config supports
-
-
-def dataset_of(algorithm: str) -> str:
-    supported = [d for d in DATASETS if (algorithm, d) in CONFIGS]
-    assert supported, f"{algorithm} has no config on any of {DATASETS}"
-    return supported[0]
 
 
 def _flag(key: str, value) -> str:

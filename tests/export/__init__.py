@@ -95,6 +95,19 @@ def run_export_binary(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
+DATASETS = ("omniglot", "embeddings", "sinusoid")  # in the order tests prefer them
+
+
+def dataset_of(algorithm: str) -> str:
+    """The first of ``DATASETS`` the algorithm has a config for (the data the
+    registry-driven suites run it on)."""
+    from experiments.configs import CONFIGS
+
+    supported = [d for d in DATASETS if (algorithm, d) in CONFIGS]
+    assert supported, f"{algorithm} has no config on any of {DATASETS}"
+    return supported[0]
+
+
 def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
     config = get_config(algorithm, dataset)
     config.update(
