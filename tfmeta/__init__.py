@@ -34,6 +34,7 @@ _EXPORTS = {
     "MetaBatchNorm": "tfmeta.models",
     "conv4": "tfmeta.models",
     "mlp": "tfmeta.models",
+    "MetaLearnerModel": "tfmeta.training",
     "Trainer": "tfmeta.training",
     "evaluate": "tfmeta.training",
     # Platform tuning, kept here for existing callers: see tfmeta.runtime.
@@ -85,7 +86,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         set_cpu_threading,
         set_malloc_arenas,
     )
-    from tfmeta.training import Trainer, evaluate
+    from tfmeta.training import MetaLearnerModel, Trainer, evaluate
 
 
 def __getattr__(name: str) -> Any:
@@ -112,6 +113,7 @@ __all__ = [
     "Learner",
     "MAMLPlusPlus",
     "MetaBatchNorm",
+    "MetaLearnerModel",
     "MetaSGD",
     "NearestCentroid",
     "ProtoMAML",
