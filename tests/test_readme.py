@@ -117,6 +117,17 @@ def test_the_readme_runs_in_its_order(tmp_path):
             moved[port] = str(_free_port())
     background, ran, skipped = [], [], []
 
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            args,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+
     def place(command: str) -> str:
         for old, new in moved.items():
             command = command.replace(old, new)
@@ -125,15 +136,7 @@ def test_the_readme_runs_in_its_order(tmp_path):
     try:
         for language, text in readme_blocks() + readme_blocks(EXAMPLES):
             if language == "python":
-                done = subprocess.run(
-                    [sys.executable, "-c", place(text)],
-                    cwd=REPO,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=900,
-                    check=False,
-                )
+                done = run([sys.executable, "-c", place(text)])
                 assert done.returncode == 0, ("python block", done.stderr[-3000:])
                 ran.append("python block")
                 continue
@@ -160,15 +163,7 @@ def test_the_readme_runs_in_its_order(tmp_path):
                         )
                     )
                     continue
-                done = subprocess.run(
-                    ["bash", "-c", command],
-                    cwd=REPO,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=900,
-                    check=False,
-                )
+                done = run(["bash", "-c", command])
                 assert done.returncode == 0, (command, done.stderr[-3000:])
                 if "experiments.serve_client" in command:
                     lines = done.stdout.strip().splitlines()

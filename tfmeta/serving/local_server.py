@@ -101,6 +101,15 @@ def input_dtypes(signature) -> dict[str, Any]:
     }
 
 
+def check_known_inputs(names, specs) -> None:
+    """RequestError naming the first of ``names`` the signature does not take."""
+    unknown = sorted(set(names) - set(specs))
+    if unknown:
+        raise RequestError(
+            f"input {unknown[0]!r} is not an input of the signature; it takes {sorted(specs)}"
+        )
+
+
 def run_signature(signature, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Runs ``signature`` on ``arrays`` after checking their names and dtypes.
 
@@ -110,11 +119,7 @@ def run_signature(signature, arrays: Mapping[str, np.ndarray]) -> dict[str, np.n
       tf.errors.InvalidArgumentError: the export's own request checks.
     """
     specs = signature.structured_input_signature[1]
-    unknown = sorted(set(arrays) - set(specs))
-    if unknown:
-        raise RequestError(
-            f"input {unknown[0]!r} is not an input of the signature; it takes {sorted(specs)}"
-        )
+    check_known_inputs(arrays, specs)
     missing = sorted(set(specs) - set(arrays))
     if missing:
         raise RequestError(
@@ -201,12 +206,7 @@ def rest_server(
                     match["name"], version, body.get("signature_name")
                 )
                 dtypes = input_dtypes(signature)
-                unknown = sorted(set(body["inputs"]) - set(dtypes))
-                if unknown:
-                    raise RequestError(
-                        f"input {unknown[0]!r} is not an input of the signature; "
-                        f"it takes {sorted(dtypes)}"
-                    )
+                check_known_inputs(body["inputs"], dtypes)  # before decoding any
                 try:
                     arrays = decode_rest_inputs(body, dtypes)
                 except (ValueError, TypeError, OverflowError) as error:
