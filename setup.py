@@ -28,7 +28,7 @@ setup(
     packages=find_packages(
         include=["tfmeta", "tfmeta.*"], exclude=["tfmeta.experiments"]
     )
-    + ["tfmeta.experiments", "tfmeta.experiments.bench", "tfmeta.experiments.configs"],
+    + ["tfmeta.experiments", "tfmeta.experiments.bench"],
     package_dir={"tfmeta.experiments": "experiments"},
     # The native kernel's source, compiled on first use (tfmeta.models.kernels).
     package_data={"tfmeta.models.kernels": ["*.cc"]},

@@ -24,7 +24,7 @@ accuracy, and the nearest-centroid accuracy of 5-way tasks on val and test
 
 It also writes the trained network as a ``tfmeta.models.conv4(pooling="max")``
 with its head over the meta-train classes, ``<output_dir>/backbone.weights.h5``
-with ``backbone.json`` (architecture and split; ``experiments.pretrained``):
+with ``backbone.json`` (architecture and split; ``tfmeta.training.backbone``):
 an image learner on the same split starts from it with
 ``--pretrained_backbone=<output_dir>`` (and the same --filters, --depth,
 --pooling=max, --image_size, --split_protocol, --split_seed).
@@ -44,11 +44,13 @@ from absl import app, flags
 
 from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
+from tfmeta.data.tasks import resolve_data_dir
 from tfmeta.models import conv4
 from tfmeta.models.conv import check_conv4
+from tfmeta.training.backbone import save_backbone
 from tfmeta.training.workdir import write_json
 
-from . import InputError, checks, memory, pretrained, run_binary, task_data
+from . import InputError, checks, memory, run_binary
 
 FLAGS = flags.FLAGS
 
@@ -333,13 +335,11 @@ def check_batch_memory(config: dict[str, Any], classes: ClassImages) -> None:
 
 def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     """Loads Omniglot, trains the backbone, writes the three splits and the
-    backbone (``experiments.pretrained``); returns the info."""
+    backbone (``tfmeta.training.backbone``); returns the info."""
     folder = check_output_dir(
         config["output_dir"], config["embedding_dataset"], config["embedding_crop"]
     )
-    data_dir = task_data.resolve_data_dir(
-        {"data_dir": config["data_dir"], "dataset": "omniglot"}
-    )
+    data_dir = resolve_data_dir({"data_dir": config["data_dir"], "dataset": "omniglot"})
     protocol, split_seed = config["split_protocol"], config["split_seed"]
     try:  # a damaged archive, too few classes, too large a batch: the user's
         if data_dir:
@@ -369,7 +369,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     )
     training["seconds"] = round(time.perf_counter() - start, 1)
     split = tfmeta_data.describe_split(characters, protocol=protocol, seed=split_seed)
-    weights = pretrained.save_backbone(
+    weights = save_backbone(
         as_conv4(features, head),
         os.path.expanduser(config["output_dir"]),
         {

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from tfmeta.configs.build import build_learner, build_model
+from tfmeta.data.tasks import TaskSets, task_sets
 from tfmeta.export.signatures import uses_batch_statistics
 from tfmeta.training import (
     CheckpointError,
@@ -34,7 +36,7 @@ from tfmeta.training import (
     write_json,
 )
 
-from . import InputError, builders, checks, configure_runtime, run_binary, task_data
+from . import InputError, checks, configure_runtime, run_binary
 from .flags import FLAGS
 
 PREDICTIONS_FILE = "test_predictions.npz"
@@ -80,9 +82,9 @@ def learner_in_mode(config, data, learner, transductive, run, which):
     so from ``config`` with the same checkpoint restored."""
     if transductive is None or learner.transductive == transductive:
         return learner
-    other = builders.build_learner(
+    other = build_learner(
         {**config, "transductive": transductive},
-        builders.build_model(config, data.input_shape),
+        build_model(config, data.input_shape),
     )
     restore_checkpoint(run, other, which, print_fn=lambda line: None)
     return other
@@ -92,7 +94,7 @@ def evaluate_workdir(
     workdir: str,
     *,
     learner=None,
-    data: task_data.TaskData | None = None,
+    data: TaskSets | None = None,
     config: dict[str, Any] | None = None,
     which: str = "best",
 ) -> dict[str, Any]:
@@ -101,11 +103,9 @@ def evaluate_workdir(
     the served mode's query outputs (``test_predictions.npz``)."""
     run = Workdir(workdir)
     config = config or run.read_config()
-    data = data or task_data.build_data(config)
+    data = data or task_sets(config)
     if learner is None:
-        learner = builders.build_learner(
-            config, builders.build_model(config, data.input_shape)
-        )
+        learner = build_learner(config, build_model(config, data.input_shape))
     path = restore_checkpoint(
         run, learner, which, print_fn=lambda line: print(line, flush=True)
     )
@@ -173,7 +173,7 @@ def main(argv):
     jit_compile = config.get("jit_compile", False)
     configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
     try:  # the data the run was trained on: moved, damaged or too large
-        data = task_data.build_data(config)
+        data = task_sets(config)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise InputError(str(error)) from error
     try:

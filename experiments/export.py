@@ -26,6 +26,9 @@ from typing import Any
 
 from absl import app, flags
 
+from tfmeta.configs import BASE
+from tfmeta.configs.build import build_learner, build_model
+from tfmeta.data.tasks import task_sets
 from tfmeta.errors import DiskFullError
 from tfmeta.export import (
     ImagePreprocessing,
@@ -41,8 +44,7 @@ from tfmeta.export.models_config import check_model_entry
 from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 from tfmeta.training.workdir import CHECKPOINTS
 
-from . import InputError, builders, checks, run_binary, task_data
-from .configs import BASE
+from . import InputError, checks, run_binary
 
 FLAGS = flags.FLAGS
 
@@ -105,7 +107,7 @@ def define_flags() -> None:
 
 
 def input_shape(config: dict[str, Any]) -> tuple[int, ...]:
-    """The shape of one model input, as ``task_data.build_data`` finds it.
+    """The shape of one model input, as ``tfmeta.data.tasks`` finds it.
 
     Images and sinusoids need no data read; other datasets (e.g. embedding
     vectors, whose size is in the files) are loaded.
@@ -115,7 +117,7 @@ def input_shape(config: dict[str, Any]) -> tuple[int, ...]:
     if config["dataset"] in ("omniglot", "folder"):
         channels = 1 if config["dataset"] == "omniglot" else int(config["channels"])
         return (int(config["image_size"]), int(config["image_size"]), channels)
-    return tuple(task_data.build_data(config).input_shape)
+    return tuple(task_sets(config).input_shape)
 
 
 def image_preprocessing(config: dict[str, Any]) -> ImagePreprocessing | None:
@@ -133,9 +135,7 @@ def restore_learner(workdir: str, config: dict[str, Any], which: str):
     """The run's learner with theta from the ``which`` checkpoint; returns (learner, path)."""
     if which not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-    learner = builders.build_learner(
-        config, builders.build_model(config, input_shape(config))
-    )
+    learner = build_learner(config, build_model(config, input_shape(config)))
     return learner, restore_checkpoint(workdir, learner, which)
 
 

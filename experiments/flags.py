@@ -8,8 +8,9 @@ from typing import Any
 
 from absl import flags
 
+from tfmeta.configs import BASE, get_config, keys
+
 from . import define_cpu_threading_flag, define_malloc_arenas_flag
-from .configs import BASE, get_config, keys
 
 FLAGS = flags.FLAGS
 
@@ -29,7 +30,7 @@ flags.DEFINE_string("dataset", "omniglot", "omniglot | sinusoid | folder | embed
 flags.DEFINE_string(
     "config",
     None,
-    "a named config of experiments/configs for this algorithm and dataset "
+    "a named config of tfmeta/configs for this algorithm and dataset "
     "(e.g. leo_miniimagenet_1shot); default: the pair's default config",
 )
 define_cpu_threading_flag()

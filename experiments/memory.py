@@ -21,28 +21,12 @@ fit and an accepted one may still not.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
+from tfmeta.data.tasks import eval_batch_tasks
+from tfmeta.runtime import machine_memory
+
 BYTES_PER_NUMBER = 4  # float32
-_CGROUP_LIMITS = (
-    "/sys/fs/cgroup/memory.max",  # cgroup v2
-    "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
-)
-
-
-def machine_memory() -> int:
-    """Bytes of physical memory, or the container's limit where smaller."""
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for path in _CGROUP_LIMITS:
-        try:
-            with open(path, encoding="ascii") as f:
-                limit = f.read().strip()
-        except OSError:
-            continue
-        if limit.isdigit():
-            total = min(total, int(limit))
-    return total
 
 
 def format_bytes(size: float) -> str:
@@ -88,13 +72,6 @@ def forward_numbers(
     return 0
 
 
-def eval_batch_tasks(config: dict[str, Any]) -> int:
-    """Tasks in one evaluation batch: eval_batch_size, or all of a smaller
-    meta-validation or meta-test set (``task_data``)."""
-    tasks = max(int(config["test_tasks"]), int(config["val_tasks"]))
-    return min(int(config["eval_batch_size"]), tasks)
-
-
 def phase_bytes(
     tasks: int, n_way: int, examples_per_class: int, example: int, forward: int
 ) -> int:
@@ -113,7 +90,7 @@ def check_memory(
 ) -> None:
     """Raises ValueError naming the settings, the estimate and the machine's
     memory where a meta-step (with ``training``) or an evaluation batch
-    cannot fit; ``model`` is the model's kind (``builders.model_name``)."""
+    cannot fit; ``model`` is the model's kind (``tfmeta.configs.build.model_name``)."""
     available = machine_memory() if available is None else available
     example = example_numbers(config, input_shape)
     forward = forward_numbers(config, model, input_shape)
@@ -170,3 +147,12 @@ def check_memory(
             f"(its episodes and one task's activations), more than this machine's "
             f"{format_bytes(available)}"
         )
+
+
+def check_data_memory(config: dict[str, Any], tasks) -> None:
+    """``check_memory`` with the input shape the data gives, where the config
+    did not say it (embeddings: d is in the files)."""
+    from tfmeta.configs.build import model_name
+
+    if config["dataset"] == "embeddings":
+        check_memory(config, model_name(config), tasks.input_shape)

@@ -20,10 +20,12 @@ import time
 from absl import app, flags, logging
 
 from tfmeta.algorithms import get_algorithm
+from tfmeta.configs import BASE
+from tfmeta.configs.build import build_learner, build_model
 from tfmeta.core.outer_optimizers import ANNEALED
+from tfmeta.data.tasks import task_sets, train_n_way
 
-from . import InputError, builders, checks, configure_runtime, run_binary, task_data
-from .configs import BASE
+from . import InputError, checks, configure_runtime, memory, run_binary
 from .flags import FLAGS, flag_message, resolved_config
 
 # What a resumed run may change: its length, how often it logs and saves, the
@@ -120,8 +122,8 @@ def main(argv):
     # resuming would change, a learner that cannot be built.
     run = Workdir(workdir)
     try:
-        data = task_data.build_data(config)
-        task_data.check_data_memory(config, data)
+        data = task_sets(config)
+        memory.check_data_memory(config, data)
         config["data_source"] = data.split
         stored = run.read_config() if run.has_config() else None
         if stored is None and run.has_checkpoint():
@@ -138,10 +140,10 @@ def main(argv):
         with strategy.scope():
             # A pretrained backbone starts a new run only: a resumed one's
             # checkpoint holds theta (and would overwrite it all anyway).
-            model = builders.build_model(
+            model = build_model(
                 config, data.input_shape, pretrained=not run.has_checkpoint()
             )
-            learner = builders.build_learner(config, model)
+            learner = build_learner(config, model)
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise InputError(flag_message(error)) from error
     trainer = Trainer(
@@ -182,7 +184,7 @@ def training_summary(config) -> str:
     if config["dataset"] == "sinusoid":
         task = f"K={shots} sinusoid regression"
     else:
-        task = f"{task_data.train_n_way(config)}-way {shots}-shot"
+        task = f"{train_n_way(config)}-way {shots}-shot"
     parts = [f"{task} training", f"meta-batch {config['meta_batch_size']}"]
     if (
         config["inner_steps"]

@@ -23,7 +23,9 @@ import os
 import numpy as np
 from absl import flags
 
-from . import InputError, checks, configure_runtime, run_binary, task_data
+from tfmeta.data.tasks import task_sets
+
+from . import InputError, checks, configure_runtime, run_binary
 
 FLAGS = flags.FLAGS
 
@@ -46,7 +48,7 @@ def to_png_pixels(image: np.ndarray, dataset: str) -> np.ndarray:
 
 def first_task(config: dict, task: int):
     """(support_x, support_y, query_x, query_y) of meta-test task ``task``."""
-    data = task_data.build_data(config)
+    data = task_sets(config)
     index = 0
     for batch in data.test():
         support_x, support_y, query_x, query_y = (t.numpy() for t in batch)

@@ -26,6 +26,7 @@ PUBLIC_MODULES = tuple(
     for name in (
         "tfmeta",
         "tfmeta.algorithms",
+        "tfmeta.configs",
         "tfmeta.core",
         "tfmeta.data",
         "tfmeta.models",

@@ -75,12 +75,10 @@ def test_wheel_holds_the_configs_and_no_top_level_experiments(wheel):
     names = wheel.namelist()
     assert _dist_info(wheel, "top_level.txt").split() == ["tfmeta"]
     assert not [n for n in names if not n.startswith(("tfmeta/", "tfmeta-"))]
-    configs = sorted(p.name for p in (REPO / "experiments" / "configs").glob("*.py"))
+    configs = sorted(p.name for p in (REPO / "tfmeta" / "configs").glob("*.py"))
     assert "maml_omniglot.py" in configs
     packaged = sorted(
-        n.rsplit("/", 1)[1]
-        for n in names
-        if n.startswith("tfmeta/experiments/configs/")
+        n.rsplit("/", 1)[1] for n in names if n.startswith("tfmeta/configs/")
     )
     assert packaged == configs
     # tfmeta.experiments is experiments/ itself, not the source tree's stand-in
@@ -117,12 +115,12 @@ def _from_source_tree(code: str, tmp_path, check: bool = True) -> str:
 
 def test_source_tree_imports_experiments_as_tfmeta_experiments(tmp_path):
     code = (
-        "import tfmeta.experiments.configs as configs\n"
-        "print(configs.__file__)\n"
-        "print(configs.get_config('maml', 'sinusoid')['inner_lr'])\n"
+        "import tfmeta.experiments.flags as flags\n"
+        "print(flags.__file__)\n"
+        "print(flags.get_config('maml', 'sinusoid')['inner_lr'])\n"
     )
     path, inner_lr = _from_source_tree(code, tmp_path).split()
-    assert path == str(REPO / "experiments" / "configs" / "__init__.py")
+    assert path == str(REPO / "experiments" / "flags.py")
     assert float(inner_lr) == 0.01  # Finn et al. 2017, sinusoid alpha
 
 

@@ -29,7 +29,7 @@ NEEDS = "# needs "
 # The README's installs (the test command has installed every extra already).
 INSTALL = re.compile(r"^pip install -e (\.|'\.\[[\w,]+\]')( && |$)")
 SHRINK = (
-    (re.compile(r"--num_steps=\d+"), "--num_steps=2"),
+    (re.compile(r"\bnum_steps=\d+"), "num_steps=2"),  # a flag or a keyword
     (re.compile(r"--eval_every=\d+"), "--eval_every=1"),
     (re.compile(r"--checkpoint_every=\d+"), "--checkpoint_every=1"),
     (re.compile(r"\.take\(\d+\)"), ".take(2)"),

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfmeta
 from experiments import checks
-from experiments.configs import get_config
 from experiments.export import restore_learner
 from tests.export import (
     IMAGE_SIZE,
@@ -35,6 +35,7 @@ from tests.export import (
 )
 from tests.helpers import REPO
 from tfmeta.algorithms import ALGORITHMS
+from tfmeta.configs import get_config
 from tfmeta.data import preprocess_omniglot_image
 from tfmeta.export import METADATA_FILE, existing_versions
 from tfmeta.serving import predict_grpc, predict_rest, read_episode
@@ -52,24 +53,31 @@ def _flag(key: str, value) -> str:
     return f"--{key}={value}"
 
 
-def train_flags(algorithm: str, dataset: str, data_dir: str) -> list[str]:
-    """The command line of ``tests.export.tiny_config``: every key it changes
-    from the algorithm's default config, as a flag (a cleared ``train_*``
-    key takes the evaluation value it would fall back to)."""
+def run_settings(algorithm: str, dataset: str, data_dir: str) -> dict:
+    """The settings of a user's run: every key ``tests.export.tiny_config``
+    changes from the algorithm's default config, without meta-validation (the
+    checkpoint meta-tested is then the last one, as at the end of ``fit``)."""
     default, tiny = (
         get_config(algorithm, dataset),
         tiny_config(algorithm, dataset, data_dir),
     )
+    settings = {key: value for key, value in tiny.items() if value != default.get(key)}
+    return {**settings, "val_tasks": 0}
+
+
+def train_flags(algorithm: str, dataset: str, data_dir: str) -> list[str]:
+    """``run_settings`` as the train binary's command line (a cleared
+    ``train_*`` key takes the evaluation value it would fall back to)."""
+    settings = run_settings(algorithm, dataset, data_dir)
+    config = get_config(algorithm, dataset) | settings
     flags = [
         f"--algorithm={algorithm}",
         f"--dataset={dataset}",
         "--malloc_arenas=glibc",
     ]
-    for key, value in tiny.items():
-        if value == default.get(key):
-            continue
+    for key, value in settings.items():
         if value is None:
-            value = tiny[key.removeprefix("train_")]
+            value = config[key.removeprefix("train_")]
         flags.append(_flag(key, value))
     return flags
 
@@ -164,6 +172,7 @@ def user_path(tmp_path_factory):
         assert len(ports) == 2, server.stderr.read()[-3000:]
         yield {
             "root": root,
+            "data": data,
             "runs": runs,
             "models": models,
             "datasets": datasets,
@@ -238,6 +247,33 @@ def test_trained_exported_and_served_answers_are_the_learners(user_path, name):
         np.testing.assert_array_equal(served["classes"], served_rest["classes"])
     np.testing.assert_allclose(
         served_rest["probabilities"], tf.nn.softmax(logits).numpy(), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_a_python_script_reports_the_binarys_figure(user_path, name):
+    """docs/examples.md's script, with the binary run's settings: the same
+    learner meta-trained on the same task sets by Keras' fit, and the same
+    meta-test figure as the train binary reported."""
+    dataset = user_path["datasets"][name]
+    settings = run_settings(name, dataset, user_path["data"][dataset])
+    config = tfmeta.get_config(name, dataset, **settings)
+    tasks = tfmeta.task_sets(config)
+    learner = tfmeta.build_learner(config, tasks.input_shape)
+    model = tfmeta.MetaLearnerModel(learner)
+    model.compile()
+    model.fit(tasks.train(), steps_per_epoch=config["num_steps"], epochs=1, verbose=0)
+    result = tfmeta.evaluate(
+        learner, tasks.test(), inner_steps=config["eval_inner_steps"]
+    )
+    reported = json.loads((user_path["runs"][name] / "results.json").read_text())
+    served = reported["evaluations"][0]
+    assert int(learner.outer_optimizer.iterations.numpy()) == reported["trained_steps"]
+    assert result["num_tasks"] == served["num_tasks"] == config["test_tasks"]
+    for key in ("mean", "ci95", "median", "loss"):
+        np.testing.assert_allclose(result[key], served[key], rtol=1e-5, err_msg=key)
+    assert tfmeta.training.format_result(result) == tfmeta.training.format_result(
+        served
     )
 
 

@@ -28,6 +28,10 @@ _EXPORTS = {
     "Learner": "tfmeta.core",
     "Reptile": "tfmeta.algorithms",
     "get_algorithm": "tfmeta.algorithms",
+    "get_config": "tfmeta.configs",
+    "build_learner": "tfmeta.configs",
+    "TaskSets": "tfmeta.data",
+    "task_sets": "tfmeta.data",
     "Episode": "tfmeta.data",
     "episode_dataset": "tfmeta.data",
     "sinusoid_dataset": "tfmeta.data",
@@ -45,6 +49,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "algorithms",
+    "configs",
     "core",
     "data",
     "export",
@@ -57,6 +62,7 @@ _SUBMODULES = (
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from tfmeta import (  # noqa: F401
         algorithms,
+        configs,
         core,
         data,
         export,
@@ -77,8 +83,15 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         Reptile,
         get_algorithm,
     )
+    from tfmeta.configs import build_learner, get_config
     from tfmeta.core import FastWeightLearner, Learner
-    from tfmeta.data import Episode, episode_dataset, sinusoid_dataset
+    from tfmeta.data import (
+        Episode,
+        TaskSets,
+        episode_dataset,
+        sinusoid_dataset,
+        task_sets,
+    )
     from tfmeta.models import MetaBatchNorm, conv4, mlp
     from tfmeta.runtime import (  # noqa: F401
         CPU_THREADING,
@@ -119,14 +132,18 @@ __all__ = [
     "ProtoMAML",
     "PrototypicalNetwork",
     "Reptile",
+    "TaskSets",
     "Trainer",
+    "build_learner",
     "conv4",
     "episode_dataset",
     "evaluate",
     "get_algorithm",
+    "get_config",
     "mlp",
     "onednn_enabled",
     "set_cpu_threading",
     "set_malloc_arenas",
     "sinusoid_dataset",
+    "task_sets",
 ]

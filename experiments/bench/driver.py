@@ -18,8 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ..configs import yardstick
-from . import flops, report
+from . import flops, report, yardstick
 from .settings import Options, Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from ..configs.yardstick import FILTERS, IMAGE_SHAPE
+from .yardstick import FILTERS, IMAGE_SHAPE
 
 # Forward passes' worth of work per example (backward ~2x forward):
 # support: forward + backward of each inner step, and for second order another

@@ -1,7 +1,7 @@
 """One benchmark configuration through the registry: its config, inputs,
 model and learner, built as the training binary builds them.
 
-An algorithm's config is, in order: ``experiments.configs.BASE``; the keys
+An algorithm's config is, in order: ``tfmeta.configs.BASE``; the keys
 the algorithm declares with their defaults (``Algorithm.defaults``); the
 outer update of its own default training config (optimizer, rate, schedule
 length and meta-gradient clipping: the runner's choice, e.g. Adam 1e-3 for
@@ -18,7 +18,7 @@ builds the learner.
 Inputs are the yardstick's images where the algorithm has an Omniglot
 config, else embedding vectors of ``--embedding_dim`` where it has an
 embeddings config (an algorithm with neither has no row). The model is the
-algorithm's own model kind if it declares one (``experiments.builders``'s
+algorithm's own model kind if it declares one (``tfmeta.configs.build``'s
 ``build_model``), else the data's default network: the yardstick's max-pool
 conv net for images.
 """
@@ -29,11 +29,16 @@ import dataclasses
 from typing import Any
 
 from tfmeta.algorithms import ALGORITHMS, get_algorithm
+from tfmeta.configs import BASE, CONFIGS, get_config
+from tfmeta.configs.build import (
+    build_model,
+    build_outer_optimizer,
+    model_name,
+    problem_of,
+)
 
-from ..builders import build_model, build_outer_optimizer, model_name, problem_of
-from ..configs import BASE, CONFIGS, get_config
-from ..configs.yardstick import IMAGE_SHAPE
 from .settings import Settings
+from .yardstick import IMAGE_SHAPE
 
 TASK_KEYS = ("n_way", "k_shot", "q_query", "meta_batch_size")
 ALGORITHM_KEYS = (

@@ -9,8 +9,7 @@ import pathlib
 import statistics
 from typing import Any
 
-from ..configs import yardstick
-from . import flops
+from . import flops, yardstick
 
 SPEED_NOTE = (
     "ms/step and compile s: median over rounds of each round's median; compile "

@@ -8,7 +8,7 @@ import dataclasses
 import os
 from typing import Any
 
-from ..configs import yardstick
+from . import yardstick
 
 MODES = ("speed", "memory")
 XLA_SETTINGS = ("off", "on")

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from tfmeta.configs import BASE
+from tfmeta.data.tasks import task_sets
 from tfmeta.training import read_config
 
-from .. import task_data
-from ..configs import BASE
 from ..export import restore_learner
 
 FLAGS = flags.FLAGS
@@ -58,7 +58,7 @@ def main(argv):
         raise app.UsageError("this diagnostic reads regression (sinusoid) runs")
     learner, path = restore_learner(FLAGS.workdir, config, FLAGS.checkpoint)
     steps = [int(s) for s in FLAGS.steps]
-    data = task_data.build_data(config)
+    data = task_sets(config)
     params = learner.parameters()
     rows = []
     for episode in data.test():

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from experiments import checks
-from experiments.configs import get_config
 from tests.helpers import batch, classification_task, floatx, seed_tensor, tiny_conv
 from tfmeta.algorithms import NearestCentroid, PrototypicalNetwork
+from tfmeta.configs import get_config
 from tfmeta.models import conv4
 from tfmeta.models.batch_norm import normalization_reference
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import builders, task_data
 from experiments.export import export_workdir
 from tests.export import (
     Exported,
@@ -25,6 +24,8 @@ from tests.export import (
     train_workdir,
 )
 from tests.helpers import REPO
+from tfmeta.configs.build import build_model
+from tfmeta.data.tasks import task_sets
 from tfmeta.export import METADATA_FILE
 
 
@@ -48,7 +49,7 @@ def exported(tmp_path_factory):
 
 
 def test_training_tasks_have_train_n_way_classes(exported):
-    data = task_data.build_data(exported.config)
+    data = task_sets(exported.config)
     support_x, support_y, _, query_y = next(iter(data.train(0)))
     assert support_x.shape == (2, 4, 28, 28, 1) and query_y.shape == (2, 8)
     assert sorted(np.unique(support_y.numpy())) == [0, 1, 2, 3]
@@ -58,12 +59,12 @@ def test_training_tasks_have_train_n_way_classes(exported):
     # A learner whose head fixes the way is refused before any data is read.
     maml = {**tiny_config("maml", "omniglot", "/nonexistent"), "train_n_way": 4}
     with pytest.raises(ValueError, match="train_n_way=4 applies to the algorithms"):
-        task_data.build_data(maml)
+        task_sets(maml)
 
 
 def test_meta_training_moves_the_embedding_and_not_the_head(exported):
     learner = in_memory_learner(exported)
-    initial = builders.build_model(exported.config, (28, 28, 1))
+    initial = build_model(exported.config, (28, 28, 1))
     moved = {}
     for variable, start in zip(learner.model.variables, initial.variables):
         moved[variable.path] = not np.array_equal(variable.numpy(), start.numpy())

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import checks, task_data
-from experiments.configs import get_config
+from experiments import checks
 from tests.data.test_omniglot_split import (
     MINIMAL_COUNTS,
     MINIMAL_DESCRIPTION,
     MINIMAL_SPLIT,
 )
+from tfmeta.configs import get_config
 from tfmeta.data import load_omniglot_folder
+from tfmeta.data.tasks import task_sets, tasks_within_alphabet
 
 DRAWERS, IMAGE_SIZE = 3, 8
 
@@ -83,7 +84,7 @@ def _arrays(dataset):
 
 def test_alphabet_split_with_20_way_tasks_within_one_alphabet(minimal_like):
     data_dir, names = minimal_like
-    data = task_data.build_data(_config(data_dir))
+    data = task_sets(_config(data_dir))
     assert data.split == MINIMAL_DESCRIPTION
     assert "every task's classes from one alphabet (train, val and test)" in (
         data.description
@@ -109,9 +110,7 @@ def test_alphabet_split_with_20_way_tasks_within_one_alphabet(minimal_like):
 
 def test_tasks_within_alphabet_can_be_turned_off(minimal_like):
     data_dir, names = minimal_like
-    data = task_data.build_data(
-        _config(data_dir, tasks_within_alphabet=False, rotations="none")
-    )
+    data = task_sets(_config(data_dir, tasks_within_alphabet=False, rotations="none"))
     assert "one alphabet" not in data.description
     train = _task_alphabets(data.train(0).take(2), names)
     assert any(len(a) > 1 for a in train)  # 20 of 168 characters mix alphabets
@@ -124,7 +123,7 @@ def test_impossible_n_way_is_one_clear_error_before_training(minimal_like):
         match=r"^val split: 25-way tasks within one alphabet need an alphabet of >= 25 "
         r"classes; the largest, Balinese, has 24; expected n_way <= 24\.$",
     ):
-        task_data.build_data(_config(data_dir, n_way=25))
+        task_sets(_config(data_dir, n_way=25))
 
 
 def test_bad_settings_are_refused_before_data_is_read():
@@ -142,7 +141,7 @@ def test_bad_settings_are_refused_before_data_is_read():
     ):
         checks.check_config(config)
     # By default tasks are within one alphabet exactly with the alphabet split.
-    assert not task_data.tasks_within_alphabet(get_config("maml", "omniglot"))
+    assert not tasks_within_alphabet(get_config("maml", "omniglot"))
     config["split_protocol"] = "alphabet"
-    assert task_data.tasks_within_alphabet(config)
-    assert not task_data.tasks_within_alphabet(config | {"dataset": "folder"})
+    assert tasks_within_alphabet(config)
+    assert not tasks_within_alphabet(config | {"dataset": "folder"})

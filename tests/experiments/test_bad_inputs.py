@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.configs import get_config
 from tests.experiments.binary_runner import run
 from tests.experiments.test_train import fake_omniglot
 from tests.helpers import REPO
+from tfmeta.configs import get_config
 from tfmeta.training import write_json
 
 # One worker builds the bad files and runs the fresh processes once.

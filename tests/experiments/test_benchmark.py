@@ -142,9 +142,9 @@ def test_each_algorithm_gets_the_settings_it_has_and_its_own_outer_update():
 def test_a_registered_algorithm_gets_a_row_without_an_edit(monkeypatch):
     import dataclasses
 
-    from experiments import configs
     from experiments.bench import learners
     from experiments.bench.settings import Settings
+    from tfmeta import configs
     from tfmeta.algorithms import maml, registry
 
     for name in ("first_order_copy", "configless"):

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
-from experiments import builders, checks, embed, task_data
-from experiments.configs import CONFIG_CHOICES, get_config
+from experiments import checks, embed
 from tests.experiments.test_train import fake_omniglot
 from tfmeta.algorithms import LEO, MAML
+from tfmeta.configs import CONFIG_CHOICES, get_config
+from tfmeta.configs.build import build_learner, build_model
 from tfmeta.data import ClassImages, load_embedding_file
 from tfmeta.data.embeddings import class_of_key
+from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, evaluate
 
 
@@ -124,11 +126,9 @@ def test_leo_and_linear_maml_train_on_the_written_embeddings(written, tmp_path):
         config = get_config(algorithm, "embeddings")
         config.update(overrides)
         checks.check_config(config)
-        data = task_data.build_data(config)
+        data = task_sets(config)
         assert data.input_shape == (info["embedding_dim"],)
-        learner = builders.build_learner(
-            config, builders.build_model(config, data.input_shape)
-        )
+        learner = build_learner(config, build_model(config, data.input_shape))
         assert isinstance(learner, learner_class)
         workdir = tmp_path / algorithm
         Trainer(learner, str(workdir), data.train, print_fn=lambda line: None).train(2)

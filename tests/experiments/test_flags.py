@@ -7,8 +7,8 @@ import pytest
 from absl import flags
 
 from experiments import flags as binary_flags
-from experiments.configs import BASE, get_config, keys
 from tfmeta.algorithms import ALGORITHMS
+from tfmeta.configs import BASE, get_config, keys
 
 
 def test_every_config_key_is_a_flag_typed_by_its_default():

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import builders, checks, embed, pretrained, task_data
+from experiments import checks, embed
 from experiments.export import export_workdir
 from tests.experiments.test_train import train_in_process
 from tests.export import fake_omniglot, tiny_config
+from tfmeta.configs.build import build_model
+from tfmeta.data.tasks import task_sets
 from tfmeta.models import conv4
 from tfmeta.training import Workdir
+from tfmeta.training import backbone as saved_backbone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +127,11 @@ def test_as_conv4_computes_the_trained_classifier():
 
 
 def test_embed_writes_a_conv4_and_the_split_it_saw(backbone):
-    info = json.loads((backbone.output / pretrained.INFO_FILE).read_text())
-    split = task_data.build_data(run_config(backbone)).split
-    assert {k: info[k] for k in (*pretrained.ARCHITECTURE, *pretrained.SPLIT)} == {
+    info = json.loads((backbone.output / saved_backbone.INFO_FILE).read_text())
+    split = task_sets(run_config(backbone)).split
+    assert {
+        k: info[k] for k in (*saved_backbone.ARCHITECTURE, *saved_backbone.SPLIT)
+    } == {
         "filters": 8,
         "depth": 2,
         "pooling": "max",
@@ -139,12 +144,12 @@ def test_embed_writes_a_conv4_and_the_split_it_saw(backbone):
     assert info["data_source"] == split  # what experiments.train stores
     assert info["num_classes"] == 21 * 4  # the training characters and rotations
     assert backbone.info["backbone_weights"] == str(
-        backbone.output / pretrained.WEIGHTS_FILE
+        backbone.output / saved_backbone.WEIGHTS_FILE
     )
     # The promised form: plain Keras loads it into conv4(pooling="max").
     model = conv4(84, filters=8, depth=2, pooling="max", seed=5)
-    model.load_weights(str(backbone.output / pretrained.WEIGHTS_FILE))
-    saved = pretrained.saved_model(str(backbone.output))
+    model.load_weights(str(backbone.output / saved_backbone.WEIGHTS_FILE))
+    saved = saved_backbone.saved_model(str(backbone.output))
     for ours, theirs in zip(model.weights, saved.weights, strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert not np.any(model.get_layer("conv1").bias.numpy())
@@ -154,11 +159,11 @@ def test_embed_writes_a_conv4_and_the_split_it_saw(backbone):
 def test_maml_starts_from_the_backbone_with_a_fresh_head(backbone):
     config = run_config(backbone)
     checks.check_config(config)
-    data = task_data.build_data(config)
+    data = task_sets(config)
     config["data_source"] = data.split
-    model = builders.build_model(config, data.input_shape, pretrained=True)
-    fresh = builders.build_model(config, data.input_shape)  # evaluate, export
-    saved = pretrained.saved_model(str(backbone.output))
+    model = build_model(config, data.input_shape, pretrained=True)
+    fresh = build_model(config, data.input_shape)  # evaluate, export
+    saved = saved_backbone.saved_model(str(backbone.output))
     loaded = [layer.name for layer in model.layers if layer.weights]
     assert loaded == ["conv0", "norm0", "conv1", "norm1", "head"]
     for name in loaded[:-1]:
@@ -181,10 +186,10 @@ def test_maml_starts_from_the_backbone_with_a_fresh_head(backbone):
     assert head[0].shape == (7 * 7 * 8, 3)
     assert saved.get_layer("head").kernel.shape == (7 * 7 * 8, 84)
     # The folder and the weights file name the same backbone.
-    by_file = builders.build_model(
+    by_file = build_model(
         {
             **config,
-            "pretrained_backbone": str(backbone.output / pretrained.WEIGHTS_FILE),
+            "pretrained_backbone": str(backbone.output / saved_backbone.WEIGHTS_FILE),
         },
         data.input_shape,
         pretrained=True,
@@ -219,7 +224,7 @@ def test_zero_steps_evaluate_and_export_the_pretrained_start(backbone, tmp_path)
     assert stored["num_steps"] == 0
     # The step-0 checkpoint holds the pretrained start.
     config = {**run_config(backbone), "data_source": stored["data_source"]}
-    start = builders.build_model(config, (28, 28, 1), pretrained=True)
+    start = build_model(config, (28, 28, 1), pretrained=True)
     theta = checkpoint_theta(str(workdir / "checkpoints" / "ckpt-0"))
     for index, variable in enumerate(start.variables):
         key = f"model_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -261,10 +266,10 @@ def test_a_backbone_of_another_architecture_or_split_is_refused(
 
 def test_a_backbone_of_other_data_is_refused_when_loaded(backbone):
     config = run_config(backbone, data_source="random 70/10/20 split of other data")
-    model = builders.build_model(config, (28, 28, 1))
+    model = build_model(config, (28, 28, 1))
     before = weights_of(model)
     with pytest.raises(ValueError, match="data_source is 'random 70/10/20 split by"):
-        pretrained.load_backbone(model, str(backbone.output), config)
+        saved_backbone.load_backbone(model, str(backbone.output), config)
     for ours, theirs in zip(weights_of(model), before, strict=True):
         np.testing.assert_array_equal(ours, theirs)  # untouched
 
@@ -279,19 +284,19 @@ def test_missing_or_unreadable_backbones_are_refused(backbone, tmp_path):
     )
     alone = tmp_path / "alone"
     alone.mkdir()
-    shutil.copy(backbone.output / pretrained.WEIGHTS_FILE, alone)
+    shutil.copy(backbone.output / saved_backbone.WEIGHTS_FILE, alone)
     with pytest.raises(ValueError, match=r"no backbone\.json beside it"):
         checks.check_config(run_config(backbone, pretrained_backbone=str(alone)))
-    (alone / pretrained.INFO_FILE).write_text("{not json")
+    (alone / saved_backbone.INFO_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=r"cannot read .*backbone\.json"):
         checks.check_config(run_config(backbone, pretrained_backbone=str(alone)))
-    shutil.copy(backbone.output / pretrained.INFO_FILE, alone)
-    (alone / pretrained.WEIGHTS_FILE).write_bytes(b"not HDF5")
+    shutil.copy(backbone.output / saved_backbone.INFO_FILE, alone)
+    (alone / saved_backbone.WEIGHTS_FILE).write_bytes(b"not HDF5")
     config = run_config(backbone, pretrained_backbone=str(alone))
     checks.check_config(config)  # the weights are read when loaded
     with pytest.raises(ValueError, match=r"alone: cannot load .*backbone\.weights\.h5"):
-        builders.build_model(config, (28, 28, 1), pretrained=True)
-    (alone / pretrained.INFO_FILE).write_text('{"filters": 8}')
+        build_model(config, (28, 28, 1), pretrained=True)
+    (alone / saved_backbone.INFO_FILE).write_text('{"filters": 8}')
     with pytest.raises(ValueError, match="is not a backbone description"):
         checks.check_config(run_config(backbone, pretrained_backbone=str(alone)))
     with pytest.raises(ValueError, match="is a conv4 for images"):
@@ -334,10 +339,10 @@ def test_a_resumed_run_keeps_its_trained_weights(backbone, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     train_in_process(*run_flags(backbone, straight), *flags, "--num_steps=4")
     train_in_process(*run_flags(backbone, stopped), *flags, "--num_steps=2")
-    changed = pretrained.saved_model(str(copy))
+    changed = saved_backbone.saved_model(str(copy))
     for variable in changed.weights:
         variable.assign(variable + 1.0)
-    changed.save_weights(str(copy / pretrained.WEIGHTS_FILE))
+    changed.save_weights(str(copy / saved_backbone.WEIGHTS_FILE))
     train_in_process(*run_flags(backbone, stopped), *flags, "--num_steps=4")
     ours = checkpoint_theta(str(stopped / "checkpoints" / "ckpt-4"))
     theirs = checkpoint_theta(str(straight / "checkpoints" / "ckpt-4"))

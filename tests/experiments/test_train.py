@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import builders, checks, resolve_malloc_arenas, task_data
-from experiments.configs import get_config
+from experiments import checks, resolve_malloc_arenas
 from tests.helpers import REPO, omniglot_dir
 from tfmeta import runtime
+from tfmeta.configs import get_config
+from tfmeta.configs.build import build_learner, build_model
+from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, evaluate
 
 
@@ -55,25 +57,25 @@ def run_binary(*args, env=None):
 def test_missing_data_folder_names_path_and_expected_files(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError) as error:
-        task_data.build_data(config_for(missing))
+        task_sets(config_for(missing))
     assert str(missing) in str(error.value) and "images_background.zip" in str(
         error.value
     )
     with pytest.raises(FileNotFoundError, match="images_evaluation"):
-        task_data.build_data(config_for(tmp_path))  # exists, but holds no archive
+        task_sets(config_for(tmp_path))  # exists, but holds no archive
 
 
 def test_n_way_larger_than_classes_is_refused(tmp_path):
     data_dir = fake_omniglot(tmp_path)
     # 6 characters split 70/10/20: the test split has 1 class
     with pytest.raises(ValueError, match="n_way=5 is larger than the"):
-        task_data.build_data(config_for(data_dir, split_protocol="random"))
+        task_sets(config_for(data_dir, split_protocol="random"))
 
 
 def test_too_many_shots_are_refused(tmp_path):
     data_dir = fake_omniglot(tmp_path, alphabets=4, characters=10)
     with pytest.raises(ValueError, match=r"k_shot \+ q_query = 10 \+ 15"):
-        task_data.build_data(config_for(data_dir, k_shot=10, n_way=2))
+        task_sets(config_for(data_dir, k_shot=10, n_way=2))
 
 
 @pytest.mark.parametrize(
@@ -100,12 +102,12 @@ def test_bad_settings_are_refused_before_data_is_read():
     config = get_config("maml", "omniglot")
     config["recompute"] = True
     checks.check_config(config)
-    learner = builders.build_learner(config, builders.build_model(config, (28, 28, 1)))
+    learner = build_learner(config, build_model(config, (28, 28, 1)))
     assert learner.recompute and not learner.first_order
     assert learner.recompute_steps is None
     config["recompute_steps"] = 1
     checks.check_config(config)
-    learner = builders.build_learner(config, builders.build_model(config, (28, 28, 1)))
+    learner = build_learner(config, build_model(config, (28, 28, 1)))
     assert learner.recompute_steps == 1
     config["recompute"] = False
     with pytest.raises(ValueError, match="recompute_steps needs recompute=True"):
@@ -126,11 +128,11 @@ def test_bad_settings_are_refused_before_data_is_read():
     config = get_config("reptile", "omniglot")
     config["task_execution"] = "map_fn"
     checks.check_config(config)
-    learner = builders.build_learner(config, builders.build_model(config, (28, 28, 1)))
+    learner = build_learner(config, build_model(config, (28, 28, 1)))
     assert learner.task_execution == "map_fn"
     config = get_config("maml", "omniglot")
     config["unroll_inner_loop"] = False
-    learner = builders.build_learner(config, builders.build_model(config, (28, 28, 1)))
+    learner = build_learner(config, build_model(config, (28, 28, 1)))
     assert not learner.unroll_inner_loop
 
 
@@ -196,10 +198,8 @@ def test_short_omniglot_run_beats_chance(tmp_path):
         val_tasks=0,
         filters=32,
     )
-    data = task_data.build_data(config)
-    learner = builders.build_learner(
-        config, builders.build_model(config, data.input_shape)
-    )
+    data = task_sets(config)
+    learner = build_learner(config, build_model(config, data.input_shape))
     before = evaluate(learner, data.test())["mean"]
     Trainer(learner, str(tmp_path), data.train, print_fn=lambda line: None).train(
         config["num_steps"]
@@ -334,7 +334,7 @@ def test_a_longer_run_continues_with_the_schedule_fixed_at_the_start(tmp_path):
     train_in_process(*reptile, "--num_steps=6", "--noevaluate")
     config = Workdir(str(tmp_path)).read_config()
     assert (config["num_steps"], config["schedule_steps"]) == (6, 4)
-    learner = builders.build_learner(config, builders.build_model(config, (1,)))
+    learner = build_learner(config, build_model(config, (1,)))
     learner.outer_optimizer.iterations.assign(2)
     # Halfway through the first run's 4 steps (over 6 steps it would be 2/3).
     assert float(learner.outer_optimizer.learning_rate) == pytest.approx(
@@ -363,8 +363,8 @@ def test_a_longer_run_continues_with_the_schedule_fixed_at_the_start(tmp_path):
     ],
 )
 def test_training_summary_says_what_is_trained(algorithm, dataset, expected):
-    from experiments.configs import BASE, get_config
     from experiments.train import training_summary
+    from tfmeta.configs import BASE, get_config
 
     config = {**BASE, **get_config(algorithm, dataset), "algorithm": algorithm}
     config["dataset"] = dataset

@@ -20,10 +20,11 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from experiments import builders, task_data
-from experiments.configs import get_config
 from experiments.export import export_workdir, restore_learner
+from tfmeta.configs import get_config
+from tfmeta.configs.build import build_learner, build_model
 from tfmeta.data import write_embedding_file
+from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, Workdir
 
 N_WAY = 3
@@ -101,7 +102,7 @@ DATASETS = ("omniglot", "embeddings", "sinusoid")  # in the order tests prefer t
 def dataset_of(algorithm: str) -> str:
     """The first of ``DATASETS`` the algorithm has a config for (the data the
     registry-driven suites run it on)."""
-    from experiments.configs import CONFIGS
+    from tfmeta.configs import CONFIGS
 
     supported = [d for d in DATASETS if (algorithm, d) in CONFIGS]
     assert supported, f"{algorithm} has no config on any of {DATASETS}"
@@ -154,12 +155,10 @@ def tiny_config(algorithm: str, dataset: str, data_dir: str = "") -> dict:
 
 def train_workdir(workdir: pathlib.Path, config: dict) -> pathlib.Path:
     """Trains ``config`` for its ``num_steps`` into ``workdir`` (config.json, best/, checkpoints/)."""
-    data = task_data.build_data(config)
+    data = task_sets(config)
     config = {**config, "data_source": data.split}
     Workdir(str(workdir)).write_config(config)
-    learner = builders.build_learner(
-        config, builders.build_model(config, data.input_shape)
-    )
+    learner = build_learner(config, build_model(config, data.input_shape))
     Trainer(
         learner,
         str(workdir),

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import task_data
 from experiments.evaluate import PREDICTIONS_FILE, evaluate_workdir
 from tests.export import trained_exports
+from tfmeta.data.tasks import task_sets
 
 # The trained exports are built once per worker: their tests run on one.
 pytestmark = pytest.mark.xdist_group("trained_exports")
@@ -46,7 +46,7 @@ def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
 
     module = tf.saved_model.load(str(maml.path))
     serve = module.signatures["adapt_and_predict"]
-    data = task_data.build_data(config)
+    data = task_sets(config)
     task = 0
     compared = 0
     for support_x, support_y, query_x, _ in data.test():

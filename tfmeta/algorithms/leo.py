@@ -241,7 +241,7 @@ class LEO(Learner):
         return {**super().describe(), **describe_leo(self)}
 
 
-# Defaults: google-deepmind/leo config.py; see experiments/configs/leo_*.py.
+# Defaults: google-deepmind/leo config.py; see tfmeta/configs/leo_*.py.
 SETTINGS = tuple(field.name for field in dataclasses.fields(LEOSettings))
 DEFAULTS: dict[str, Any] = {
     **dataclasses.asdict(LEOSettings()),

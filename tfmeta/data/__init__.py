@@ -1,5 +1,6 @@
-"""Data for meta-learning: class images, Omniglot, image folders, episodes, sinusoids,
-embeddings (LEO format)."""
+"""Data for meta-learning: task sets (``task_sets``: a config's train, validation
+and test streams), class images, Omniglot, image folders, episodes,
+sinusoids, embeddings (LEO format)."""
 
 from tfmeta.data.alphabet_split import alphabets_of, check_tasks_within_alphabet
 from tfmeta.data.class_images import ClassImages
@@ -25,6 +26,7 @@ from tfmeta.data.sinusoid import (
     sinusoid_function,
     sinusoid_task_parameters,
 )
+from tfmeta.data.tasks import TaskSets, task_sets
 
 __all__ = [
     "ARCHIVES",
@@ -33,6 +35,7 @@ __all__ = [
     "Episode",
     "OmniglotCharacter",
     "RestrictedUnpickler",
+    "TaskSets",
     "alphabets_of",
     "check_episode_spec",
     "check_tasks_within_alphabet",
@@ -49,5 +52,6 @@ __all__ = [
     "sinusoid_function",
     "sinusoid_task_parameters",
     "split_omniglot",
+    "task_sets",
     "write_embedding_file",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 
 import keras
 
-from tfmeta.models import conv4
+from tfmeta.models.conv import conv4
 from tfmeta.training.files import read_json, write_json
 
 WEIGHTS_FILE = "backbone.weights.h5"

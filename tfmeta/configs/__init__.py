@@ -1,7 +1,14 @@
-"""Default settings per (algorithm, dataset), each following its paper.
+"""Default settings per (algorithm, dataset), each following its paper: the
+configs the binaries run, for building the same learner and task sets from
+Python.
 
-``get_config(algorithm, dataset)`` returns a fresh dict; the binaries' flags
-(one per key, ``experiments/flags.py``) override single keys. Some (algorithm,
+  config = tfmeta.get_config("maml", "omniglot", n_way=5, num_steps=1000)
+  tasks = tfmeta.task_sets(config)
+  learner = tfmeta.build_learner(config, tasks.input_shape)
+
+``get_config(algorithm, dataset)`` returns a fresh dict; keyword settings
+override single keys (checked as the binaries check their flags, one per key,
+``experiments/flags.py``). Some (algorithm,
 dataset) pairs have several named configs (``CONFIG_CHOICES``, e.g. LEO's
 per-setting tuned hyperparameters), chosen with ``get_config(..., name=...)``
 / ``--config=name``; a config module with ``VARIANTS`` takes a paper's
@@ -12,9 +19,13 @@ variant as its argument, ``--config=name:variant`` (e.g.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
+from tfmeta.configs import keys
+
 DATASETS = ("omniglot", "sinusoid", "folder", "embeddings")
+"""The datasets a config runs on (``get_config``'s second argument)."""
 CONFIGS = {
     ("maml", "omniglot"): "maml_omniglot",
     ("fomaml", "omniglot"): "maml_omniglot",
@@ -41,6 +52,7 @@ CONFIGS = {
     ("nearest_centroid", "omniglot"): "nearest_centroid_omniglot",
     ("nearest_centroid", "folder"): "nearest_centroid_omniglot",
 }
+"""The default config module of each (algorithm, dataset) pair."""
 # Named alternatives to the default config of a pair (--config=<name>).
 CONFIG_CHOICES = {
     ("leo", "embeddings"): (
@@ -52,6 +64,7 @@ CONFIG_CHOICES = {
         "leo_tieredimagenet_5shot",
     ),
 }
+"""Named alternatives to a pair's default config (``get_config(..., name=...)``)."""
 
 # Settings common to every config (each config overrides what its paper says).
 BASE: dict[str, Any] = {
@@ -116,7 +129,7 @@ BASE: dict[str, Any] = {
     # --dataset=embeddings: <data_dir>/<embedding_dataset>/<embedding_crop>/<split>_embeddings.pkl
     "embedding_dataset": None,
     "embedding_crop": "center",
-    # LEO (defaults: google-deepmind/leo config.py); see experiments/configs/leo_*.py
+    # LEO (defaults: google-deepmind/leo config.py); see tfmeta/configs/leo_*.py
     "num_latents": None,
     "finetune_steps": 5,
     "finetune_lr": 1e-3,
@@ -130,11 +143,18 @@ BASE: dict[str, Any] = {
     "gradient_clip_value": None,
     "gradient_clip_variable_norm": None,
 }
+"""Settings common to every config; each config module overrides what its paper says."""
 
 
-def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[str, Any]:
+def get_config(
+    algorithm: str, dataset: str, name: str | None = None, **settings: Any
+) -> dict[str, Any]:
     """The default config of ``algorithm`` on ``dataset`` (a fresh dict), or the
-    named one of ``CONFIG_CHOICES``."""
+    named one of ``CONFIG_CHOICES`` (``name:variant`` for a paper's variant).
+
+    ``settings`` override keys of the config; with any, the result is checked
+    (``check_config``): ValueError, one line naming the key, for an unknown
+    key or a setting that cannot work."""
     if dataset not in DATASETS:
         raise ValueError(
             f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}"
@@ -168,7 +188,37 @@ def get_config(algorithm: str, dataset: str, name: str | None = None) -> dict[st
     config.update(_module_config(module, variant))
     config["algorithm"] = algorithm
     config["dataset"] = dataset
+    if settings:
+        unknown = sorted(set(settings) - set(config) - set(keys.INTERNAL))
+        if unknown:
+            raise ValueError(
+                f"unknown setting {unknown[0]!r} of {algorithm} on {dataset}; the "
+                "keys are those of get_config's dict"
+            )
+        config.update(settings)
+        try:
+            check_config(config)
+        except ValueError as error:  # keys by their names, not as the binaries' flags
+            raise ValueError(re.sub(r"--(?=\w)", "", str(error))) from None
     return config
+
+
+def check_config(config: dict[str, Any], *, stored: bool = False) -> None:
+    """Raises ValueError (one line naming the key) for settings that cannot
+    work, before any data is read (``tfmeta.configs.checks``)."""
+    from tfmeta.configs.checks import check_config as check
+
+    check(config, stored=stored)
+
+
+def build_learner(config: dict[str, Any], model_or_input_shape):
+    """The learner of ``config`` (``tfmeta.configs.build``): around a given
+    Keras model, or around the config's model built for one example of
+    ``model_or_input_shape`` (``TaskSets.input_shape``), seeded by its seed
+    and started from its ``pretrained_backbone`` where it names one."""
+    from tfmeta.configs import build
+
+    return build.build_learner(config, model_or_input_shape)
 
 
 def _module_config(module, variant: str) -> dict[str, Any]:
@@ -183,3 +233,14 @@ def _module_config(module, variant: str) -> dict[str, Any]:
             f"unknown variant {variant!r} of config {name}; expected one of {list(variants)}"
         )
     return module.get_config(variant)
+
+
+__all__ = [
+    "BASE",
+    "CONFIGS",
+    "CONFIG_CHOICES",
+    "DATASETS",
+    "build_learner",
+    "check_config",
+    "get_config",
+]

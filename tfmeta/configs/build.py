@@ -10,8 +10,7 @@ from tfmeta import models
 from tfmeta.algorithms import get_algorithm
 from tfmeta.core import Learner
 from tfmeta.core.outer_optimizers import make_outer_optimizer
-
-from .pretrained import load_backbone
+from tfmeta.training.backbone import load_backbone
 
 
 def model_name(config: dict[str, Any]) -> str:
@@ -89,7 +88,14 @@ def problem_of(config: dict[str, Any]) -> str:
     return "regression" if config["dataset"] == "sinusoid" else "classification"
 
 
-def build_learner(config: dict[str, Any], model: keras.Model) -> Learner:
+def build_learner(
+    config: dict[str, Any], model: keras.Model | tuple[int, ...]
+) -> Learner:
+    """The learner of ``config`` around ``model``, or around the config's
+    model built for inputs of shape ``model`` (``build_model``, from its
+    ``pretrained_backbone`` where it names one)."""
+    if not isinstance(model, keras.Model):
+        model = build_model(config, tuple(model), pretrained=True)
     algorithm = get_algorithm(config["algorithm"])
     return algorithm.build(
         config, model, build_outer_optimizer(config), problem_of(config)

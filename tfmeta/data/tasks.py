@@ -1,5 +1,13 @@
-"""The episode streams of a run from a resolved config: Omniglot, image
-folders, sinusoid or embeddings, for meta-training, -validation and -test."""
+"""Task sets: the meta-training, -validation and fixed meta-test episode
+streams of a config (``tfmeta.configs.get_config``), on Omniglot (files or
+tensorflow-datasets, every split protocol, rotations, augmentation), image
+folders, sinusoid or embeddings, exactly as the binaries draw them.
+
+  config = tfmeta.configs.get_config("protonet", "omniglot", n_way=5)
+  tasks = tfmeta.data.tasks(config)
+  tasks.train()  # an endless stream of meta-batches (from step 0)
+  tasks.test()   # the fixed test tasks (test_tasks of them, seed test_seed)
+"""
 
 from __future__ import annotations
 
@@ -13,16 +21,19 @@ from absl import logging
 
 from tfmeta import data as tfmeta_data
 from tfmeta.algorithms import get_algorithm
-
-from . import memory
+from tfmeta.runtime import machine_memory
 
 OMNIGLOT_ENV = "TFMETA_OMNIGLOT_DIR"
 
 
 @dataclasses.dataclass
-class TaskData:
-    """Episode streams of one run. ``train(start_step)`` is infinite; ``val()``
-    and ``test()`` are fixed, finite sets of task batches."""
+class TaskSets:
+    """The episode streams of one config. ``train(start_step=0)`` is endless
+    (the same meta-batches from any step on, as a resumed run draws them);
+    ``val()`` and ``test()`` are fixed, finite sets of task batches. Each
+    element: (support_x, support_y, query_x, query_y), a meta-batch of tasks.
+    ``input_shape``: one example's shape (what ``tfmeta.configs.build_learner``
+    builds the model for); ``description``: the data, split and protocol."""
 
     train: Callable[[int], tf.data.Dataset]
     val: Callable[[], tf.data.Dataset]
@@ -83,6 +94,13 @@ def _fixed_count(tasks: int, batch: int) -> tuple[int, int]:
     return batch, -(-tasks // batch)
 
 
+def eval_batch_tasks(config: dict[str, Any]) -> int:
+    """Tasks in one evaluation batch: eval_batch_size, or all of a smaller
+    meta-validation or meta-test set ."""
+    tasks = max(int(config["test_tasks"]), int(config["val_tasks"]))
+    return min(int(config["eval_batch_size"]), tasks)
+
+
 def train_n_way(config: dict[str, Any]) -> int:
     """Classes per meta-training task: ``train_n_way`` (an algorithm that
     declares it classifies any number of classes, e.g. by prototypes), else
@@ -122,7 +140,7 @@ def _classification_data(
     description: str,
     split: str,
     groups: dict[str, tuple[str, ...]] | None = None,
-) -> TaskData:
+) -> TaskSets:
     """``groups``: the alphabet of each class per split, for tasks within one alphabet."""
     train_k = config["train_k_shot"] or config["k_shot"]
     rotations = config["rotations"]
@@ -184,7 +202,7 @@ def _classification_data(
         description += f"; {train_n}-way meta-training tasks"
     if groups:
         description += "; every task's classes from one alphabet (train, val and test)"
-    return TaskData(
+    return TaskSets(
         train=_episodes(
             splits["train"],
             config,
@@ -222,13 +240,13 @@ def _classification_data(
     )
 
 
-def _omniglot(config: dict[str, Any]) -> TaskData:
+def _omniglot(config: dict[str, Any]) -> TaskSets:
     data_dir = resolve_data_dir(config)
     if data_dir:
         characters = tfmeta_data.load_omniglot_folder(
             data_dir,
             image_size=config["image_size"],
-            max_bytes=memory.machine_memory(),
+            max_bytes=machine_memory(),
         )
         source = f"Omniglot files in {data_dir}"
     else:
@@ -243,7 +261,7 @@ def _omniglot(config: dict[str, Any]) -> TaskData:
     return _classification_data(splits, config, f"{source}: {split}", split, groups)
 
 
-def _folder(config: dict[str, Any]) -> TaskData:
+def _folder(config: dict[str, Any]) -> TaskSets:
     root = os.path.expanduser(config["data_dir"])
     splits = {}
     for split in ("train", "val", "test"):
@@ -258,7 +276,7 @@ def _folder(config: dict[str, Any]) -> TaskData:
             path,
             image_size=(config["image_size"], config["image_size"]),
             channels=config["channels"],
-            max_bytes=memory.machine_memory(),
+            max_bytes=machine_memory(),
         )
     counts = "/".join(str(splits[s].num_classes) for s in splits)
     split = f"{counts} classes ({'/'.join(splits)})"
@@ -267,7 +285,7 @@ def _folder(config: dict[str, Any]) -> TaskData:
     )
 
 
-def _sinusoid(config: dict[str, Any]) -> TaskData:
+def _sinusoid(config: dict[str, Any]) -> TaskSets:
     k, q = config["k_shot"], config["q_query"]
 
     def make(seed, batch, query, num_episodes=None):
@@ -286,7 +304,7 @@ def _sinusoid(config: dict[str, Any]) -> TaskData:
     test_batch, test_count = _fixed_count(
         config["test_tasks"], config["eval_batch_size"]
     )
-    return TaskData(
+    return TaskSets(
         train=make(config["seed"], config["meta_batch_size"], q),
         val=make(config["test_seed"] + 1, val_batch, config["eval_q_query"], val_count),
         test=make(config["test_seed"], test_batch, config["eval_q_query"], test_count),
@@ -299,7 +317,7 @@ def _sinusoid(config: dict[str, Any]) -> TaskData:
     )
 
 
-def _embeddings(config: dict[str, Any]) -> TaskData:
+def _embeddings(config: dict[str, Any]) -> TaskSets:
     root = os.path.expanduser(config["data_dir"])
     name, crop = config["embedding_dataset"], config["embedding_crop"]
     splits = tfmeta_data.load_embedding_splits(root, name, crop)
@@ -311,24 +329,18 @@ def _embeddings(config: dict[str, Any]) -> TaskData:
     return _classification_data(splits, config, f"{split} in {root}", split)
 
 
-def check_data_memory(config: dict[str, Any], data: TaskData) -> None:
-    """``memory.check_memory`` with the input shape the data gives, where the
-    config did not say it (embeddings: d is in the files)."""
-    from .builders import model_name
-
-    if config["dataset"] == "embeddings":
-        memory.check_memory(config, model_name(config), data.input_shape)
-
-
-def build_data(config: dict[str, Any]) -> TaskData:
+def task_sets(config: dict[str, Any]) -> TaskSets:
+    """The task sets of ``config`` (a dict of ``tfmeta.configs.get_config``).
+    Reads the data: FileNotFoundError or ValueError (one line) for missing
+    files or too few classes or examples for the tasks."""
     train_n_way(config)  # settings refused before any data is read
     tasks_within_alphabet(config)
-    builders = {
+    readers = {
         "omniglot": _omniglot,
         "folder": _folder,
         "sinusoid": _sinusoid,
         "embeddings": _embeddings,
     }
-    data = builders[config["dataset"]](config)
+    data = readers[config["dataset"]](config)
     logging.info("data: %s", data.description)
     return data
