@@ -263,9 +263,7 @@ def test_a_python_script_reports_the_binarys_figure(user_path, name):
     model = tfmeta.MetaLearnerModel(learner)
     model.compile()
     model.fit(tasks.train(), steps_per_epoch=config["num_steps"], epochs=1, verbose=0)
-    result = tfmeta.evaluate(
-        learner, tasks.test(), inner_steps=config["eval_inner_steps"]
-    )
+    result = tfmeta.evaluate(learner, tasks.test())
     reported = json.loads((user_path["runs"][name] / "results.json").read_text())
     served = reported["evaluations"][0]
     assert int(learner.outer_optimizer.iterations.numpy()) == reported["trained_steps"]
