@@ -11,8 +11,8 @@ algorithm; the other settings (inner steps, alpha, XLA, task execution,
 inner-loop form, recompute) for the algorithms that declare the key, with a
 note where one is passed to an algorithm that does not. A task execution
 its learner does not declare is replaced by one it does, with a note. Then
-``Algorithm.check_config`` checks the whole (the recompute rules are
-``tfmeta.core.second_order.check_meta_gradient``'s) and ``Algorithm.build``
+``Algorithm.check_config`` checks the whole (the recompute rules:
+``tfmeta.algorithms.MAML.check_arguments``) and ``Algorithm.build``
 builds the learner.
 
 Inputs are the yardstick's images where the algorithm has an Omniglot
@@ -129,7 +129,7 @@ def resolve(name: str, settings: Settings) -> Configuration:
         )
         config["task_execution"] = executions[0]
     try:
-        algorithm.check_config(config)
+        algorithm.check_config(config, problem_of(config))
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from error
     shape = IMAGE_SHAPE if dataset == "omniglot" else (settings.embedding_dim,)

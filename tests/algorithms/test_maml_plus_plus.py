@@ -21,7 +21,8 @@ from tests.helpers import (
     tiny_mlp,
 )
 from tfmeta.algorithms import MAMLPlusPlus
-from tfmeta.algorithms.maml_plus_plus import importance_vector, run_steps
+from tfmeta.algorithms.maml_plus_plus import importance_vector
+from tfmeta.core.algorithm import run_steps
 from tfmeta.core.inner_loop import SupportTask
 
 STEPS = 2
@@ -211,13 +212,13 @@ def test_running_statistics_move_towards_the_support_statistics():
     learner = build(
         running_statistics=True, statistics_momentum=0.25, multi_step_loss=False
     )
-    assert len(learner.state_variables) == 2 * len(learner.norm_layers) == 4
+    assert len(learner.state_variables) == 2 * len(learner.per_step.layers) == 4
     rng = np.random.default_rng(8)
     tasks = [classification_task(rng) for _ in range(2)]
     episode = tuple(tf.stack(parts) for parts in zip(*tasks))
     params = learner.parameters()
     learner.meta_train_step(episode)  # SGD(0): theta stays, the state moves
-    expected_means = np.zeros((len(learner.norm_layers), STEPS, 4))
+    expected_means = np.zeros((len(learner.per_step.layers), STEPS, 4))
     expected_variances = np.zeros_like(expected_means)
     for support_x, support_y, _, _ in tasks:
         task = SupportTask(support_x, support_y, seed_tensor(), True)
@@ -233,14 +234,14 @@ def test_running_statistics_move_towards_the_support_statistics():
                 expected_means[index, step] += mean / len(tasks)
                 expected_variances[index, step] += variance / len(tasks)
             np.testing.assert_allclose(moments[0][1], hand_variance, rtol=1e-10)
-    for index in range(len(learner.norm_layers)):
+    for index in range(len(learner.per_step.layers)):
         np.testing.assert_allclose(
-            learner.running_means[index].numpy(),
+            learner.per_step.running_means[index].numpy(),
             0.25 * expected_means[index],
             rtol=1e-9,
         )
         np.testing.assert_allclose(
-            learner.running_variances[index].numpy(),
+            learner.per_step.running_variances[index].numpy(),
             0.75 + 0.25 * expected_variances[index],
             rtol=1e-9,
         )
@@ -249,7 +250,7 @@ def test_running_statistics_move_towards_the_support_statistics():
 def collect(learner, weights, x, step, collect_statistics):
     with collect_statistics() as seen:
         learner.step_forward(weights, x, step, True)
-    return [seen[layer.name] for layer in learner.norm_layers]
+    return [seen[layer.name] for layer in learner.per_step.layers]
 
 
 def test_evaluation_normalizes_with_the_running_statistics():
@@ -266,8 +267,8 @@ def test_evaluation_normalizes_with_the_running_statistics():
     support_x, support_y, query_x, _ = classification_task(np.random.default_rng(9))
     moments = collect(running, running.parameters(), support_x, 0, collect_statistics)
     for index, (mean, variance) in enumerate(moments):
-        running.running_means[index].assign(mean[None])
-        running.running_variances[index].assign(variance[None])
+        running.per_step.running_means[index].assign(mean[None])
+        running.per_step.running_variances[index].assign(variance[None])
     params = running.parameters()
     np.testing.assert_allclose(
         running.step_forward(params, support_x, 0, training=False),

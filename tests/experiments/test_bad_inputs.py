@@ -103,7 +103,7 @@ TRAIN = [
     (OMNIGLOT, "--report_inner_steps=-2", "--report_inner_steps must be >= 0 each, got -2"),
     (OMNIGLOT, "--algorithm=maml_plus_plus --inner_steps=200 --nounroll_inner_loop", "--inner_steps=200"),
     (LEO, "--inner_steps=200", "--inner_steps=200 with finetune_steps=5"),
-    (LEO, "--num_latents=0", "--num_latents must be >= 1, got 0"),
+    (LEO, "--num_latents=0", "--num_latents must be an integer >= 1, got 0"),
     (OMNIGLOT, "--algorithm=reptile --inner_batch_size=0", "got 0"),
     (OMNIGLOT, "--algorithm=protonet --distance=bogus", "got 'bogus'"),
     (OMNIGLOT, "--recompute_steps=1", "recompute_steps needs recompute=True: without it no inner step is recomputed"),

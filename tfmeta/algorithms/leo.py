@@ -26,11 +26,13 @@ import tensorflow as tf
 
 from tfmeta.algorithms import leo_inner_loop, leo_losses
 from tfmeta.algorithms.leo_losses import LEOSettings
-from tfmeta.core.algorithm import Algorithm, Config, check_finite
+from tfmeta.core.algorithm import Algorithm, Config, keyword_defaults
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.inner_loop import check_unrolled_steps
-from tfmeta.core.learner import Learner, check_inner_steps
-from tfmeta.models.leo import LEOModel, LEOParameters
+from tfmeta.core.learner import Learner
+from tfmeta.models.leo import LEOModel, LEOParameters, leo_model
+
+SETTINGS = tuple(field.name for field in dataclasses.fields(LEOSettings))
 
 
 class LEO(Learner):
@@ -42,7 +44,7 @@ class LEO(Learner):
       n_way: N, classes per task (labels in [0, N)).
       inner_steps: latent-space steps in meta-training (reference: 5).
       eval_inner_steps: latent steps at evaluation (default ``inner_steps``).
-      task_weighting: must be "uniform".
+      task_weighting, task_execution: must be "uniform" and "loop".
       jit_compile: compile the meta-steps with XLA. Dropout masks and samples
         are then drawn by XLA's generator: as deterministic, not the same numbers.
       seed: with the step and the task index, seeds dropout and sampling.
@@ -64,6 +66,7 @@ class LEO(Learner):
         inner_steps: int = 5,
         eval_inner_steps: int | None = None,
         task_weighting: str = "uniform",
+        task_execution: str = "loop",
         jit_compile: bool = False,
         seed: int = 0,
         **settings,
@@ -72,10 +75,16 @@ class LEO(Learner):
             raise TypeError(
                 f"LEO needs a tfmeta.models.LEOModel, got {type(model).__name__}"
             )
-        if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 2:
-            raise ValueError(f"n_way must be an integer >= 2, got {n_way!r}")
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"LEO got unknown settings {unknown}; see LEOSettings")
+        self.settings = LEO.check_arguments(
+            n_way=n_way,
+            inner_steps=inner_steps,
+            eval_inner_steps=eval_inner_steps,
+            **settings,
+        )
         self.n_way = n_way
-        self.settings = LEOSettings(**settings)
         for field in dataclasses.fields(LEOSettings):
             setattr(self, field.name, getattr(self.settings, field.name))
         super().__init__(
@@ -85,9 +94,26 @@ class LEO(Learner):
             inner_steps=inner_steps,
             eval_inner_steps=eval_inner_steps,
             task_weighting=task_weighting,
+            task_execution=task_execution,
             jit_compile=jit_compile,
             seed=seed,
         )
+
+    @staticmethod
+    def check_arguments(
+        *, n_way: int, inner_steps: int, eval_inner_steps: int | None, **arguments
+    ) -> LEOSettings:
+        """(``tfmeta.core.Learner.check_arguments``.) The settings, checked."""
+        if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 2:
+            raise ValueError(f"n_way must be an integer >= 2, got {n_way!r}")
+        settings = LEOSettings(**{k: v for k, v in arguments.items() if k in SETTINGS})
+        for name, steps in (
+            ("inner_steps", inner_steps),
+            ("eval_inner_steps", eval_inner_steps),
+        ):
+            if steps is not None:
+                check_unrolled(steps, settings.finetune_steps, name)
+        return settings
 
     # --------------------------------------------------------------- pieces
     def _dropout(self, x: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
@@ -241,63 +267,30 @@ class LEO(Learner):
         return {**super().describe(), **describe_leo(self)}
 
 
-# Defaults: google-deepmind/leo config.py; see tfmeta/configs/leo_*.py.
-SETTINGS = tuple(field.name for field in dataclasses.fields(LEOSettings))
-DEFAULTS: dict[str, Any] = {
-    **dataclasses.asdict(LEOSettings()),
-    "inner_lr": 1.0,  # alpha's initial value
-    "finetune_lr": 1e-3,  # eta's initial value
-    "num_latents": 64,
-    "inner_steps": 5,
-    "eval_inner_steps": 5,
-    "task_weighting": "uniform",
-    "task_execution": "loop",
-    "jit_compile": False,
-    "gradient_clip_value": None,
-    "gradient_clip_variable_norm": None,
-}
+def check_config(config: Config) -> None:
+    """The LEO model's keys, and the unrolled loops of the reported steps."""
+    LEOModel.check_arguments(**{key: config[key] for key in MODEL_KEYS})
+    for steps in config.get("report_inner_steps", ()):
+        check_unrolled(int(steps), config["finetune_steps"], "report_inner_steps")
 
 
-def check(config: Config) -> None:
-    LEOSettings(**{key: config[key] for key in SETTINGS})
-    if int(config["n_way"]) < 2:
-        raise ValueError(f"n_way must be >= 2, got {config['n_way']}")
-    for name in ("inner_lr", "finetune_lr"):
-        check_finite(name, config[name], positive=True)
-    if not config["num_latents"] or int(config["num_latents"]) < 1:
-        raise ValueError(f"num_latents must be >= 1, got {config['num_latents']}")
-    check_inner_steps(int(config["inner_steps"]), int(config["eval_inner_steps"]))
-    finetune = int(config["finetune_steps"])
-    counts = [(name, int(config[name])) for name in ("inner_steps", "eval_inner_steps")]
-    counts += [
-        ("report_inner_steps", int(s)) for s in config.get("report_inner_steps", ())
-    ]
-    for name, steps in counts:  # LEO's loops are unrolled in Python
-        check_unrolled_steps(
-            f"{name}={steps} with finetune_steps={finetune}", steps + finetune
-        )
+def check_unrolled(steps: int, finetune_steps: int, name: str) -> None:
+    """LEO's loops are unrolled in Python: ``steps`` latent and
+    ``finetune_steps`` fine-tuning steps, each a copy in the graph."""
+    what = f"{name}={steps} with finetune_steps={finetune_steps}"
+    check_unrolled_steps(what, steps + finetune_steps)
 
 
-def build(config: Config, model, outer_optimizer, problem: str) -> LEO:
-    return LEO(
-        model,
-        outer_optimizer,
-        n_way=int(config["n_way"]),
-        inner_steps=int(config["inner_steps"]),
-        eval_inner_steps=int(config["eval_inner_steps"]),
-        task_weighting=config["task_weighting"],
-        jit_compile=bool(config["jit_compile"]),
-        seed=int(config["seed"]),
-        **{key: config[key] for key in SETTINGS},
-    )
-
-
+# Defaults: google-deepmind/leo config.py (in LEOSettings and the LEO model's
+# factory: alpha's and eta's initial values, the latent size); see
+# tfmeta/configs/leo_*.py.
+MODEL_KEYS = keyword_defaults(leo_model, exclude=("embedding_dim", "seed"))
 ALGORITHM = Algorithm(
     name="leo",
     learner=LEO,
-    defaults=DEFAULTS,
-    check=check,
-    build=build,
+    parameters=(LEO, LEOSettings),
     model="leo",
+    model_keys=MODEL_KEYS,
+    check=check_config,
     summary="LEO, latent embedding optimization (Rusu et al. 2019)",
 )

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmeta.core import fast_weight_config
-from tfmeta.core.algorithm import Algorithm, Config, check_optional_count
+from tfmeta.core.algorithm import Algorithm, check_optional_count
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import FastWeightLearner
 from tfmeta.core.inner_loop import SupportTask, check_unrolled_steps
-from tfmeta.core.second_order import MetaGradient, check_meta_gradient
+from tfmeta.core.second_order import MetaGradient
 
 
 class MAML(FastWeightLearner):
@@ -48,17 +47,45 @@ class MAML(FastWeightLearner):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        check_meta_gradient(
-            first_order,
-            second_order_steps,
-            recompute,
-            recompute_steps,
-            unroll=self.unroll_inner_loop,
+        self.meta_gradient = MAML.check_arguments(
+            first_order=first_order,
+            second_order_steps=second_order_steps,
+            recompute=recompute,
+            recompute_steps=recompute_steps,
+            unroll_inner_loop=self.unroll_inner_loop,
             inner_steps=self.inner_steps,
         )
-        self.meta_gradient = MetaGradient(
+
+    @staticmethod
+    def check_arguments(
+        *,
+        first_order,
+        second_order_steps,
+        recompute,
+        recompute_steps,
+        unroll_inner_loop,
+        inner_steps,
+        **_,
+    ) -> MetaGradient:
+        """(``tfmeta.core.Learner.check_arguments``.) The meta-gradient's
+        form, checked."""
+        check_optional_count("second_order_steps", second_order_steps)
+        meta_gradient = MetaGradient(
             first_order, second_order_steps, recompute, recompute_steps
         )
+        if recompute_steps is not None and not unroll_inner_loop and inner_steps > 1:
+            raise ValueError(
+                "recompute_steps applies to the unrolled inner loop: with "
+                "unroll_inner_loop=False every inner step is recomputed"
+            )
+        if not first_order and unroll_inner_loop:
+            check_unrolled_steps(
+                f"inner_steps={inner_steps}",
+                inner_steps,
+                "; use unroll_inner_loop=False (a tf.while_loop: a flat graph, the "
+                "same meta-gradient) or fewer steps",
+            )
+        return meta_gradient
 
     @property
     def first_order(self) -> bool:
@@ -112,69 +139,21 @@ class FOMAML(MAML):
 
     name = "fomaml"
 
-    def __init__(self, *args, **kwargs):
-        kwargs["first_order"] = True
-        super().__init__(*args, **kwargs)
-
-
-DEFAULTS = {
-    "second_order_steps": None,
-    "recompute": False,
-    "recompute_steps": None,
-}
-
-
-def check(config: Config, first_order: bool = False) -> None:
-    fast_weight_config.check(config)
-    check_optional_count("second_order_steps", config["second_order_steps"])
-    check_meta_gradient(
-        first_order,
-        config["second_order_steps"],
-        bool(config["recompute"]),
-        config["recompute_steps"],
-        unroll=bool(config["unroll_inner_loop"]),
-        inner_steps=int(config["inner_steps"]),
-    )
-    if not first_order and config["unroll_inner_loop"]:
-        steps = int(config["inner_steps"])
-        check_unrolled_steps(
-            f"inner_steps={steps}",
-            steps,
-            "; use unroll_inner_loop=False (a tf.while_loop: a flat graph, the same "
-            "meta-gradient) or fewer steps",
-        )
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> MAML:
-    return MAML(
-        model,
-        outer_optimizer,
-        second_order_steps=config["second_order_steps"],
-        recompute=bool(config["recompute"]),
-        recompute_steps=config["recompute_steps"],
-        **fast_weight_config.learner_arguments(config, problem),
-    )
-
-
-def build_first_order(config: Config, model, outer_optimizer, problem: str) -> FOMAML:
-    return FOMAML(
-        model, outer_optimizer, **fast_weight_config.learner_arguments(config, problem)
-    )
+    def __init__(self, *args, first_order: bool = True, **kwargs):
+        if not first_order:
+            raise ValueError("fomaml is first order: for second order build MAML")
+        super().__init__(*args, first_order=True, **kwargs)
 
 
 MAML_ALGORITHM = Algorithm(
     name="maml",
     learner=MAML,
-    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
-    check=check,
-    build=build,
+    exclude=("first_order",),  # fomaml is the first-order one
     summary="MAML with exact second-order meta-gradients (Finn et al. 2017)",
 )
 FOMAML_ALGORITHM = Algorithm(
     name="fomaml",
     learner=FOMAML,
-    defaults=dict(fast_weight_config.DEFAULTS),
-    check=lambda config: check(config, first_order=True),
-    build=build_first_order,
+    exclude=("first_order", "second_order_steps", "recompute", "recompute_steps"),
     summary="first-order MAML",
 )

@@ -53,39 +53,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmeta.algorithms import maml
-from tfmeta.core import fast_weight_config, functional
-from tfmeta.core.algorithm import Algorithm, Config, check_finite
+from tfmeta.core import functional
+from tfmeta.core.algorithm import Algorithm, check_finite, run_fraction
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import SupportTask, adapted_indices, check_unrolled_steps
-from tfmeta.core.second_order import MetaGradient
-from tfmeta.models.batch_norm import MetaBatchNorm, collect_statistics, fixed_statistics
-
-MIN_NON_FINAL_WEIGHT = 0.03  # times 1/S: the code's min_value_for_non_final_losses
-
-
-def inner_learning_rate(kwargs) -> float:
-    """alpha from the learner's arguments (the initial LSLR value)."""
-    optimizer = inner_optimizer_from(
-        kwargs.get("inner_lr"), kwargs.get("inner_optimizer")
-    )
-    return float(optimizer.learning_rate)
-
-
-def importance_vector(steps: int, progress: tf.Tensor, dtype) -> tf.Tensor:
-    """MSL's per-step weights ``[steps]`` at ``progress`` (fraction of the
-    annealing done); the last step alone from progress 1 on."""
-    progress = tf.cast(progress, dtype)
-    last = tf.one_hot(steps - 1, steps, dtype=dtype)
-    if steps == 1:
-        return last
-    floor = MIN_NON_FINAL_WEIGHT / steps
-    non_final = tf.maximum(1.0 / steps - progress / steps, floor)
-    final = tf.minimum(
-        1.0 / steps + progress * (steps - 1) / steps, 1.0 - (steps - 1) * floor
-    )
-    annealed = tf.concat([tf.fill([steps - 1], non_final), [final]], axis=0)
-    return tf.where(progress < 1.0, annealed, last)
+from tfmeta.core.second_order import MetaGradient, importance_vector
+from tfmeta.models.batch_norm import collect_statistics, fixed_statistics
+from tfmeta.models.per_step_batch_norm import PerStepBatchNorm
 
 
 class MAMLPlusPlus(maml.MAML):
@@ -113,6 +88,61 @@ class MAMLPlusPlus(maml.MAML):
         inner_steps: int = 5,
         **kwargs,
     ):
+        MAMLPlusPlus.check_arguments(
+            multi_step_loss=multi_step_loss,
+            multi_step_loss_steps=multi_step_loss_steps,
+            first_order_steps_of_run=first_order_steps_of_run,
+            running_statistics=running_statistics,
+            statistics_momentum=statistics_momentum,
+            recompute=kwargs.get("recompute", False),
+            inner_steps=inner_steps,
+        )
+        alpha = inner_optimizer_from(
+            kwargs.get("inner_lr"), kwargs.get("inner_optimizer")
+        ).learning_rate
+        self.multi_step_loss = multi_step_loss
+        self.multi_step_loss_steps = multi_step_loss_steps
+        self.learned_step_sizes = learned_step_sizes
+        self.per_step_batch_norm = per_step_batch_norm
+        self.first_order_steps_of_run = first_order_steps_of_run
+        self.running_statistics = running_statistics
+        self.statistics_momentum = statistics_momentum
+        self.per_step = PerStepBatchNorm(
+            model, inner_steps, per_step_batch_norm, running_statistics
+        )
+        # alpha_{l,s}: one per adapted tensor l and step s.
+        alpha = tf.constant(float(alpha), model.trainable_variables[0].dtype)
+        adapted = adapted_indices(model, kwargs.get("adapt_variables", "all"))
+        self.step_sizes = [
+            tf.Variable(tf.fill([self.per_step.steps], alpha), name=f"alpha_{i}")
+            for i in (adapted if learned_step_sizes else ())
+        ]
+        self.rate_offset = len(model.trainable_variables) + len(
+            self.per_step.parameters
+        )
+        super().__init__(
+            model,
+            outer_optimizer,
+            inner_steps=inner_steps,
+            own_variables=self.per_step.parameters + self.step_sizes,
+            state_variables=self.per_step.statistics_variables,
+            **kwargs,
+        )
+        self.first_order_gradient = MetaGradient(True)
+
+    @staticmethod
+    def check_arguments(
+        *,
+        multi_step_loss,
+        multi_step_loss_steps,
+        first_order_steps_of_run,
+        running_statistics,
+        statistics_momentum,
+        recompute,
+        inner_steps,
+        **_,
+    ) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
         if multi_step_loss and multi_step_loss_steps < 1:
             raise ValueError(
                 f"multi_step_loss_steps must be >= 1, got {multi_step_loss_steps}"
@@ -121,107 +151,46 @@ class MAMLPlusPlus(maml.MAML):
             raise ValueError(
                 f"first_order_steps_of_run must be >= 0, got {first_order_steps_of_run}"
             )
+        check_finite("statistics_momentum", statistics_momentum)
         if not 0.0 < statistics_momentum <= 1.0:
             raise ValueError(
                 f"statistics_momentum must be in (0, 1], got {statistics_momentum}"
             )
-        alpha = inner_learning_rate(kwargs)
-        self.multi_step_loss = multi_step_loss
-        self.multi_step_loss_steps = multi_step_loss_steps
-        self.learned_step_sizes = learned_step_sizes
-        self.per_step_batch_norm = per_step_batch_norm
-        self.first_order_steps_of_run = first_order_steps_of_run
-        self.running_statistics = running_statistics
-        self.statistics_momentum = statistics_momentum
-        slots = max(inner_steps, 1)
-        base = len(model.trainable_variables)
-        own = []
-        self.norm_slots = []  # (model index, own index) of each gamma/beta
-        if per_step_batch_norm:
-            index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-            for layer in model.layers:
-                if isinstance(layer, MetaBatchNorm):
-                    for variable in layer.trainable_variables:
-                        per_step = tf.Variable(
-                            tf.tile(variable.value[None], [slots, 1]),
-                            name=f"{layer.name}_{variable.name}_per_step",
-                        )
-                        self.norm_slots.append((index[id(variable)], base + len(own)))
-                        own.append(per_step)
-        self.rate_offset = base + len(own)
-        # alpha_{l,s}: one per adapted tensor l and step s.
-        self.step_sizes = []
-        if learned_step_sizes:
-            dtype = model.trainable_variables[0].dtype
-            adapt = kwargs.get("adapt_variables", "all")
-            self.step_sizes = [
-                tf.Variable(
-                    tf.fill([slots], tf.constant(alpha, dtype)), name=f"alpha_{i}"
-                )
-                for i in adapted_indices(model, adapt)
-            ]
-        # BNRS: per layer, a running mean and variance [S, channels].
-        self.norm_layers = [l for l in model.layers if isinstance(l, MetaBatchNorm)]
-        self.running_means, self.running_variances = [], []
-        if running_statistics:
-            dtype = model.trainable_variables[0].dtype
-            for layer in self.norm_layers:
-                for value, kind, stack in (
-                    (0.0, "mean", self.running_means),
-                    (1.0, "variance", self.running_variances),
-                ):
-                    stack.append(
-                        tf.Variable(
-                            tf.fill([slots, layer.channels], tf.constant(value, dtype)),
-                            trainable=False,
-                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                            name=f"{layer.name}_running_{kind}",
-                        )
-                    )
-        super().__init__(
-            model,
-            outer_optimizer,
-            inner_steps=inner_steps,
-            own_variables=own + self.step_sizes,
-            state_variables=self.running_means + self.running_variances,
-            **kwargs,
-        )
-        self.first_order_gradient = MetaGradient(True)
+        if multi_step_loss and recompute:
+            raise ValueError(
+                "multi_step_loss keeps every step's query loss under one tape: "
+                "turn recompute off or multi_step_loss off"
+            )
+        if multi_step_loss or running_statistics:
+            check_unrolled_steps(
+                f"inner_steps={inner_steps}",
+                inner_steps,
+                " (the multi-step loss and running statistics follow every inner step)",
+            )
 
     # ------------------------------------------------ per-step parameters
-    def _slot(self, step):
-        last = max(self.inner_steps, 1) - 1
-        return min(step, last) if isinstance(step, int) else tf.minimum(step, last)
+    @property
+    def norm_slots(self) -> list[tuple[int, int]]:
+        """(model index, own index) of each per-step gamma and beta."""
+        base = len(self.model.trainable_variables)
+        return [(m, base + i) for i, m in enumerate(self.per_step.model_indices)]
 
     def step_learning_rates(self, params, step):
-        slot = self._slot(step)
+        slot = self.per_step.slot(step)
         count = len(self.inner.adapted)
         rates = params[self.rate_offset : self.rate_offset + count]
         return [tf.gather(rate, slot) for rate in rates]
 
     def parameters_at_step(self, params, step):
-        if not self.norm_slots:
+        if not self.per_step.parameters:
             return params
-        slot = self._slot(step)
-        params = list(params)
-        for model_index, own_index in self.norm_slots:
-            params[model_index] = tf.gather(params[own_index], slot)
-        return params
+        own = params[len(self.model.trainable_variables) : self.rate_offset]
+        return self.per_step.substitute(params, own, step)
 
     # ------------------------------------------------- running statistics
-    def statistics_at(self, step) -> dict:
-        """The running statistics of inner step ``step``, by layer name."""
-        slot = self._slot(step)
-        return {
-            layer.name: (tf.gather(mean, slot), tf.gather(variance, slot))
-            for layer, mean, variance in zip(
-                self.norm_layers, self.running_means, self.running_variances
-            )
-        }
-
     def step_forward(self, params, x, step, training=True):
         if self.running_statistics and not training:
-            with fixed_statistics(self.statistics_at(step)):
+            with fixed_statistics(self.per_step.statistics_at(step)):
                 return super().step_forward(params, x, step, training)
         return super().step_forward(params, x, step, training)
 
@@ -232,7 +201,7 @@ class MAMLPlusPlus(maml.MAML):
             return super().predict(fast_weights, query_x, support_x, steps, training)
         steps = self.eval_inner_steps if steps is None else steps
         slot = self.query_step(steps)
-        with fixed_statistics(self.statistics_at(slot)):
+        with fixed_statistics(self.per_step.statistics_at(slot)):
             return functional.forward(
                 self.model, self.parameters_at_step(fast_weights, slot), query_x
             )
@@ -242,23 +211,22 @@ class MAMLPlusPlus(maml.MAML):
         variances, aligned with ``state_variables``), under the fast weights
         each step starts from; no gradient flows through them."""
         params = [tf.stop_gradient(p) for p in params]
-        slots = max(self.inner_steps, 1)
+        slots = self.per_step.steps
         task = SupportTask(support_x, support_y, task_seed, True)
         after = self.inner.run(params, task, slots - 1, False, trajectory=True)
-        means = [[] for _ in self.norm_layers]
-        variances = [[] for _ in self.norm_layers]
+        means = [[] for _ in self.per_step.layers]
+        variances = [[] for _ in self.per_step.layers]
         for step, weights in enumerate([params, *after]):
             x, _ = self.inner_batch(support_x, support_y, step, task_seed, True)
             with collect_statistics() as seen:
                 self.step_forward(weights, x, step, True)
-            for index, layer in enumerate(self.norm_layers):
+            for index, layer in enumerate(self.per_step.layers):
                 means[index].append(seen[layer.name][0])
                 variances[index].append(seen[layer.name][1])
         return [tf.stack(m) for m in means] + [tf.stack(v) for v in variances]
 
     def update_state(self, statistics):
-        for variable, observed in zip(self.state_variables, statistics):
-            variable.assign(variable + self.statistics_momentum * (observed - variable))
+        self.per_step.update(statistics, self.statistics_momentum)
 
     # ------------------------------------------------------- one task
     def step_weights(self) -> tf.Tensor:
@@ -317,89 +285,15 @@ class MAMLPlusPlus(maml.MAML):
         }
 
 
-DEFAULTS = {
-    **maml.DEFAULTS,
-    "multi_step_loss": True,
-    "multi_step_loss_steps": 0.1,  # of the run (the code: 10 of 100 epochs)
-    "learned_step_sizes": True,
-    "per_step_batch_norm": True,
-    "first_order_steps_of_run": 0.0,  # DA off, as the code's Omniglot configs
-    "running_statistics": False,  # BNRS off: the code normalizes by batch
-    "statistics_momentum": 0.1,
-}
-
-
-def run_steps(name: str, value, num_steps: int) -> int:
-    """A schedule length in meta-steps: an int >= 0 is steps, a float in
-    [0, 1) a fraction of the run (``num_steps``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
-            f"{name} must be a number of steps or a fraction, got {value!r}"
-        )
-    check_finite(name, value)
-    if isinstance(value, float) and 0.0 <= value < 1.0:
-        return round(value * num_steps)
-    if value < 0 or value != int(value):
-        raise ValueError(
-            f"{name} must be an integer >= 0 (steps) or a fraction in [0, 1), got {value!r}"
-        )
-    return int(value)
-
-
-def _schedule(config: Config) -> tuple[int, int]:
-    num_steps = int(config.get("schedule_steps") or config["num_steps"])
-    msl = run_steps("multi_step_loss_steps", config["multi_step_loss_steps"], num_steps)
-    first = run_steps(
-        "first_order_steps_of_run", config["first_order_steps_of_run"], num_steps
-    )
-    return max(msl, 1), first
-
-
-def check(config: Config) -> None:
-    maml.check(config)
-    _schedule(config)
-    momentum = config["statistics_momentum"]
-    check_finite("statistics_momentum", momentum)
-    if not 0.0 < momentum <= 1.0:
-        raise ValueError(f"statistics_momentum must be in (0, 1], got {momentum}")
-    if config["multi_step_loss"] and config["recompute"]:
-        raise ValueError(
-            "multi_step_loss keeps every step's query loss under one tape: "
-            "turn recompute off or multi_step_loss off"
-        )
-    if config["multi_step_loss"] or config["running_statistics"]:
-        steps = int(config["inner_steps"])
-        check_unrolled_steps(
-            f"inner_steps={steps}",
-            steps,
-            " (the multi-step loss and running statistics follow every inner step)",
-        )
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> MAMLPlusPlus:
-    msl_steps, first_order_steps = _schedule(config)
-    return MAMLPlusPlus(
-        model,
-        outer_optimizer,
-        multi_step_loss=bool(config["multi_step_loss"]),
-        multi_step_loss_steps=msl_steps,
-        learned_step_sizes=bool(config["learned_step_sizes"]),
-        per_step_batch_norm=bool(config["per_step_batch_norm"]),
-        first_order_steps_of_run=first_order_steps,
-        running_statistics=bool(config["running_statistics"]),
-        statistics_momentum=float(config["statistics_momentum"]),
-        second_order_steps=config["second_order_steps"],
-        recompute=bool(config["recompute"]),
-        recompute_steps=config["recompute_steps"],
-        **fast_weight_config.learner_arguments(config, problem),
-    )
-
-
 ALGORITHM = Algorithm(
     name="maml_plus_plus",
     learner=MAMLPlusPlus,
-    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
-    check=check,
-    build=build,
+    exclude=("first_order",),
+    conversions={
+        # MSL's annealing: of the run (the code: 10 of 100 epochs).
+        "multi_step_loss_steps": run_fraction("multi_step_loss_steps", 0.1, minimum=1),
+        # DA off, as the code's Omniglot configs.
+        "first_order_steps_of_run": run_fraction("first_order_steps_of_run", 0.0),
+    },
     summary="MAML++: multi-step loss, LSLR, per-step batch norm, DA (Antoniou et al. 2019)",
 )

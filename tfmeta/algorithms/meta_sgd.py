@@ -44,7 +44,6 @@ import tensorflow as tf
 
 from tfmeta import runtime
 from tfmeta.algorithms import maml
-from tfmeta.core import fast_weight_config
 from tfmeta.core.algorithm import Algorithm, Config
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import adapted_indices
@@ -55,17 +54,11 @@ INITS = ("uniform", "constant")
 PAPER_INIT_RANGE = (0.005, 0.1)  # alpha ~ U[0.005, 0.1] (Li et al. 2017)
 
 
-def check_init(meta_sgd_init: str) -> None:
-    if meta_sgd_init not in INITS:
-        raise ValueError(f"meta_sgd_init must be one of {INITS}, got {meta_sgd_init!r}")
-
-
 def initial_alphas(
     shapes: list[tuple[int, ...]], init: str, inner_lr: float, seed: int
 ) -> list[np.ndarray]:
     """alpha's initial values, one array per shape: U[0.005, 0.1] drawn from
     ``seed`` ("uniform"), or ``inner_lr`` everywhere ("constant")."""
-    check_init(init)
     if init == "constant":
         return [np.full(shape, inner_lr) for shape in shapes]
     rng = np.random.default_rng(seed)
@@ -73,13 +66,12 @@ def initial_alphas(
     return [rng.uniform(low, high, size=shape) for shape in shapes]
 
 
-def check_onednn(model: keras.Model, adapt_variables: str) -> None:
+def check_onednn(adapt_variables: str, batch_norm: bool, float32: bool) -> None:
     """Refuses batch norm adapting with per-element alpha in a float32 model
     under oneDNN (the module docstring says why; oneDNN rewrites float32
-    graphs only)."""
-    has_norm = any(isinstance(layer, MetaBatchNorm) for layer in model.layers)
-    float32 = model.trainable_variables[0].dtype == "float32"
-    if adapt_variables == "all" and has_norm and float32 and runtime.onednn_enabled():
+    graphs only). The model's facts come from the model when the learner is
+    built, from the dataset when a config is checked."""
+    if adapt_variables == "all" and batch_norm and float32 and runtime.onednn_enabled():
         raise ValueError(ONEDNN_MESSAGE)
 
 
@@ -109,20 +101,17 @@ class MetaSGD(maml.MAML):
         outer_optimizer: keras.optimizers.Optimizer,
         *,
         meta_sgd_init: str = "uniform",
+        adapt_variables: str = "all_but_norm",
         **kwargs,
     ):
-        check_init(meta_sgd_init)
-        kwargs.setdefault("adapt_variables", "all_but_norm")
-        check_onednn(model, kwargs["adapt_variables"])
         optimizer = inner_optimizer_from(
             kwargs.pop("inner_lr", None), kwargs.pop("inner_optimizer", None)
         )
-        if not isinstance(optimizer, InnerSGD):
-            raise TypeError(
-                f"meta_sgd learns the step sizes of SGD: inner_optimizer must be sgd, "
-                f"got {type(optimizer).__name__}"
-            )
-        adapted = adapted_indices(model, kwargs["adapt_variables"])
+        MetaSGD.check_arguments(meta_sgd_init=meta_sgd_init, inner_optimizer=optimizer)
+        batch_norm = any(isinstance(layer, MetaBatchNorm) for layer in model.layers)
+        float32 = model.trainable_variables[0].dtype == "float32"
+        check_onednn(adapt_variables, batch_norm, float32)
+        adapted = adapted_indices(model, adapt_variables)
         variables = model.trainable_variables
         values = initial_alphas(
             [tuple(variables[i].shape) for i in adapted],
@@ -140,9 +129,23 @@ class MetaSGD(maml.MAML):
             model,
             outer_optimizer,
             inner_optimizer=optimizer,
+            adapt_variables=adapt_variables,
             own_variables=own,
             **kwargs,
         )
+
+    @staticmethod
+    def check_arguments(*, meta_sgd_init, inner_optimizer, **_) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
+        if meta_sgd_init not in INITS:
+            raise ValueError(
+                f"meta_sgd_init must be one of {INITS}, got {meta_sgd_init!r}"
+            )
+        if not isinstance(inner_optimizer, InnerSGD):
+            raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
+                "inner_optimizer must be sgd for meta_sgd (alpha scales SGD steps), "
+                f"got {inner_optimizer.describe()['inner_optimizer']!r}"
+            )
 
     def step_learning_rates(self, params, step) -> list[tf.Tensor]:
         """alpha (the same at every step), one tensor per adapted tensor, from
@@ -161,54 +164,16 @@ class MetaSGD(maml.MAML):
         }
 
 
-# Batch norm keeps its parameters in the inner loop, as the learner's own
-# default (adapting it with per-element alpha trips the oneDNN bug above).
-DEFAULTS = {
-    **maml.DEFAULTS,
-    "first_order": False,
-    "meta_sgd_init": "uniform",
-    "adapt_variables": "all_but_norm",
-}
-
-
-def check(config: Config) -> None:
-    if type(config["first_order"]) is not bool:
-        raise ValueError(
-            f"first_order must be True or False, got {config['first_order']!r}"
-        )
-    maml.check(config, first_order=config["first_order"])
-    check_init(config["meta_sgd_init"])
-    if (
-        config["adapt_variables"] == "all"
-        and config.get("dataset") in ("omniglot", "folder")
-        and runtime.onednn_enabled()
-    ):
-        raise ValueError(ONEDNN_MESSAGE)
-    if config["inner_optimizer"] != "sgd":
-        raise ValueError(
-            f"inner_optimizer must be sgd for meta_sgd (alpha scales SGD steps), got "
-            f"{config['inner_optimizer']!r}"
-        )
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> MetaSGD:
-    return MetaSGD(
-        model,
-        outer_optimizer,
-        meta_sgd_init=config["meta_sgd_init"],
-        first_order=config["first_order"],
-        second_order_steps=config["second_order_steps"],
-        recompute=bool(config["recompute"]),
-        recompute_steps=config["recompute_steps"],
-        **fast_weight_config.learner_arguments(config, problem),
-    )
+def check_config(config: Config) -> None:
+    """The oneDNN rule before any model exists: the image datasets' conv4
+    has batch norm and is float32."""
+    batch_norm = config.get("dataset") in ("omniglot", "folder")
+    check_onednn(config["adapt_variables"], batch_norm, float32=True)
 
 
 ALGORITHM = Algorithm(
     name="meta_sgd",
     learner=MetaSGD,
-    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
-    check=check,
-    build=build,
+    check=check_config,
     summary="Meta-SGD: learned per-parameter inner learning rates (Li et al. 2017)",
 )

@@ -20,12 +20,10 @@ the model's initialization.
 
 from __future__ import annotations
 
-from typing import Any
-
 import tensorflow as tf
 
 from tfmeta.algorithms import protonet
-from tfmeta.core.algorithm import Algorithm, Config
+from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
 
 
@@ -34,7 +32,9 @@ class NearestCentroid(protonet.PrototypicalNetwork):
     (``distance`` defaults to "cosine")."""
 
     name = "nearest_centroid"
-    default_distance = "cosine"
+
+    def __init__(self, model, outer_optimizer, *, distance: str = "cosine", **kwargs):
+        super().__init__(model, outer_optimizer, distance=distance, **kwargs)
 
     def task_result(self, support_x, support_y, query_x, query_y, task_seed):
         """The query loss and accuracy of a ``train_n_way``-way task; a zero
@@ -50,20 +50,8 @@ class NearestCentroid(protonet.PrototypicalNetwork):
         )
 
 
-DEFAULTS: dict[str, Any] = {**protonet.DEFAULTS, "distance": "cosine"}
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> NearestCentroid:
-    return protonet.build_learner(
-        NearestCentroid, config, model, outer_optimizer, problem
-    )
-
-
 ALGORITHM = Algorithm(
     name="nearest_centroid",
     learner=NearestCentroid,
-    defaults=DEFAULTS,
-    check=protonet.check,
-    build=build,
     summary="nearest-centroid rule on a fixed (pretrained) embedding, no meta-training",
 )

@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from tfmeta.algorithms import maml
 from tfmeta.algorithms.protonet import class_prototypes, embedding_network
-from tfmeta.core import fast_weight_config, functional
-from tfmeta.core.algorithm import Algorithm, Config
+from tfmeta.core import functional
+from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.inner_loop import FastWeights
 
 
@@ -69,16 +69,21 @@ class ProtoMAML(maml.MAML):
     name = "proto_maml"
 
     def __init__(self, *args, **kwargs):
-        if kwargs.get("problem", "classification") != "classification":
-            raise ValueError(
-                f"proto_maml classifies (its head starts at class prototypes), got "
-                f"problem={kwargs['problem']!r}"
-            )
+        ProtoMAML.check_arguments(problem=kwargs.get("problem", "classification"))
         super().__init__(*args, **kwargs)
         self.kernel_index, self.bias_index = head_indices(self.model)
         self.n_way = int(self.model.output_shape[-1])
         # f_theta, the network below the head, and its variables' positions.
         self.embedding, self._embedding_positions = embedding_network(self.model)
+
+    @staticmethod
+    def check_arguments(*, problem: str, **_) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
+        if problem != "classification":
+            raise ValueError(
+                f"proto_maml classifies (its head starts at class prototypes), got "
+                f"problem={problem!r}"
+            )
 
     def embed(self, params: FastWeights, x: tf.Tensor) -> tf.Tensor:
         """f_theta(x) ``[batch, d]`` for ``x [batch, ...]`` under ``params``,
@@ -118,34 +123,8 @@ class ProtoMAML(maml.MAML):
         }
 
 
-DEFAULTS = {**maml.DEFAULTS, "first_order": False}
-
-
-def check(config: Config) -> None:
-    if type(config["first_order"]) is not bool:
-        raise ValueError(
-            f"first_order must be True or False, got {config['first_order']!r}"
-        )
-    maml.check(config, first_order=config["first_order"])
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> ProtoMAML:
-    return ProtoMAML(
-        model,
-        outer_optimizer,
-        first_order=config["first_order"],
-        second_order_steps=config["second_order_steps"],
-        recompute=bool(config["recompute"]),
-        recompute_steps=config["recompute_steps"],
-        **fast_weight_config.learner_arguments(config, problem),
-    )
-
-
 ALGORITHM = Algorithm(
     name="proto_maml",
     learner=ProtoMAML,
-    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
-    check=check,
-    build=build,
     summary="Proto-MAML: MAML from a prototype head (Triantafillou et al. 2020)",
 )

@@ -42,23 +42,11 @@ import keras
 import tensorflow as tf
 
 from tfmeta.core import functional
-from tfmeta.core.algorithm import (
-    Algorithm,
-    Config,
-    check_finite,
-    check_optional_count,
-)
+from tfmeta.core.algorithm import Algorithm, check_finite, check_optional_count
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.learner import Learner
 
 DISTANCES = ("euclidean", "cosine")
-
-
-def check_distance(distance: str, temperature: float) -> None:
-    """Raises ValueError naming a bad ``distance`` or ``temperature``."""
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    check_finite("temperature", temperature, positive=True)
 
 
 def class_prototypes(embeddings: tf.Tensor, labels: tf.Tensor, n_way: int) -> tf.Tensor:
@@ -122,14 +110,13 @@ class PrototypicalNetwork(Learner):
 
     name = "protonet"
     task_weightings = ("uniform",)
-    default_distance = "euclidean"
 
     def __init__(
         self,
         model: keras.Model,
         outer_optimizer: keras.optimizers.Optimizer,
         *,
-        distance: str | None = None,
+        distance: str = "euclidean",
         temperature: float = 10.0,
         train_n_way: int | None = None,
         transductive: bool = False,
@@ -138,9 +125,9 @@ class PrototypicalNetwork(Learner):
         jit_compile: bool = False,
         seed: int = 0,
     ):
-        distance = self.default_distance if distance is None else distance
-        check_distance(distance, temperature)
-        check_optional_count("train_n_way", train_n_way, minimum=2)
+        PrototypicalNetwork.check_arguments(
+            distance=distance, temperature=temperature, train_n_way=train_n_way
+        )
         super().__init__(
             model,
             outer_optimizer,
@@ -158,6 +145,14 @@ class PrototypicalNetwork(Learner):
         self.n_way = int(model.output_shape[-1])
         self.train_n_way = self.n_way if train_n_way is None else train_n_way
         self.transductive = transductive
+
+    @staticmethod
+    def check_arguments(*, distance, temperature, train_n_way, **_) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        check_finite("temperature", temperature, positive=True)
+        check_optional_count("train_n_way", train_n_way, minimum=2)
 
     # --------------------------------------------------------------- pieces
     def embed(
@@ -248,49 +243,8 @@ class PrototypicalNetwork(Learner):
         return values
 
 
-DEFAULTS: dict[str, Any] = {
-    "distance": "euclidean",
-    "temperature": 10.0,  # cosine only
-    "train_n_way": None,  # None: n_way
-    "transductive": False,
-    "task_weighting": "uniform",
-    "task_execution": "loop",
-    "jit_compile": False,
-}
-
-
-def check(config: Config) -> None:
-    check_distance(config["distance"], config["temperature"])
-    check_optional_count("train_n_way", config["train_n_way"], minimum=2)
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> PrototypicalNetwork:
-    return build_learner(PrototypicalNetwork, config, model, outer_optimizer, problem)
-
-
-def build_learner(cls, config: Config, model, outer_optimizer, problem: str):
-    """``cls`` (a ``PrototypicalNetwork``) from a resolved config."""
-    if problem != "classification":
-        raise ValueError(f"{cls.name} classifies: it has no {problem} form")
-    return cls(
-        model,
-        outer_optimizer,
-        distance=config["distance"],
-        temperature=float(config["temperature"]),
-        train_n_way=config["train_n_way"],
-        transductive=bool(config["transductive"]),
-        task_weighting=config["task_weighting"],
-        task_execution=config["task_execution"],
-        jit_compile=bool(config["jit_compile"]),
-        seed=int(config["seed"]),
-    )
-
-
 ALGORITHM = Algorithm(
     name="protonet",
     learner=PrototypicalNetwork,
-    defaults=DEFAULTS,
-    check=check,
-    build=build,
     summary="Prototypical Networks (Snell et al. 2017)",
 )

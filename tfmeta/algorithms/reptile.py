@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmeta.core import fast_weight_config
-from tfmeta.core.algorithm import Algorithm, Config, check_optional_count
+from tfmeta.core.algorithm import Algorithm, check_optional_count
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import FastWeightLearner
 
@@ -37,10 +36,19 @@ class Reptile(FastWeightLearner):
         eval_inner_batch_size: int | None = None,
         **kwargs,
     ):
-        check_batch_sizes(inner_batch_size, eval_inner_batch_size)
+        Reptile.check_arguments(
+            inner_batch_size=inner_batch_size,
+            eval_inner_batch_size=eval_inner_batch_size,
+        )
         super().__init__(*args, **kwargs)
         self.inner_batch_size = inner_batch_size
         self.eval_inner_batch_size = eval_inner_batch_size
+
+    @staticmethod
+    def check_arguments(*, inner_batch_size, eval_inner_batch_size, **_) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
+        check_optional_count("inner_batch_size", inner_batch_size, minimum=1)
+        check_optional_count("eval_inner_batch_size", eval_inner_batch_size, minimum=1)
 
     def adaptation_seed(self, support_x):
         """Each evaluated or served task its own mini-batch order, seeded by
@@ -95,34 +103,6 @@ class Reptile(FastWeightLearner):
         }
 
 
-def check_batch_sizes(inner_batch_size, eval_inner_batch_size) -> None:
-    check_optional_count("inner_batch_size", inner_batch_size, minimum=1)
-    check_optional_count("eval_inner_batch_size", eval_inner_batch_size, minimum=1)
-
-
-DEFAULTS = {"inner_batch_size": None, "eval_inner_batch_size": None}
-
-
-def check(config: Config) -> None:
-    fast_weight_config.check(config)
-    check_batch_sizes(config["inner_batch_size"], config["eval_inner_batch_size"])
-
-
-def build(config: Config, model, outer_optimizer, problem: str) -> Reptile:
-    return Reptile(
-        model,
-        outer_optimizer,
-        inner_batch_size=config["inner_batch_size"],
-        eval_inner_batch_size=config["eval_inner_batch_size"],
-        **fast_weight_config.learner_arguments(config, problem),
-    )
-
-
 ALGORITHM = Algorithm(
-    name="reptile",
-    learner=Reptile,
-    defaults={**fast_weight_config.DEFAULTS, **DEFAULTS},
-    check=check,
-    build=build,
-    summary="Reptile (Nichol et al. 2018)",
+    name="reptile", learner=Reptile, summary="Reptile (Nichol et al. 2018)"
 )

@@ -9,7 +9,7 @@ from typing import Any
 
 from tfmeta.algorithms import ALGORITHMS, get_algorithm
 from tfmeta.configs import BASE, keys
-from tfmeta.configs.build import model_name
+from tfmeta.configs.build import model_name, problem_of
 from tfmeta.core.executor import check_looped_tasks
 from tfmeta.core.inner_loop import check_inner_step_bound
 from tfmeta.core.outer_optimizers import check_outer_optimizer
@@ -91,7 +91,7 @@ def check_config(config: dict[str, Any], *, stored: bool = False) -> None:
         config["outer_lr_decay_steps"],
         config["outer_lr_decay_rate"],
     )
-    algorithm.check_config(config)
+    algorithm.check_config(config, problem_of(config))
     _check_embeddings_and_leo(config)
     _check_model(config)
     _check_omniglot_split(config)

@@ -23,8 +23,14 @@ import keras
 import tensorflow as tf
 
 from tfmeta.core import functional
-from tfmeta.core.inner_loop import FastWeights, InnerLoop, InnerLoss, SupportTask
-from tfmeta.core.inner_optimizers import InnerAdam, InnerSGD
+from tfmeta.core.inner_loop import (
+    FastWeights,
+    InnerLoop,
+    InnerLoss,
+    SupportTask,
+    check_adapt_variables,
+)
+from tfmeta.core.inner_optimizers import InnerAdam, InnerSGD, make_inner_optimizer
 from tfmeta.core.learner import Learner
 
 
@@ -36,7 +42,7 @@ def inner_optimizer_from(
     if inner_optimizer is None:
         if inner_lr is None:
             raise ValueError("give inner_lr (alpha) or an inner_optimizer")
-        return InnerSGD(inner_lr)
+        return make_inner_optimizer("sgd", inner_lr)
     if inner_lr is not None and inner_lr != inner_optimizer.learning_rate:
         raise ValueError(
             f"inner_lr={inner_lr} differs from the inner optimizer's learning rate "
@@ -85,6 +91,7 @@ class FastWeightLearner(Learner):
         **kwargs,
     ):
         optimizer = inner_optimizer_from(inner_lr, inner_optimizer)
+        FastWeightLearner.check_arguments(adapt_variables=adapt_variables)
         super().__init__(model, outer_optimizer, **kwargs)
         self.inner = InnerLoop(
             model,
@@ -101,6 +108,11 @@ class FastWeightLearner(Learner):
             inner_loss=inner_loss,
         )
         self.transductive = transductive
+
+    @staticmethod
+    def check_arguments(*, adapt_variables: str, **_) -> None:
+        """(``Learner.check_arguments``.)"""
+        check_adapt_variables(adapt_variables)
 
     # ------------------------------------------------------------ settings
     @property

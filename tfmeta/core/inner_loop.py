@@ -159,7 +159,6 @@ class InnerLoop:
         num_parameters: int | None = None,
         inner_loss: InnerLoss | None = None,
     ):
-        check_adapt_variables(adapt_variables)
         if inner_loss is not None and not callable(inner_loss):
             raise ValueError(
                 "inner_loss must be a callable (outputs, labels, fast_weights, "

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 Tensors = list[tf.Tensor]
+INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +115,21 @@ def make_inner_optimizer(
       **kwargs: ``InnerAdam``'s other settings (``beta1``, ...).
 
     Raises:
-      ValueError: for any other name.
+      ValueError: naming the config key (``inner_optimizer``, ``inner_lr``,
+        ``inner_beta1``) of another name, an alpha that is not a finite
+        number > 0, or a beta1 outside [0, 1).
     """
+    from tfmeta.core.algorithm import check_finite
+
+    if name not in INNER_OPTIMIZERS:
+        raise ValueError(
+            f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {name!r}"
+        )
+    check_finite("inner_lr", learning_rate, positive=True)
     if name == "sgd":
         return InnerSGD(learning_rate)
-    if name == "adam":
-        return InnerAdam(learning_rate, **kwargs)
-    raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {name!r}")
+    beta1 = kwargs.get("beta1", 0.0)
+    check_finite("inner_beta1", beta1)
+    if not 0.0 <= beta1 < 1.0:
+        raise ValueError(f"inner_beta1 must be in [0, 1), got {beta1}")
+    return InnerAdam(learning_rate, **kwargs)

@@ -30,6 +30,7 @@ from tfmeta.core.executor import (
     TaskResult,
     check_task_execution,
 )
+from tfmeta.core.inner_loop import check_inner_step_bound
 from tfmeta.core.problem import Problem
 
 
@@ -89,7 +90,9 @@ class Learner:
             raise ValueError(
                 "model must be built and have trainable variables (call it once or give an Input)"
             )
-        check_inner_steps(inner_steps, eval_inner_steps)
+        Learner.check_arguments(
+            inner_steps=inner_steps, eval_inner_steps=eval_inner_steps
+        )
         self.check_capabilities(task_weighting, task_execution)
         self.model = model
         self.outer_optimizer = outer_optimizer
@@ -111,6 +114,17 @@ class Learner:
             jit_compile=jit_compile,
             seed=seed,
         )
+
+    @staticmethod
+    def check_arguments(*, inner_steps: int, eval_inner_steps: int | None, **_) -> None:
+        """Raises ValueError naming a bad argument of this class's own. Each
+        learner class checks the arguments it adds in a ``check_arguments``
+        of its own, run by its constructor and, for a config, by
+        ``Algorithm.check_config`` (``**_``: the other classes' arguments)."""
+        check_inner_steps(inner_steps, eval_inner_steps)
+        check_inner_step_bound("inner_steps", inner_steps)
+        if eval_inner_steps is not None:
+            check_inner_step_bound("eval_inner_steps", eval_inner_steps)
 
     @classmethod
     def check_capabilities(

@@ -152,15 +152,35 @@ class MetaGradient:
         return meta_gradient, losses[-1], outputs, trajectory[-1]
 
 
+# MAML++'s multi-step loss: times 1/S, the code's min_value_for_non_final_losses.
+MIN_NON_FINAL_WEIGHT = 0.03
+
+
+def importance_vector(steps: int, progress: tf.Tensor, dtype) -> tf.Tensor:
+    """MAML++'s multi-step loss weights v ``[steps]`` (``MetaGradient.multi_step``)
+    at ``progress`` (fraction of the annealing done); the last step alone
+    from progress 1 on (the formula: ``tfmeta.algorithms.maml_plus_plus``)."""
+    progress = tf.cast(progress, dtype)
+    last = tf.one_hot(steps - 1, steps, dtype=dtype)
+    if steps == 1:
+        return last
+    floor = MIN_NON_FINAL_WEIGHT / steps
+    non_final = tf.maximum(1.0 / steps - progress / steps, floor)
+    final = tf.minimum(
+        1.0 / steps + progress * (steps - 1) / steps, 1.0 - (steps - 1) * floor
+    )
+    annealed = tf.concat([tf.fill([steps - 1], non_final), [final]], axis=0)
+    return tf.where(progress < 1.0, annealed, last)
+
+
 def check_meta_gradient(
     first_order: bool,
     second_order_steps: int | None,
     recompute: bool,
     recompute_steps: int | None,
-    unroll: bool = True,
-    inner_steps: int = 1,
 ) -> None:
-    """Raises ValueError for a combination that cannot work."""
+    """Raises ValueError for a combination that cannot work (a learner adds
+    the rules of its inner loop's form, e.g. ``MAML.check_arguments``)."""
     if second_order_steps is not None and second_order_steps < 0:
         raise ValueError(
             f"second_order_steps must be >= 0 or None, got {second_order_steps}"
@@ -177,11 +197,6 @@ def check_meta_gradient(
     if not recompute:
         raise ValueError(
             "recompute_steps needs recompute=True: without it no inner step is recomputed"
-        )
-    if not unroll and inner_steps > 1:
-        raise ValueError(
-            "recompute_steps applies to the unrolled inner loop: with "
-            "unroll_inner_loop=False every inner step is recomputed"
         )
 
 

@@ -87,14 +87,14 @@ class LEOModel(keras.Model):
         name: str = "leo",
         **kwargs,
     ):
+        LEOModel.check_arguments(
+            embedding_dim=embedding_dim,
+            num_latents=num_latents,
+            inner_lr=inner_lr,
+            finetune_lr=finetune_lr,
+            relation_layers=relation_layers,
+        )
         super().__init__(name=name, **kwargs)
-        for label, value in (
-            ("embedding_dim", embedding_dim),
-            ("num_latents", num_latents),
-            ("relation_layers", relation_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
         self.embedding_dim = embedding_dim
         self.num_latents = num_latents
         self.inner_lr_init = float(inner_lr)
@@ -148,6 +148,23 @@ class LEOModel(keras.Model):
             inner_lr=positions[id(self.inner_lr)],
             finetune_lr=positions[id(self.finetune_lr)],
         )
+
+    @staticmethod
+    def check_arguments(
+        *, num_latents, inner_lr, finetune_lr, embedding_dim=1, relation_layers=3, **_
+    ) -> None:
+        """Raises ValueError naming a bad argument (also a config's check)."""
+        from tfmeta.core.algorithm import check_finite
+
+        for label, value in (
+            ("embedding_dim", embedding_dim),
+            ("num_latents", num_latents),
+            ("relation_layers", relation_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        check_finite("inner_lr", inner_lr, positive=True)
+        check_finite("finetune_lr", finetune_lr, positive=True)
 
     def call(self, *args, **kwargs):
         raise NotImplementedError(
