@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -246,7 +247,7 @@ def run_fraction(name: str, default: float, minimum: int = 0) -> Conversion:
 
 def check_finite(name: str, value: float, positive: bool = False) -> None:
     """Raises ValueError unless ``value`` is a finite number (and > 0)."""
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not numeric or not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(
             f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}"
