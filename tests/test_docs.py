@@ -13,9 +13,10 @@ import pathlib
 import re
 import subprocess
 import sys
-from xml.etree import ElementTree
 
 import pytest
+
+from tests.binaries import help_flags, help_xml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -217,8 +218,9 @@ def _binary_file(module: str) -> pathlib.Path:
 def _binary_flags(module: str) -> tuple[set[str], set[str]] | str:
     """(flags, boolean flags) of a binary, or why there are none.
 
-    absl binaries list theirs with ``--helpxml``; a script that reads
-    ``sys.argv`` itself compares its options as string literals.
+    absl binaries list theirs with ``--helpxml`` (``tests.binaries``); a
+    script that reads ``sys.argv`` itself compares its options as string
+    literals.
     """
     path = _binary_file(module)
     if not path.is_file():
@@ -226,18 +228,11 @@ def _binary_flags(module: str) -> tuple[set[str], set[str]] | str:
     source = path.read_text()
     if "absl" not in source:
         return set(re.findall(r"[\"']--(\w+)", source)), set()
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--helpxml"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    start = result.stdout.find("<?xml")
-    if start < 0:
-        return f"{module} --helpxml printed no flags:\n{result.stderr[-2000:]}"
-    root = ElementTree.fromstring(result.stdout[start:])
+    root = help_flags(module)
+    if root is None:
+        return (
+            f"{module} --helpxml printed no flags:\n{help_xml(module).stderr[-2000:]}"
+        )
     flags, booleans = set(), set()
     for flag in root.iter("flag"):
         names = {flag.findtext("name"), flag.findtext("short_name")} - {None}
