@@ -12,6 +12,10 @@ import pytest
 
 from tests.helpers import REPO, fresh_python
 
+# One worker computes the wheel (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("package")
+
 # experiments/<name>.py and the console script it installs as.
 BINARIES = {
     "train": "tfmeta-train",

@@ -28,6 +28,10 @@ from tfmeta.configs.build import build_model
 from tfmeta.data.tasks import task_sets
 from tfmeta.export import METADATA_FILE
 
+# One worker computes the trained export (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("protonet_export")
+
 
 def protonet_config(data_dir: pathlib.Path, **changes) -> dict:
     """3-way 1-shot tests, 4-way training tasks with 2 queries per class,

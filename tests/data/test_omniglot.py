@@ -20,6 +20,10 @@ from tfmeta.data import (
 )
 from tfmeta.data import omniglot_tfds as omniglot_module
 
+# One worker computes the real minimal sets' characters (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("omniglot")
+
 MINIMAL_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 
 

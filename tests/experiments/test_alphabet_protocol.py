@@ -18,6 +18,10 @@ from tfmeta.configs import get_config
 from tfmeta.data import load_omniglot_folder
 from tfmeta.data.tasks import task_sets, tasks_within_alphabet
 
+# One worker computes the Omniglot-like archive (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("alphabet_protocol")
+
 DRAWERS, IMAGE_SIZE = 3, 8
 
 

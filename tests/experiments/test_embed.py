@@ -13,6 +13,10 @@ from tfmeta.data.embeddings import class_of_key
 from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, evaluate
 
+# One worker computes the written embeddings (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("embed")
+
 
 def test_rotated_classes_are_the_rotated_images():
     images = np.random.default_rng(0).random((2, 3, 3, 1)).astype(np.float32)

@@ -20,6 +20,10 @@ from tfmeta.models import conv4
 from tfmeta.training import Workdir
 from tfmeta.training import backbone as saved_backbone
 
+# One worker computes the backbone (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("pretrained")
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:

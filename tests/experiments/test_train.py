@@ -19,6 +19,10 @@ from tfmeta.configs.build import build_learner, build_model
 from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, evaluate
 
+# One worker computes the finished run (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("train_binary")
+
 
 def fake_omniglot(root, alphabets=2, characters=3, drawers=20):
     """A tiny archive in the original layout: images_background_small1.zip."""

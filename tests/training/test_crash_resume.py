@@ -20,6 +20,10 @@ from tests.training.runs import (
 )
 from tfmeta.training import Workdir
 
+# One worker computes the uninterrupted run (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("crash_resume")
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):

@@ -17,6 +17,10 @@ from tests.training.runs import (
 )
 from tfmeta.training import CheckpointError, Workdir, restore_checkpoint
 
+# One worker computes the finished run (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("damaged_checkpoints")
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):

@@ -17,6 +17,10 @@ from tests.training.runs import (
 )
 from tfmeta.training import Workdir, evaluate, write_json
 
+# One worker computes the new run (a module fixture) once: the module's
+# tests share an xdist group.
+pytestmark = pytest.mark.xdist_group("older_checkpoints")
+
 
 def write_older_run(workdir, steps, validate_last=True):
     """A run as the previous trainer wrote it: best_value (saved before the
