@@ -1,7 +1,8 @@
 """The README's commands, read from README.md itself and run in its order
 (main job, export, an episode, a served request, the library quickstart),
-then the scripts of docs/examples.md, with only the step counts made small,
-so neither can drift from the code.
+then the scripts of docs/examples.md, with only the step counts and the
+main job's meta-evaluation tasks made few, so neither can drift from the
+code.
 
 A ```bash block whose first line is ``# needs <what>`` needs what no test
 machine has (TF Serving's model server, several hosts, a GPU) and is
@@ -30,6 +31,10 @@ NEEDS = "# needs "
 INSTALL = re.compile(r"^pip install -e (\.|'\.\[[\w,]+\]')( && |$)")
 SHRINK = (
     (re.compile(r"\bnum_steps=\d+"), "num_steps=2"),  # a flag or a keyword
+    # The main job meta-validates on 200 tasks and meta-tests on 600 (its
+    # config): 4 of each run the same code.
+    (re.compile(r"(-m experiments\.train)\b"), r"\1 --val_tasks=4 --test_tasks=4"),
+    (re.compile(r"--test_tasks=[1-9]\d*"), "--test_tasks=4"),
     (re.compile(r"--eval_every=\d+"), "--eval_every=1"),
     (re.compile(r"--checkpoint_every=\d+"), "--checkpoint_every=1"),
     (re.compile(r"\.take\(\d+\)"), ".take(2)"),
