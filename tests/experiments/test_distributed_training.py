@@ -10,9 +10,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO
+
+# One worker trains the one-device run that both strategies are compared with.
+pytestmark = pytest.mark.xdist_group("distributed_training")
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 ARGS = [
@@ -84,20 +88,25 @@ def free_ports(count):
     return ports
 
 
-def test_mirrored_over_two_cpus_trains_as_one_device(tmp_path):
-    one = train(tmp_path / "one")
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """The run's step-4 checkpoint on one device (ARGS, no strategy)."""
+    workdir = tmp_path_factory.mktemp("one")
+    finish(train(workdir))
+    return workdir / "checkpoints" / "ckpt-4"
+
+
+def test_mirrored_over_two_cpus_trains_as_one_device(tmp_path, one_device):
     mirrored = train(tmp_path / "mirrored", "--strategy=mirrored", "--cpu_replicas=2")
-    finish(one)
     out = finish(mirrored)
     assert "mirrored strategy: 2 replicas, 2 tasks each per meta-step" in out
-    assert_same_parameters(
-        tmp_path / "one" / "checkpoints" / "ckpt-4",
-        tmp_path / "mirrored" / "checkpoints" / "ckpt-4",
-    )
+    assert_same_parameters(one_device, tmp_path / "mirrored" / "checkpoints" / "ckpt-4")
     assert (tmp_path / "mirrored" / "results.json").exists()
 
 
-def test_multi_worker_on_localhost_trains_as_one_device_and_resumes_on_one(tmp_path):
+def test_multi_worker_on_localhost_trains_as_one_device_and_resumes_on_one(
+    tmp_path, one_device
+):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []
@@ -105,14 +114,10 @@ def test_multi_worker_on_localhost_trains_as_one_device_and_resumes_on_one(tmp_p
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         env = {**ENV, "TF_CONFIG": json.dumps(config)}
         workers.append(train(tmp_path / "multi", "--strategy=multi_worker", env=env))
-    one = train(tmp_path / "one")
     outputs = [finish(worker) for worker in workers]
-    finish(one)
     assert "multi_worker strategy: 2 replicas" in outputs[0]
     chief = tmp_path / "multi"
-    assert_same_parameters(
-        tmp_path / "one" / "checkpoints" / "ckpt-4", chief / "checkpoints" / "ckpt-4"
-    )
+    assert_same_parameters(one_device, chief / "checkpoints" / "ckpt-4")
     assert (chief / "results.json").exists()
     assert (chief / "workers" / "worker_1" / "checkpoints" / "ckpt-4.index").exists()
     # The chief's checkpoints resume on one device.
