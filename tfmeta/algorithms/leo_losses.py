@@ -41,7 +41,7 @@ import math
 
 import tensorflow as tf
 
-from tfmeta.core.algorithm import check_finite
+from tfmeta.checks import check_finite
 
 KL_ESTIMATORS = ("sample", "analytic")
 

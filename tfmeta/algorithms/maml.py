@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmeta.core.algorithm import Algorithm, check_optional_count
+from tfmeta.checks import check_optional_count
+from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import FastWeightLearner
 from tfmeta.core.inner_loop import SupportTask, check_unrolled_steps

@@ -53,8 +53,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmeta.algorithms import maml
+from tfmeta.checks import check_finite
 from tfmeta.core import functional
-from tfmeta.core.algorithm import Algorithm, check_finite, run_fraction
+from tfmeta.core.algorithm import Algorithm, run_fraction
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.fast_weight_learner import inner_optimizer_from
 from tfmeta.core.inner_loop import SupportTask, adapted_indices, check_unrolled_steps

@@ -41,8 +41,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfmeta.checks import check_finite, check_optional_count
 from tfmeta.core import functional
-from tfmeta.core.algorithm import Algorithm, check_finite, check_optional_count
+from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.learner import Learner
 

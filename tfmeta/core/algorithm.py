@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 
+from tfmeta.checks import check_finite
 from tfmeta.core.learner import Learner
 
 Config = Mapping[str, Any]
@@ -243,22 +242,3 @@ def run_fraction(name: str, default: float, minimum: int = 0) -> Conversion:
         return max(run_steps(name, config[name], num_steps), minimum)
 
     return Conversion({name: default}, steps)
-
-
-def check_finite(name: str, value: float, positive: bool = False) -> None:
-    """Raises ValueError unless ``value`` is a finite number (and > 0)."""
-    numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not numeric or not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(
-            f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}"
-        )
-
-
-def check_optional_count(name: str, value: int | None, minimum: int = 0) -> None:
-    """Raises ValueError unless ``value`` is None or an integer >= ``minimum``."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"{name} must be an integer >= {minimum} or None, got {value!r}"
-        )

@@ -119,7 +119,7 @@ def make_inner_optimizer(
         ``inner_beta1``) of another name, an alpha that is not a finite
         number > 0, or a beta1 outside [0, 1).
     """
-    from tfmeta.core.algorithm import check_finite
+    from tfmeta.checks import check_finite
 
     if name not in INNER_OPTIMIZERS:
         raise ValueError(

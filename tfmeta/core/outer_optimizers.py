@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from tfmeta.core.algorithm import check_finite
+from tfmeta.checks import check_finite
 
 OUTER_OPTIMIZERS = ("adam", "sgd", "annealed_sgd", "cosine_adam", "step_adam")
 ANNEALED = ("annealed_sgd", "cosine_adam")  # rates that reach final_outer_lr

@@ -154,7 +154,7 @@ class LEOModel(keras.Model):
         *, num_latents, inner_lr, finetune_lr, embedding_dim=1, relation_layers=3, **_
     ) -> None:
         """Raises ValueError naming a bad argument (also a config's check)."""
-        from tfmeta.core.algorithm import check_finite
+        from tfmeta.checks import check_finite
 
         for label, value in (
             ("embedding_dim", embedding_dim),
