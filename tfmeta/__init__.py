@@ -27,6 +27,7 @@ _EXPORTS = {
     "FastWeightLearner": "tfmeta.core",
     "Learner": "tfmeta.core",
     "Reptile": "tfmeta.algorithms",
+    "UnicornMAML": "tfmeta.algorithms",
     "get_algorithm": "tfmeta.algorithms",
     "get_config": "tfmeta.configs",
     "build_learner": "tfmeta.configs",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         ProtoMAML,
         PrototypicalNetwork,
         Reptile,
+        UnicornMAML,
         get_algorithm,
     )
     from tfmeta.configs import build_learner, get_config
@@ -134,6 +136,7 @@ __all__ = [
     "Reptile",
     "TaskSets",
     "Trainer",
+    "UnicornMAML",
     "build_learner",
     "conv4",
     "episode_dataset",

@@ -17,6 +17,7 @@ from tfmeta.algorithms import (
     ProtoMAML,
     PrototypicalNetwork,
     Reptile,
+    UnicornMAML,
 )
 from tfmeta.core import FastWeightLearner
 
@@ -193,6 +194,7 @@ def test_learner_classes_are_registered():
         "maml_plus_plus": MAMLPlusPlus,
         "meta_sgd": MetaSGD,
         "proto_maml": ProtoMAML,
+        "unicorn_maml": UnicornMAML,
         "reptile": Reptile,
         "leo": LEO,
         "protonet": PrototypicalNetwork,

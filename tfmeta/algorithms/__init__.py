@@ -9,6 +9,7 @@ from tfmeta.algorithms.proto_maml import ProtoMAML
 from tfmeta.algorithms.protonet import PrototypicalNetwork
 from tfmeta.algorithms.registry import ALGORITHMS, get_algorithm
 from tfmeta.algorithms.reptile import Reptile
+from tfmeta.algorithms.unicorn_maml import UnicornMAML
 from tfmeta.core import (
     FastWeightLearner,
     InnerAdam,
@@ -35,6 +36,7 @@ __all__ = [
     "PrototypicalNetwork",
     "Reptile",
     "TaskResult",
+    "UnicornMAML",
     "annealed_outer_optimizer",
     "get_algorithm",
     "make_inner_optimizer",

@@ -12,6 +12,7 @@ from tfmeta.algorithms import (
     proto_maml,
     protonet,
     reptile,
+    unicorn_maml,
 )
 from tfmeta.core.algorithm import Algorithm
 
@@ -26,6 +27,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         protonet.ALGORITHM,
         nearest_centroid.ALGORITHM,
         proto_maml.ALGORITHM,
+        unicorn_maml.ALGORITHM,
         meta_sgd.ALGORITHM,
     )
 }

@@ -44,6 +44,8 @@ CONFIGS = {
     ("maml_plus_plus", "sinusoid"): "maml_plus_plus_sinusoid",
     ("proto_maml", "omniglot"): "proto_maml_omniglot",
     ("proto_maml", "folder"): "proto_maml_omniglot",
+    ("unicorn_maml", "omniglot"): "maml_omniglot",
+    ("unicorn_maml", "folder"): "maml_omniglot",
     ("meta_sgd", "omniglot"): "meta_sgd_omniglot",
     ("meta_sgd", "folder"): "meta_sgd_omniglot",
     ("meta_sgd", "sinusoid"): "meta_sgd_sinusoid",
