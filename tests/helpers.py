@@ -160,3 +160,14 @@ def first_order_through_start(learner, task) -> list:
         output_gradients=query_tape.gradient(loss, fast),
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
     )
+
+
+def query_loss_after_inner_loop(learner, task, steps):
+    """The query loss after the inner loop from the learner's start for the
+    task (``initial_weights``), from the current variables (eager, no tape
+    through the meta-step's machinery): the objective finite differences
+    probe."""
+    support_x, support_y, query_x, query_y = task
+    start = learner.initial_weights(learner.parameters(), support_x, support_y)
+    fast = learner.inner_loop(start, support_x, support_y, steps, False, seed_tensor())
+    return float(learner.loss(learner.predict(fast, query_x, support_x), query_y))

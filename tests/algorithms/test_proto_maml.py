@@ -16,6 +16,7 @@ from tests.helpers import (
     classification_task,
     first_order_through_start,
     floatx,
+    query_loss_after_inner_loop,
     random_directions,
     seed_tensor,
     tiny_conv,
@@ -52,14 +53,6 @@ def test_initial_head_is_the_prototype_classifier():
     np.testing.assert_allclose(logits, (zq**2).sum(1, keepdims=True) - distances)
 
 
-def objective(learner, task, steps):
-    """The query loss after the inner loop from the prototype start (eager)."""
-    support_x, support_y, query_x, query_y = task
-    start = learner.initial_weights(learner.parameters(), support_x, support_y)
-    fast = learner.inner_loop(start, support_x, support_y, steps, False, seed_tensor())
-    return float(learner.loss(learner.predict(fast, query_x, support_x), query_y))
-
-
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("transductive", [True, False])
 def test_meta_gradient_matches_finite_differences(steps, transductive):
@@ -81,7 +74,7 @@ def test_meta_gradient_matches_finite_differences(steps, transductive):
     check_directional_derivatives(
         learner,
         gradient,
-        lambda: objective(learner, task, steps),
+        lambda: query_loss_after_inner_loop(learner, task, steps),
         random_directions(learner, 3),
         epsilon=1e-5,
         rel=1e-5,

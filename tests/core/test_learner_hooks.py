@@ -13,6 +13,7 @@ from tests.helpers import (
     check_directional_derivatives,
     first_order_through_start,
     floatx,
+    query_loss_after_inner_loop,
     random_directions,
     regression_task,
     seed_tensor,
@@ -52,21 +53,12 @@ class PerStepOffsets(MAML):
         return self.forward(params, x) + offset
 
 
-def objective(learner, task, steps):
-    """The query loss after the inner loop, from the current variables (eager,
-    no tape through the meta-step's machinery)."""
-    support_x, support_y, query_x, query_y = task
-    start = learner.initial_weights(learner.parameters(), support_x, support_y)
-    fast = learner.inner_loop(start, support_x, support_y, steps, False, seed_tensor())
-    return float(learner.loss(learner.predict(fast, query_x, support_x), query_y))
-
-
 def check_against_finite_differences(learner, task, steps, epsilon=1e-6):
     gradient = learner.meta_step.task(*task, seed_tensor()).meta_gradient
     check_directional_derivatives(
         learner,
         gradient,
-        lambda: objective(learner, task, steps),
+        lambda: query_loss_after_inner_loop(learner, task, steps),
         random_directions(learner, 3),
         epsilon=epsilon,
     )

@@ -15,6 +15,8 @@ meta-gradient is the query-loss gradient at the adapted weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 
 from tfmeta.checks import check_optional_count
@@ -129,10 +131,35 @@ class MAML(FastWeightLearner):
         )
 
     def update_end(self, params, start, fast):
-        """What Gradient Agreement's update theta - (this) reads: theta'_i
-        (a learner whose inner loop starts elsewhere than theta gives
-        theta - (start - theta'_i), the inner loop's move)."""
-        return fast
+        """What Gradient Agreement's update theta - (this) reads: theta'_i,
+        or, where the inner loop starts elsewhere than theta (a per-task
+        start), theta - (start - theta'_i): the inner loop's move."""
+        if start is params:
+            return fast
+        return [p - (s - f) for p, s, f in zip(params, start, fast)]
+
+
+class TaskStartMAML(MAML):
+    """MAML whose inner loop starts every task at a head set for that task
+    (``initial_weights``: Proto-MAML's prototypes, UNICORN-MAML's shared
+    start): theta's own head is never used, so the export serves adaptation
+    only. ``initial_head`` says how the head starts."""
+
+    initial_head = ""
+
+    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
+        """``adapt_and_predict`` (and the image variant); no ``predict``: theta's
+        own head is never trained, so unadapted outputs would mean nothing."""
+        from tfmeta.export import signatures
+
+        return signatures.adaptation_signatures(self, preprocessing)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "first_order": bool(self.first_order),
+            "initial_head": self.initial_head,
+        }
 
 
 class FOMAML(MAML):

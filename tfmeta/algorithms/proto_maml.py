@@ -29,8 +29,6 @@ the inner loop sees the support set in both normalization modes
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import tensorflow as tf
 
@@ -61,12 +59,13 @@ def prototype_head(prototypes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.transpose(2.0 * prototypes), -tf.reduce_sum(tf.square(prototypes), 1)
 
 
-class ProtoMAML(maml.MAML):
+class ProtoMAML(maml.TaskStartMAML):
     """Proto-MAML; ``first_order=True`` gives fo-Proto-MAML (first-order inner
     loop, the gradient through the prototypes kept). Other arguments:
     ``MAML``; classification only."""
 
     name = "proto_maml"
+    initial_head = "prototypes c_k of the support set: W_k = 2 c_k, b_k = -||c_k||^2"
 
     def __init__(self, *args, **kwargs):
         ProtoMAML.check_arguments(problem=kwargs.get("problem", "classification"))
@@ -102,25 +101,6 @@ class ProtoMAML(maml.MAML):
         start = list(params)
         start[self.kernel_index], start[self.bias_index] = prototype_head(prototypes)
         return start
-
-    def update_end(self, params, start, fast):
-        """Gradient Agreement's update vector is the inner loop's move,
-        start - theta'_i (the executor forms theta - this)."""
-        return [p - (s - f) for p, s, f in zip(params, start, fast)]
-
-    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
-        """``adapt_and_predict`` (and the image variant); no ``predict``: theta's
-        own head is never trained, so unadapted outputs would mean nothing."""
-        from tfmeta.export import signatures
-
-        return signatures.adaptation_signatures(self, preprocessing)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "first_order": bool(self.first_order),
-            "initial_head": "prototypes c_k of the support set: W_k = 2 c_k, b_k = -||c_k||^2",
-        }
 
 
 ALGORITHM = Algorithm(

@@ -23,8 +23,6 @@ meta-gradient).
 
 from __future__ import annotations
 
-from typing import Any
-
 import tensorflow as tf
 
 from tfmeta.algorithms import maml
@@ -33,12 +31,13 @@ from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.inner_loop import FastWeights
 
 
-class UnicornMAML(maml.MAML):
+class UnicornMAML(maml.TaskStartMAML):
     """UNICORN-MAML: MAML from a head start shared by every class;
     ``first_order=True`` gives its first-order variant. Other arguments:
     ``MAML``; classification only."""
 
     name = "unicorn_maml"
+    initial_head = "zero, the same for every class (a shared start, as UNICORN-MAML)"
 
     def __init__(self, model, outer_optimizer, **kwargs):
         UnicornMAML.check_arguments(problem=kwargs.get("problem", "classification"))
@@ -63,25 +62,6 @@ class UnicornMAML(maml.MAML):
         for index in (self.kernel_index, self.bias_index):
             start[index] = tf.zeros_like(params[index])
         return start
-
-    def update_end(self, params, start, fast):
-        """Gradient Agreement's update vector is the inner loop's move,
-        start - theta'_i (the executor forms theta - this)."""
-        return [p - (s - f) for p, s, f in zip(params, start, fast)]
-
-    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
-        """``adapt_and_predict`` (and the image variant); no ``predict``: theta's
-        own head is never trained, so unadapted outputs would mean nothing."""
-        from tfmeta.export import signatures
-
-        return signatures.adaptation_signatures(self, preprocessing)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "first_order": bool(self.first_order),
-            "initial_head": "zero, the same for every class (a shared start, as UNICORN-MAML)",
-        }
 
 
 ALGORITHM = Algorithm(
