@@ -44,6 +44,7 @@ from absl import app, flags
 
 from tfmeta import data as tfmeta_data
 from tfmeta.data.class_images import ClassImages
+from tfmeta.data.embeddings import INFO_FILE
 from tfmeta.data.tasks import resolve_data_dir
 from tfmeta.models import conv4
 from tfmeta.models.conv import check_conv4
@@ -426,13 +427,13 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
                     embedded, 5, k, config["eval_tasks"], seed=1234
                 )
                 for k in (1, 5)
-                if embedded.num_classes >= 5
+                if embedded.num_classes >= 5 and embedded.images_per_class.min() > k
             }
         print(
             f"wrote {path}: {len(vectors)} embeddings of {splits[split].num_classes} classes",
             flush=True,
         )
-    write_json(os.path.join(folder, "embedding_info.json"), info)
+    write_json(os.path.join(folder, INFO_FILE), info)
     print(f"nearest-centroid accuracy: {info['nearest_centroid_accuracy']}", flush=True)
     return info
 

@@ -2,6 +2,7 @@
 out, every train, val and test task within one alphabet (a fake Omniglot with
 the minimal sets' alphabets and character counts)."""
 
+import json
 import zipfile
 
 import numpy as np
@@ -149,3 +150,68 @@ def test_bad_settings_are_refused_before_data_is_read():
     config["split_protocol"] = "alphabet"
     assert tasks_within_alphabet(config)
     assert not tasks_within_alphabet(config | {"dataset": "folder"})
+
+
+def test_tasks_within_one_alphabet_on_embeddings_of_the_alphabet_split(
+    minimal_like, tmp_path
+):
+    from experiments import embed
+    from tfmeta.data import load_embedding_splits
+
+    data_dir, _ = minimal_like
+    output = tmp_path / "embeddings"
+    embed.write_embeddings(
+        {
+            "output_dir": str(output),
+            "data_dir": str(data_dir),
+            "embedding_dataset": "omniglot",
+            "embedding_crop": "center",
+            "split_protocol": "alphabet",
+            "split_seed": 0,
+            "image_size": IMAGE_SIZE,
+            "rotations": "train",
+            "filters": 2,
+            "depth": 2,
+            "epochs": 1,
+            "max_steps": 1,
+            "batch_size": 64,
+            "learning_rate": 1e-3,
+            "seed": 0,
+            "format": "npz",
+            "eval_tasks": 2,
+        }
+    )
+    info = json.loads((output / "omniglot" / "center" / "embedding_info.json").read_text())
+    alphabet_of = {}  # an embedding's bytes -> its class's alphabet
+    for split, classes in load_embedding_splits(str(output), "omniglot").items():
+        for index, token in enumerate(classes.class_names):
+            for vector in classes.images_of(index):
+                alphabet_of[vector.tobytes()] = info["classes"][split][token].split("/")[0]
+    config = get_config("maml", "embeddings")
+    config.update(
+        data_dir=str(output),
+        tasks_within_alphabet=True,
+        n_way=20,
+        k_shot=1,
+        q_query=1,
+        eval_q_query=2,
+        meta_batch_size=2,
+        val_tasks=2,
+        test_tasks=2,
+        eval_batch_size=2,
+    )
+    checks.check_config(config)
+    data = task_sets(config)
+    for dataset, alphabets in (
+        (data.train(0).take(3), MINIMAL_SPLIT["train"]),
+        (data.val(), {"Balinese"}),
+        (data.test(), MINIMAL_SPLIT["test"]),
+    ):
+        for episode in dataset.as_numpy_iterator():
+            for support in episode.support_x:
+                task = {alphabet_of[vector.tobytes()] for vector in support}
+                assert len(task) == 1 and task <= alphabets
+    # Without the file that names each class, one line says what is missing.
+    (output / "omniglot" / "center" / "embedding_info.json").unlink()
+    with pytest.raises(FileNotFoundError, match="needs .*embedding_info.json"):
+        task_sets(config)

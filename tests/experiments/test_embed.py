@@ -139,8 +139,31 @@ def test_leo_and_linear_maml_train_on_the_written_embeddings(written, tmp_path):
         result = evaluate(learner, data.test())
         assert result["num_tasks"] == 4 and 0.0 <= result["mean"] <= 1.0
     linear = learner.model
-    assert [layer.name for layer in linear.layers] == ["head"]
+    assert [layer.name for layer in linear.layers] == ["embedding", "head"]
     assert linear.trainable_variables[0].shape == (info["embedding_dim"], 2)
+
+
+def test_nearest_centroid_on_the_written_embeddings_is_the_cosine_rule(written, tmp_path):
+    output, _ = written
+    config = get_config("nearest_centroid", "embeddings")
+    config.update(data_dir=str(output), n_way=2, eval_q_query=3, val_tasks=0, test_tasks=6)
+    checks.check_config(config)
+    data = task_sets(config)
+    learner = build_learner(config, data.input_shape)
+    Trainer(learner, str(tmp_path), data.train, print_fn=lambda line: None).train(1)
+    expected = []
+    for episode in data.test().as_numpy_iterator():
+        for sx, sy, qx, qy in zip(
+            episode.support_x, episode.support_y, episode.query_x, episode.query_y
+        ):
+            prototypes = np.stack([sx[sy == c].mean(axis=0) for c in range(2)])
+            prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+            queries = qx / np.linalg.norm(qx, axis=1, keepdims=True)
+            expected.append(np.mean(np.argmax(queries @ prototypes.T, axis=1) == qy))
+    result = evaluate(learner, data.test())
+    assert len(expected) == result["num_tasks"] == 6
+    assert result["mean"] == pytest.approx(np.mean(expected), abs=1e-6)
+    assert 0.0 < result["mean"] < 1.0  # the fake images leave the rule room to err
 
 
 def test_named_leo_configs_carry_the_reference_readme_values():

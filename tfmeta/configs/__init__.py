@@ -53,6 +53,7 @@ CONFIGS = {
     ("protonet", "folder"): "protonet_omniglot",
     ("nearest_centroid", "omniglot"): "nearest_centroid_omniglot",
     ("nearest_centroid", "folder"): "nearest_centroid_omniglot",
+    ("nearest_centroid", "embeddings"): "nearest_centroid_embeddings",
 }
 """The default config module of each (algorithm, dataset) pair."""
 # Named alternatives to the default config of a pair (--config=<name>).

@@ -7,6 +7,7 @@ from tfmeta.data.class_images import ClassImages
 from tfmeta.data.embeddings import (
     RestrictedUnpickler,
     load_embedding_file,
+    name_embedding_classes,
     load_embedding_splits,
     write_embedding_file,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "describe_split",
     "episode_dataset",
     "load_embedding_file",
+    "name_embedding_classes",
     "load_embedding_splits",
     "load_image_folder",
     "load_omniglot_folder",

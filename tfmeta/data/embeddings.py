@@ -27,6 +27,7 @@ refused with a one-line ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -48,6 +49,7 @@ from tfmeta.data.safe_pickle import (
 SPLITS = ("train", "val", "test")
 FIELDS = ("keys", "embeddings", "labels")
 EXTENSIONS = (".pkl", ".npz")
+INFO_FILE = "embedding_info.json"  # beside the files; experiments.embed writes it
 
 
 def load_embedding_file(path: str) -> dict[str, np.ndarray]:
@@ -353,3 +355,37 @@ def write_embedding_file(
         else:
             pickle.dump(fields, f, protocol=4)
     os.replace(temporary, path)
+
+
+def name_embedding_classes(
+    root: str, dataset: str, crop: str, splits: dict[str, ClassImages]
+) -> dict[str, ClassImages]:
+    """``splits`` with each class named as in the data it was embedded from
+    (Omniglot's ``"Alphabet/characterNN"``, rotations ``.../rot90``), for tasks
+    within one alphabet on embeddings: the names are read from the
+    ``embedding_info.json`` that ``experiments.embed`` writes beside the files
+    (its ``classes``: split -> class token -> name). FileNotFoundError or
+    ValueError (one line) when the file or a class's name is missing."""
+    path = os.path.join(os.path.expanduser(root), dataset, crop, INFO_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"tasks_within_alphabet on embeddings needs {path} (written by "
+            "experiments.embed), naming each class's alphabet"
+        )
+    with open(path) as file:
+        names = json.load(file).get("classes", {})
+    named = {}
+    for split, classes in splits.items():
+        known = names.get(split, {})
+        missing = [token for token in classes.class_names if token not in known]
+        if missing:
+            raise ValueError(
+                f"{path} names no class {missing[0]!r} of split {split!r}: "
+                "were the embeddings written by another run?"
+            )
+        named[split] = ClassImages(
+            classes.images,
+            classes.class_offsets,
+            tuple(known[token] for token in classes.class_names),
+        )
+    return named

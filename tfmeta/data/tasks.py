@@ -119,17 +119,18 @@ def train_n_way(config: dict[str, Any]) -> int:
 
 def tasks_within_alphabet(config: dict[str, Any]) -> bool:
     """Whether every task's classes come from one alphabet: ``tasks_within_alphabet``,
-    by default on with ``split_protocol=alphabet``. ValueError off Omniglot."""
+    by default on with ``split_protocol=alphabet``. ValueError off Omniglot and
+    its embeddings."""
     value = config.get("tasks_within_alphabet")
     if value is None:
         return (
             config["dataset"] == "omniglot"
             and config.get("split_protocol") == "alphabet"
         )
-    if value and config["dataset"] != "omniglot":
+    if value and config["dataset"] not in ("omniglot", "embeddings"):
         raise ValueError(
-            "tasks_within_alphabet needs --dataset=omniglot (classes Alphabet/characterNN), "
-            f"got --dataset={config['dataset']}"
+            "tasks_within_alphabet needs --dataset=omniglot or embeddings of it "
+            f"(classes Alphabet/characterNN), got --dataset={config['dataset']}"
         )
     return bool(value)
 
@@ -326,7 +327,11 @@ def _embeddings(config: dict[str, Any]) -> TaskSets:
         f"{name}/{crop} embeddings (d={splits['train'].image_shape[0]}, L2-normalized): "
         f"{counts} classes (train/val/test)"
     )
-    return _classification_data(splits, config, f"{split} in {root}", split)
+    groups = None
+    if tasks_within_alphabet(config):
+        splits = tfmeta_data.name_embedding_classes(root, name, crop, splits)
+        groups = {s: tfmeta_data.alphabets_of(c) for s, c in splits.items()}
+    return _classification_data(splits, config, f"{split} in {root}", split, groups)
 
 
 def task_sets(config: dict[str, Any]) -> TaskSets:

@@ -286,11 +286,14 @@ def linear_classifier(
 ) -> keras.Sequential:
     """The baseline for MAML/FOMAML on embeddings: logits = x W + b.
 
-    Input ``[batch, d]``; output ``[batch, n_way]``.
+    Input ``[batch, d]``; output ``[batch, n_way]``. The input passes an
+    identity layer first, so the embedding before the head is x itself (the
+    nearest centroid and Prototypical Networks read it there).
     """
     return keras.Sequential(
         [
             keras.Input(shape=(embedding_dim,)),
+            keras.layers.Identity(name="embedding"),
             keras.layers.Dense(n_way, kernel_initializer=_glorot(seed, 0), name="head"),
         ],
         name=name,
