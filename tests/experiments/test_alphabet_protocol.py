@@ -181,12 +181,16 @@ def test_tasks_within_one_alphabet_on_embeddings_of_the_alphabet_split(
             "eval_tasks": 2,
         }
     )
-    info = json.loads((output / "omniglot" / "center" / "embedding_info.json").read_text())
+    info = json.loads(
+        (output / "omniglot" / "center" / "embedding_info.json").read_text()
+    )
     alphabet_of = {}  # an embedding's bytes -> its class's alphabet
     for split, classes in load_embedding_splits(str(output), "omniglot").items():
         for index, token in enumerate(classes.class_names):
             for vector in classes.images_of(index):
-                alphabet_of[vector.tobytes()] = info["classes"][split][token].split("/")[0]
+                alphabet_of[vector.tobytes()] = info["classes"][split][token].split(
+                    "/"
+                )[0]
     config = get_config("maml", "embeddings")
     config.update(
         data_dir=str(output),

@@ -143,10 +143,14 @@ def test_leo_and_linear_maml_train_on_the_written_embeddings(written, tmp_path):
     assert linear.trainable_variables[0].shape == (info["embedding_dim"], 2)
 
 
-def test_nearest_centroid_on_the_written_embeddings_is_the_cosine_rule(written, tmp_path):
+def test_nearest_centroid_on_the_written_embeddings_is_the_cosine_rule(
+    written, tmp_path
+):
     output, _ = written
     config = get_config("nearest_centroid", "embeddings")
-    config.update(data_dir=str(output), n_way=2, eval_q_query=3, val_tasks=0, test_tasks=6)
+    config.update(
+        data_dir=str(output), n_way=2, eval_q_query=3, val_tasks=0, test_tasks=6
+    )
     checks.check_config(config)
     data = task_sets(config)
     learner = build_learner(config, data.input_shape)

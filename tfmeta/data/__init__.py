@@ -7,8 +7,8 @@ from tfmeta.data.class_images import ClassImages
 from tfmeta.data.embeddings import (
     RestrictedUnpickler,
     load_embedding_file,
-    name_embedding_classes,
     load_embedding_splits,
+    name_embedding_classes,
     write_embedding_file,
 )
 from tfmeta.data.episodes import Episode, check_episode_spec, episode_dataset
@@ -43,11 +43,11 @@ __all__ = [
     "describe_split",
     "episode_dataset",
     "load_embedding_file",
-    "name_embedding_classes",
     "load_embedding_splits",
     "load_image_folder",
     "load_omniglot_folder",
     "load_omniglot_tfds",
+    "name_embedding_classes",
     "preprocess_omniglot_image",
     "shuffle_task_labels",
     "sinusoid_dataset",
