@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
+import re
 import statistics
 import sys
 
@@ -51,16 +52,26 @@ def rows(root: pathlib.Path):
             )
 
 
-def by_seed(root: pathlib.Path, mode: str = "served") -> None:
+def row_name(run: pathlib.Path) -> str:
+    """A run folder's row: its name without ``_seed<N>`` (``maml+pretrained_seed1``
+    -> ``maml+pretrained``)."""
+    return re.sub(r"_seed[0-9]+$", "", run.name)
+
+
+def by_seed(root: pathlib.Path, mode: str = "served") -> list[str]:
+    """The markdown lines of one row per run folder name without its seed:
+    the mean over seeds with its 95% t-interval, or, for one seed, that run's
+    own interval over its test tasks."""
     groups = collections.defaultdict(list)
     for path in sorted(root.glob("*/results.json")):
         result = json.loads(path.read_text())
         config = json.loads((path.parent / "config.json").read_text())
         key = (
+            row_name(path.parent),
             config["algorithm"],
             config["task_weighting"],
             config["noisy_task_fraction"],
-            config["num_steps"],
+            result.get("trained_steps", config["num_steps"]),
         )
         groups[key].append(
             (
@@ -73,36 +84,37 @@ def by_seed(root: pathlib.Path, mode: str = "served") -> None:
                 (result.get("train_seconds") or 0) / 60,
             )
         )
-    print(
-        "| algorithm | weighting | noisy tasks | steps | seeds | accuracy over seeds (95% t-CI) | per seed | train min (mean) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (algorithm, weighting, noise, steps), runs in sorted(groups.items()):
+    lines = [
+        "| row | algorithm | weighting | noisy tasks | steps | seeds | accuracy (95% CI) | per seed | train min (mean) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (row, algorithm, weighting, noise, steps), runs in sorted(groups.items()):
         accuracies = [100 * e["mean"] for _, e, _ in runs]
         mean = statistics.mean(accuracies)
-        half = (
-            T_95.get(len(runs) - 1, 1.96)
-            * statistics.stdev(accuracies)
-            / len(runs) ** 0.5
-            if len(runs) > 1
-            else float("nan")
-        )
+        if len(runs) > 1:
+            spread = T_95.get(len(runs) - 1, 1.96) * statistics.stdev(accuracies)
+            half = f"{spread / len(runs) ** 0.5:.2f}% over seeds"
+        else:
+            half = f"{100 * runs[0][1]['ci95']:.2f}% over tasks"
         seeds = ", ".join(
             f"{100 * e['mean']:.2f}+-{100 * e['ci95']:.2f}"
             for _, e, _ in sorted(runs, key=lambda r: r[0])
         )
         minutes = statistics.mean(m for _, _, m in runs)
-        print(
-            f"| {algorithm} | {weighting} | {noise:.0%} | {steps} | {len(runs)} | {mean:.2f}% +- {half:.2f}% | {seeds} | {minutes:.1f} |"
+        lines.append(
+            f"| {row} | {algorithm} | {weighting} | {noise:.0%} | {steps} | {len(runs)} "
+            f"| {mean:.2f}% +- {half} | {seeds} | {minutes:.1f} |"
         )
+    return lines
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1 and argv[1] == "--by_seed":
-        by_seed(
+        lines = by_seed(
             pathlib.Path(argv[2] if len(argv) > 2 else "/tmp/tfmeta_ablation"),
             argv[3] if len(argv) > 3 else "served",
         )
+        print("\n".join(lines))
         return
     root = pathlib.Path(argv[1] if len(argv) > 1 else "/tmp/tfmeta_results")
     print(
