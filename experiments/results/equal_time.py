@@ -12,12 +12,15 @@ compilation, read from the pilot's last log window), so schedules over the
 run (cosine, multi-step loss annealing) span the run actually trained.
 Meta-validation runs 4 times per run (its time is not in the budget).
 
-The rows "pretrained_maml", "pretrained_protonet" and "nearest_centroid"
-start from a conv4 backbone trained by classification on the meta-train
-classes (``experiments.embed``, ``--backbone_minutes`` of its epochs' time,
-reported; on the split that ``--train_flags`` name): the nearest-centroid
-rule uses it as it is (no meta-training), and MAML or Prototypical Networks
-meta-train from it for the rest of the budget.
+The rows in ``BACKBONE_ROWS`` start from a conv4 backbone trained by
+classification on the meta-train classes (``experiments.embed``,
+``--backbone_minutes`` of its epochs' time, reported; on the split that
+``--train_flags`` name): the nearest-centroid rule uses it as it is (no
+meta-training), the other learners meta-train from it for the rest of the
+budget (the seed algorithms' recipes: "maml+pretrained", "fomaml+pretrained",
+"reptile+pretrained"), and the ``EMBEDDING_ROWS`` (LEO, and the nearest
+centroid beside it) run on the embedding files it writes, with tasks within
+one alphabet under ``--split_protocol=alphabet``.
 
 A row whose ``results.json`` exists is skipped, so a stopped comparison
 continues where it stopped. ``--rows`` picks rows, ``--seeds`` repeats them.
@@ -68,8 +71,36 @@ ROWS: dict[str, list[str]] = {
     "pretrained_maml": ["--algorithm=maml", "--pooling=max"],
     "pretrained_protonet": ["--algorithm=protonet"],
     "nearest_centroid": ["--algorithm=nearest_centroid"],
+    # The seed algorithms' recipes (tfmeta/configs: maml_omniglot, reptile_omniglot).
+    "maml+pretrained": [
+        "--algorithm=unicorn_maml",
+        "--config=maml_omniglot:pretrained",
+    ],
+    "fomaml+pretrained": [
+        "--algorithm=unicorn_maml",
+        "--config=maml_omniglot:pretrained_first_order",
+    ],
+    "reptile+pretrained": [
+        "--algorithm=reptile",
+        "--config=reptile_omniglot:pretrained",
+    ],
+    # On the backbone's embedding files.
+    "leo": ["--algorithm=leo", "--dataset=embeddings"],
+    "nearest_centroid_embeddings": [
+        "--algorithm=nearest_centroid",
+        "--dataset=embeddings",
+    ],
 }
-BACKBONE_ROWS = ("pretrained_maml", "pretrained_protonet", "nearest_centroid")
+EMBEDDING_ROWS = ("leo", "nearest_centroid_embeddings")
+BACKBONE_ROWS = (
+    "pretrained_maml",
+    "pretrained_protonet",
+    "nearest_centroid",
+    "maml+pretrained",
+    "fomaml+pretrained",
+    "reptile+pretrained",
+    *EMBEDDING_ROWS,
+)
 NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING|To enable)")
 
 
@@ -167,10 +198,16 @@ def run_row(out: pathlib.Path, row: str, seed: str) -> None:
     extra, minutes = [], FLAGS.minutes
     if row in BACKBONE_ROWS:
         folder, backbone_minutes = backbone(out, seed)
-        extra.append(f"--pretrained_backbone={folder}")
+        extra.append(
+            f"--data_dir={folder}"
+            if row in EMBEDDING_ROWS
+            else f"--pretrained_backbone={folder}"
+        )
+        if row in EMBEDDING_ROWS and "--split_protocol=alphabet" in FLAGS.train_flags:
+            extra.append("--tasks_within_alphabet")  # its tasks, as the images'
         minutes = max(FLAGS.minutes - backbone_minutes, 0.0)
     fixed = dict(item.split("=", 1) for item in FLAGS.steps)
-    if row == "nearest_centroid":
+    if row.startswith("nearest_centroid"):
         steps = 0
     elif row in fixed:
         steps = int(fixed[row])

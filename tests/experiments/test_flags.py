@@ -8,7 +8,7 @@ from absl import flags
 
 from experiments import flags as binary_flags
 from tfmeta.algorithms import ALGORITHMS
-from tfmeta.configs import BASE, get_config, keys
+from tfmeta.configs import BASE, build_learner, get_config, keys
 
 
 def test_every_config_key_is_a_flag_typed_by_its_default():
@@ -47,6 +47,24 @@ def test_a_variant_is_a_config_argument():
     )
     with pytest.raises(ValueError, match="unknown variant '30way' of config"):
         get_config("maml", "omniglot", "maml_omniglot:30way")
+
+
+def test_the_pretrained_recipes_build_their_learners():
+    from tfmeta.algorithms import UnicornMAML
+
+    for variant, first_order, inner_lr in (
+        ("pretrained", False, 0.4),
+        ("pretrained_first_order", True, 0.01),
+    ):
+        config = get_config("unicorn_maml", "omniglot", f"maml_omniglot:{variant}")
+        assert (config["pooling"], config["outer_optimizer"]) == ("max", "cosine_adam")
+        assert config["report_inner_steps"] == [1, 5, 10]
+        learner = build_learner(config, (28, 28, 1))
+        assert isinstance(learner, UnicornMAML)
+        assert learner.first_order == first_order
+        assert learner.inner_optimizer.learning_rate == inner_lr
+    reptile = get_config("reptile", "omniglot", "reptile_omniglot:pretrained")
+    assert reptile["pooling"] == "max" and reptile["outer_optimizer"] == "annealed_sgd"
 
 
 def test_library_errors_name_the_flag():

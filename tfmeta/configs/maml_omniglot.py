@@ -15,9 +15,25 @@ export serves (``--transductive`` for the code's way).
       --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_omniglot
   python -m experiments.train --algorithm=maml --dataset=omniglot \
       --config=maml_omniglot:20way --k_shot=1 --workdir=/tmp/tfmeta_runs/maml_20way
+
+The recipe measured for tfmeta's served results (docs/results.md), variant
+"pretrained": start from a backbone trained by classification on the
+meta-train classes (``experiments.embed``, a max-pooling conv4; pass its
+folder as ``--pretrained_backbone``), with the head of UNICORN-MAML
+(``--algorithm=unicorn_maml``: every class's head starts at zero), 3000
+meta-steps whose Adam rate falls by a cosine to 0, and the meta-test also
+reported after 1, 5 and 10 inner steps. "pretrained_first_order": the same
+in first order, with alpha = 0.01: the pretrained features have squared
+norms of about 1500, and at alpha = 0.4 first-order meta-training diverged
+(query loss 13-20 by step 250) where second order learns to temper them.
+
+  python -m experiments.embed --output_dir=/tmp/tfmeta_runs/backbone --max_steps=1200
+  python -m experiments.train --algorithm=unicorn_maml --dataset=omniglot \
+      --config=maml_omniglot:pretrained --pretrained_backbone=/tmp/tfmeta_runs/backbone \
+      --workdir=/tmp/tfmeta_runs/maml_pretrained
 """
 
-VARIANTS = ("5way", "20way")
+VARIANTS = ("5way", "20way", "pretrained", "pretrained_first_order")
 
 
 def get_config(variant: str = "5way") -> dict:
@@ -32,6 +48,16 @@ def get_config(variant: str = "5way") -> dict:
         "pooling": "stride",
         "q_query": 1,
     }
+    if variant.startswith("pretrained"):
+        config.update(
+            pooling="max",
+            outer_optimizer="cosine_adam",
+            final_outer_lr=0.0,
+            num_steps=3000,
+            report_inner_steps=[1, 5, 10],
+        )
+    if variant == "pretrained_first_order":
+        config.update(first_order=True, inner_lr=0.01)
     if variant == "20way":
         config.update(
             n_way=20,

@@ -8,11 +8,23 @@ inner iterations on mini-batches of 5 at evaluation.
 
   python -m experiments.train --algorithm=reptile --dataset=omniglot \
       --n_way=5 --k_shot=1 --workdir=/tmp/tfmeta_runs/reptile_omniglot
+
+Variant "pretrained": the same from a backbone trained by classification on
+the meta-train classes (``experiments.embed``, a max-pooling conv4; pass its
+folder as ``--pretrained_backbone``), 3000 meta-steps with epsilon annealed
+over them, and the meta-test also reported after 10 and 100 inner steps.
+
+  python -m experiments.embed --output_dir=/tmp/tfmeta_runs/backbone --max_steps=1200
+  python -m experiments.train --algorithm=reptile --dataset=omniglot \
+      --config=reptile_omniglot:pretrained --pretrained_backbone=/tmp/tfmeta_runs/backbone \
+      --workdir=/tmp/tfmeta_runs/reptile_pretrained
 """
 
+VARIANTS = ("paper", "pretrained")
 
-def get_config() -> dict:
-    return {
+
+def get_config(variant: str = "paper") -> dict:
+    config = {
         "train_k_shot": 10,
         "q_query": 1,
         "inner_optimizer": "adam",
@@ -29,3 +41,6 @@ def get_config() -> dict:
         "num_steps": 100000,
         "pooling": "stride",
     }
+    if variant == "pretrained":
+        config.update(pooling="max", num_steps=3000, report_inner_steps=[10, 100])
+    return config
