@@ -78,7 +78,7 @@ HELP: dict[str, str] = {
     "hidden": "MLP hidden sizes (sinusoid)",
     "report_inner_steps": "extra inner-step counts to report at meta-test",
     "pretrained_backbone": "experiments.embed's backbone (its --output_dir or backbone.weights.h5): image learners start from it (head excepted); needs --pooling=max and the same filters/depth/split",
-    "first_order": "proto_maml, meta_sgd: first-order inner loop (the gradient through the prototypes, or alpha's, is kept)",
+    "first_order": "unicorn_maml, proto_maml, meta_sgd: first-order meta-gradient (Proto-MAML keeps the gradient through the prototypes, Meta-SGD alpha's)",
     "meta_sgd_init": "meta_sgd: alpha's initialization, uniform (U[0.005, 0.1], the paper) | constant (inner_lr, as learn2learn)",
     "multi_step_loss": "MAML++: the meta-loss sums the query losses after every inner step, annealed towards the last",
     "multi_step_loss_steps": "MAML++: length of the multi-step loss annealing, meta-steps (>= 1) or a fraction of the run (< 1)",
