@@ -28,6 +28,7 @@ _EXPORTS = {
     "Learner": "tfmeta.core",
     "Reptile": "tfmeta.algorithms",
     "UnicornMAML": "tfmeta.algorithms",
+    "UnicornReptile": "tfmeta.algorithms",
     "get_algorithm": "tfmeta.algorithms",
     "get_config": "tfmeta.configs",
     "build_learner": "tfmeta.configs",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         PrototypicalNetwork,
         Reptile,
         UnicornMAML,
+        UnicornReptile,
         get_algorithm,
     )
     from tfmeta.configs import build_learner, get_config
@@ -137,6 +139,7 @@ __all__ = [
     "TaskSets",
     "Trainer",
     "UnicornMAML",
+    "UnicornReptile",
     "build_learner",
     "conv4",
     "episode_dataset",

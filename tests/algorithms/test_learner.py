@@ -18,6 +18,7 @@ from tfmeta.algorithms import (
     PrototypicalNetwork,
     Reptile,
     UnicornMAML,
+    UnicornReptile,
 )
 from tfmeta.core import FastWeightLearner
 
@@ -195,6 +196,7 @@ def test_learner_classes_are_registered():
         "meta_sgd": MetaSGD,
         "proto_maml": ProtoMAML,
         "unicorn_maml": UnicornMAML,
+        "unicorn_reptile": UnicornReptile,
         "reptile": Reptile,
         "leo": LEO,
         "protonet": PrototypicalNetwork,

@@ -10,6 +10,7 @@ from tfmeta.algorithms.protonet import PrototypicalNetwork
 from tfmeta.algorithms.registry import ALGORITHMS, get_algorithm
 from tfmeta.algorithms.reptile import Reptile
 from tfmeta.algorithms.unicorn_maml import UnicornMAML
+from tfmeta.algorithms.unicorn_reptile import UnicornReptile
 from tfmeta.core import (
     FastWeightLearner,
     InnerAdam,
@@ -37,6 +38,7 @@ __all__ = [
     "Reptile",
     "TaskResult",
     "UnicornMAML",
+    "UnicornReptile",
     "annealed_outer_optimizer",
     "get_algorithm",
     "make_inner_optimizer",

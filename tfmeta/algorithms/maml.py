@@ -108,9 +108,7 @@ class MAML(FastWeightLearner):
 
     def task_result(self, support_x, support_y, query_x, query_y, task_seed):
         params = self.parameters()
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            start = self.initial_weights(params, support_x, support_y)
+        start, to_theta = self.task_start(params, support_x, support_y)
         meta_gradient, loss, outputs, fast = self.meta_gradient(
             self.inner,
             start,
@@ -118,48 +116,20 @@ class MAML(FastWeightLearner):
             self.inner_steps,
             self.query(support_x, query_x, query_y),
         )
-        if start is not params:  # a per-task start: chain its gradient to theta
-            meta_gradient = tape.gradient(
-                start,
-                params,
-                output_gradients=meta_gradient,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
         update_end = self.update_end(params, start, fast)
         return TaskResult(
-            meta_gradient, loss, self.metric(outputs, query_y), update_end
+            to_theta(meta_gradient), loss, self.metric(outputs, query_y), update_end
         )
-
-    def update_end(self, params, start, fast):
-        """What Gradient Agreement's update theta - (this) reads: theta'_i,
-        or, where the inner loop starts elsewhere than theta (a per-task
-        start), theta - (start - theta'_i): the inner loop's move."""
-        if start is params:
-            return fast
-        return [p - (s - f) for p, s, f in zip(params, start, fast)]
 
 
 class TaskStartMAML(MAML):
     """MAML whose inner loop starts every task at a head set for that task
     (``initial_weights``: Proto-MAML's prototypes, UNICORN-MAML's shared
-    start): theta's own head is never used, so the export serves adaptation
-    only. ``initial_head`` says how the head starts."""
-
-    initial_head = ""
-
-    def serving_functions(self, preprocessing=None) -> dict[str, Any]:
-        """``adapt_and_predict`` (and the image variant); no ``predict``: theta's
-        own head is never trained, so unadapted outputs would mean nothing."""
-        from tfmeta.export import signatures
-
-        return signatures.adaptation_signatures(self, preprocessing)
+    start; ``initial_head`` says how): theta's own head is never used, so the
+    export serves adaptation only (``FastWeightLearner``)."""
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "first_order": bool(self.first_order),
-            "initial_head": self.initial_head,
-        }
+        return {**super().describe(), "first_order": bool(self.first_order)}
 
 
 class FOMAML(MAML):

@@ -13,6 +13,7 @@ from tfmeta.algorithms import (
     protonet,
     reptile,
     unicorn_maml,
+    unicorn_reptile,
 )
 from tfmeta.core.algorithm import Algorithm
 
@@ -28,6 +29,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         nearest_centroid.ALGORITHM,
         proto_maml.ALGORITHM,
         unicorn_maml.ALGORITHM,
+        unicorn_reptile.ALGORITHM,
         meta_sgd.ALGORITHM,
     )
 }

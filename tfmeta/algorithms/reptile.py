@@ -7,7 +7,11 @@ examples, starting from phi. The outer update is
   phi <- phi + epsilon * mean_i (phi_tilde_i - phi),
 i.e. plain gradient descent with learning rate epsilon on the pseudo-gradient
 phi - phi_tilde_i; the paper anneals epsilon linearly to 0 (the
-``annealed_sgd`` outer optimizer).
+``annealed_sgd`` outer optimizer). Where the inner loop starts elsewhere
+than phi (a per-task start s(phi), ``initial_weights``), the pseudo-gradient
+is the move s(phi) - phi_tilde_i carried back to phi by the chain rule
+through the start (``unicorn_reptile``: zero for the head, which the start
+replaces).
 
   python -m experiments.train --algorithm=reptile --dataset=omniglot --workdir=/tmp/reptile
 """
@@ -85,16 +89,16 @@ class Reptile(FastWeightLearner):
 
     def task_result(self, support_x, support_y, query_x, query_y, task_seed):
         params = self.parameters()
+        start, to_theta = self.task_start(params, support_x, support_y)
         fast = self.inner_loop(
-            params, support_x, support_y, self.inner_steps, False, task_seed
+            start, support_x, support_y, self.inner_steps, False, task_seed
         )
         outputs = self.predict(fast, query_x, support_x, training=True)
-        meta_gradient = [p - f for p, f in zip(params, fast)]
         return TaskResult(
-            meta_gradient,
+            to_theta([s - f for s, f in zip(start, fast)]),
             self.loss(outputs, query_y),
             self.metric(outputs, query_y),
-            fast,
+            self.update_end(params, start, fast),
         )
 
     def describe(self) -> dict:

@@ -15,7 +15,8 @@ Noisy Contrastive Learner in Classification", ICLR 2022), which gives the
 same inner loop and query loss as any shared w. MAML's inner steps (second
 order, or first order) adapt theta'_i from there; ``adapt``/``predict`` and
 the export use theta'_i; theta's own head variables are never used (zero
-meta-gradient).
+meta-gradient). ``SharedHeadStart`` is this start for any fast-weight
+learner (``unicorn_reptile``).
 
   python -m experiments.train --algorithm=unicorn_maml --dataset=omniglot \
       --workdir=/tmp/tfmeta_runs/unicorn_maml_omniglot
@@ -31,27 +32,22 @@ from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.inner_loop import FastWeights
 
 
-class UnicornMAML(maml.TaskStartMAML):
-    """UNICORN-MAML: MAML from a head start shared by every class;
-    ``first_order=True`` gives its first-order variant. Other arguments:
-    ``MAML``; classification only."""
+class SharedHeadStart:
+    """A fast-weight learner's per-task start with the head at zero: one
+    vector, the same for every class. Mixed in before the learner's class;
+    classification only."""
 
-    name = "unicorn_maml"
     initial_head = "zero, the same for every class (a shared start, as UNICORN-MAML)"
 
     def __init__(self, model, outer_optimizer, **kwargs):
-        UnicornMAML.check_arguments(problem=kwargs.get("problem", "classification"))
-        super().__init__(model, outer_optimizer, **kwargs)
-        self.kernel_index, self.bias_index = head_indices(model)
-
-    @staticmethod
-    def check_arguments(*, problem: str, **_) -> None:
-        """(``tfmeta.core.Learner.check_arguments``.)"""
+        problem = kwargs.get("problem", "classification")
         if problem != "classification":
             raise ValueError(
-                f"unicorn_maml classifies (one head vector starts every class), got "
+                f"{self.name} classifies (one head vector starts every class), got "
                 f"problem={problem!r}"
             )
+        super().__init__(model, outer_optimizer, **kwargs)
+        self.kernel_index, self.bias_index = head_indices(model)
 
     def initial_weights(
         self, params: FastWeights, support_x: tf.Tensor, support_y: tf.Tensor
@@ -62,6 +58,14 @@ class UnicornMAML(maml.TaskStartMAML):
         for index in (self.kernel_index, self.bias_index):
             start[index] = tf.zeros_like(params[index])
         return start
+
+
+class UnicornMAML(SharedHeadStart, maml.TaskStartMAML):
+    """UNICORN-MAML: MAML from a head start shared by every class;
+    ``first_order=True`` gives its first-order variant. Other arguments:
+    ``MAML``; classification only."""
+
+    name = "unicorn_maml"
 
 
 ALGORITHM = Algorithm(

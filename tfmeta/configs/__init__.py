@@ -46,6 +46,8 @@ CONFIGS = {
     ("proto_maml", "folder"): "proto_maml_omniglot",
     ("unicorn_maml", "omniglot"): "maml_omniglot",
     ("unicorn_maml", "folder"): "maml_omniglot",
+    ("unicorn_reptile", "omniglot"): "reptile_omniglot",
+    ("unicorn_reptile", "folder"): "reptile_omniglot",
     ("meta_sgd", "omniglot"): "meta_sgd_omniglot",
     ("meta_sgd", "folder"): "meta_sgd_omniglot",
     ("meta_sgd", "sinusoid"): "meta_sgd_sinusoid",

@@ -16,7 +16,7 @@ of step k - 1, and those of the last trained step past it) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -76,6 +76,9 @@ class FastWeightLearner(Learner):
     # True where step_learning_rates gives learned step sizes (set before
     # __init__ builds the inner loop).
     learned_step_sizes = False
+    # How a per-task start (``initial_weights``) sets the head; "" where the
+    # inner loop starts at theta.
+    initial_head = ""
 
     def __init__(
         self,
@@ -141,8 +144,41 @@ class FastWeightLearner(Learner):
         self, params: FastWeights, support_x: tf.Tensor, support_y: tf.Tensor
     ) -> FastWeights:
         """Where the inner loop of a task starts: theta (a learner may
-        initialize part of it, e.g. the head, from the support set)."""
+        initialize part of it, e.g. the head, from the support set, and then
+        says how in ``initial_head``)."""
         return params
+
+    def task_start(
+        self, params: FastWeights, support_x: tf.Tensor, support_y: tf.Tensor
+    ) -> tuple[FastWeights, Callable[[FastWeights], list[tf.Tensor]]]:
+        """(start, to_theta): ``initial_weights`` for this task, and the map of
+        a gradient at the start to one at theta (the chain rule through the
+        start; the identity where the start is theta, zero for the parts of
+        theta the start replaces without reading them)."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            start = self.initial_weights(params, support_x, support_y)
+        if start is params:
+            return start, list
+
+        def to_theta(gradient: FastWeights) -> list[tf.Tensor]:
+            return tape.gradient(
+                start,
+                params,
+                output_gradients=list(gradient),
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+
+        return start, to_theta
+
+    @staticmethod
+    def update_end(params, start, fast) -> FastWeights:
+        """What Gradient Agreement's update theta - (this) reads: theta'_i,
+        or, where the inner loop starts elsewhere than theta (a per-task
+        start), theta - (start - theta'_i): the inner loop's move."""
+        if start is params:
+            return fast
+        return [p - (s - f) for p, s, f in zip(params, start, fast)]
 
     def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
         """Model outputs for ``x`` under weights ``params``."""
@@ -273,8 +309,13 @@ class FastWeightLearner(Learner):
         return self.predict(fast, query_x, support_x, steps)
 
     def serving_functions(self, preprocessing=None) -> dict[str, Any]:
+        """With a per-task head start (``initial_head``) only ``adapt_and_predict``
+        (and its image variant): theta's own head is never trained then, so
+        unadapted outputs would mean nothing."""
         from tfmeta.export import signatures
 
+        if self.initial_head:
+            return signatures.adaptation_signatures(self, preprocessing)
         if self.problem == "classification":
             return signatures.classification_signatures(self, preprocessing)
         return signatures.regression_signatures(self, preprocessing)
@@ -287,6 +328,8 @@ class FastWeightLearner(Learner):
             **self.inner_optimizer.describe(),
             "adapt_variables": self.adapt_variables,
         }
+        if self.initial_head:
+            values["initial_head"] = self.initial_head
         outputs = int(self.model.output_shape[-1])
         key = "n_way" if self.problem == "classification" else "output_dim"
         values[key] = outputs
