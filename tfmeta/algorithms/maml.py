@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from tfmeta.checks import check_optional_count
 from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
