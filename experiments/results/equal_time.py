@@ -81,7 +81,7 @@ ROWS: dict[str, list[str]] = {
         "--config=maml_omniglot:pretrained_first_order",
     ],
     "reptile+pretrained": [
-        "--algorithm=reptile",
+        "--algorithm=unicorn_reptile",
         "--config=reptile_omniglot:pretrained",
     ],
     # On the backbone's embedding files.

@@ -50,7 +50,7 @@ def test_a_variant_is_a_config_argument():
 
 
 def test_the_pretrained_recipes_build_their_learners():
-    from tfmeta.algorithms import UnicornMAML
+    from tfmeta.algorithms import UnicornMAML, UnicornReptile
 
     for variant, first_order, inner_lr in (
         ("pretrained", False, 0.4),
@@ -63,8 +63,16 @@ def test_the_pretrained_recipes_build_their_learners():
         assert isinstance(learner, UnicornMAML)
         assert learner.first_order == first_order
         assert learner.inner_optimizer.learning_rate == inner_lr
-    reptile = get_config("reptile", "omniglot", "reptile_omniglot:pretrained")
+    reptile = get_config("unicorn_reptile", "omniglot", "reptile_omniglot:pretrained")
     assert reptile["pooling"] == "max" and reptile["outer_optimizer"] == "annealed_sgd"
+    learner = build_learner(reptile, (28, 28, 1))
+    assert isinstance(learner, UnicornReptile)
+    assert learner.inner_optimizer.describe()["inner_optimizer"] == "sgd"
+    assert (learner.inner_lr, learner.inner_steps, learner.eval_inner_steps) == (
+        0.01,
+        5,
+        10,
+    )
 
 
 def test_library_errors_name_the_flag():
