@@ -52,17 +52,17 @@ def test_a_variant_is_a_config_argument():
 def test_the_pretrained_recipes_build_their_learners():
     from tfmeta.algorithms import UnicornMAML, UnicornReptile
 
-    for variant, first_order, inner_lr in (
-        ("pretrained", False, 0.4),
-        ("pretrained_first_order", True, 0.01),
+    for variant, first_order, inner_lr, steps, outer in (
+        ("pretrained", False, 0.4, (1, 3), "cosine_adam"),
+        ("pretrained_first_order", True, 0.01, (5, 10), "annealed_sgd"),
     ):
         config = get_config("unicorn_maml", "omniglot", f"maml_omniglot:{variant}")
-        assert (config["pooling"], config["outer_optimizer"]) == ("max", "cosine_adam")
-        assert config["report_inner_steps"] == [1, 5, 10]
+        assert (config["pooling"], config["outer_optimizer"]) == ("max", outer)
         learner = build_learner(config, (28, 28, 1))
         assert isinstance(learner, UnicornMAML)
         assert learner.first_order == first_order
         assert learner.inner_optimizer.learning_rate == inner_lr
+        assert (learner.inner_steps, learner.eval_inner_steps) == steps
     reptile = get_config("unicorn_reptile", "omniglot", "reptile_omniglot:pretrained")
     assert reptile["pooling"] == "max" and reptile["outer_optimizer"] == "annealed_sgd"
     learner = build_learner(reptile, (28, 28, 1))
