@@ -40,14 +40,22 @@ class SharedHeadStart:
     initial_head = "zero, the same for every class (a shared start, as UNICORN-MAML)"
 
     def __init__(self, model, outer_optimizer, **kwargs):
-        problem = kwargs.get("problem", "classification")
-        if problem != "classification":
-            raise ValueError(
-                f"{self.name} classifies (one head vector starts every class), got "
-                f"problem={problem!r}"
-            )
+        SharedHeadStart.check_arguments(
+            problem=kwargs.get("problem", "classification"), learner_name=self.name
+        )
         super().__init__(model, outer_optimizer, **kwargs)
         self.kernel_index, self.bias_index = head_indices(model)
+
+    @staticmethod
+    def check_arguments(
+        *, problem: str, learner_name: str = "a shared head start", **_
+    ) -> None:
+        """(``tfmeta.core.Learner.check_arguments``.)"""
+        if problem != "classification":
+            raise ValueError(
+                f"{learner_name} classifies (one head vector starts every class), got "
+                f"problem={problem!r}"
+            )
 
     def initial_weights(
         self, params: FastWeights, support_x: tf.Tensor, support_y: tf.Tensor
