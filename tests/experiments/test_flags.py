@@ -53,7 +53,7 @@ def test_the_pretrained_recipes_build_their_learners():
     from tfmeta.algorithms import UnicornMAML, UnicornReptile
 
     for variant, first_order, inner_lr, steps, outer in (
-        ("pretrained", False, 0.4, (1, 3), "cosine_adam"),
+        ("pretrained", False, 0.4, (1, 1), "cosine_adam"),
         ("pretrained_first_order", True, 0.01, (5, 10), "annealed_sgd"),
     ):
         config = get_config("unicorn_maml", "omniglot", f"maml_omniglot:{variant}")
@@ -73,6 +73,7 @@ def test_the_pretrained_recipes_build_their_learners():
         5,
         10,
     )
+    assert (learner.inner_batch_size, learner.eval_inner_batch_size) == (10, None)
 
 
 def test_library_errors_name_the_flag():

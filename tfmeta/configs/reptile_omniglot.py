@@ -14,11 +14,13 @@ Variant "pretrained", the recipe measured for tfmeta's served results
 backbone trained by classification on the meta-train classes
 (``experiments.embed``, a max-pooling conv4; pass its folder as
 ``--pretrained_backbone``), every task's head at zero (UNICORN-MAML's shared
-start), inner SGD with alpha = 0.01 (5 steps in training, 10 at test; the
-features' squared norms are about 1500, and the paper's inner Adam moves
-every pretrained weight by its full rate each step, which cost 5 points of
-validation accuracy in 250 meta-steps), epsilon 0.1 annealed to 0 over
-3000 meta-steps (at 1.0 validation fell from step 250), and the meta-test also
+start), inner SGD with alpha = 0.01 (5 steps in training, 10 at test on
+the whole support set: the paper's test mini-batches of 5 would see each of
+a 5-shot task's 25 examples only twice; the features' squared norms are
+about 1500, and the paper's inner Adam moves every pretrained weight by its
+full rate each step, which cost 5 points of validation accuracy in 250
+meta-steps), epsilon 0.1 annealed to 0 over 3000 meta-steps (at 1.0
+validation fell from step 250), and the meta-test also
 reported after 3 and 50 inner steps.
 
   python -m experiments.embed --output_dir=/tmp/tfmeta_runs/backbone --max_steps=1200
@@ -54,6 +56,7 @@ def get_config(variant: str = "paper") -> dict:
             inner_optimizer="sgd",
             inner_lr=0.01,
             eval_inner_steps=10,
+            eval_inner_batch_size=None,
             outer_lr=0.1,
             num_steps=3000,
             report_inner_steps=[3, 50],
