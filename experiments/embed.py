@@ -208,6 +208,7 @@ def train_backbone(
         steps_per_epoch=steps,
         shuffle=False,  # the dataset is shuffled (seeded) above
         verbose=verbose,
+        callbacks=[BatchProgress(steps)] if verbose else [],
     )
     return (
         features,
@@ -217,6 +218,27 @@ def train_backbone(
             "accuracy": float(history.history["accuracy"][-1]),
         },
     )
+
+
+class BatchProgress(keras.callbacks.Callback):
+    """One line every ``every`` batches of an epoch of ``steps`` (Keras' own
+    line comes only at the epoch's end, minutes later on a CPU)."""
+
+    def __init__(self, steps: int, every: int = 100):
+        super().__init__()
+        self.steps, self.every = steps, every
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1
+        if done % self.every == 0 and done < self.steps:
+            logs = logs or {}
+            print(
+                f"batch {done}/{self.steps}: loss {float(logs.get('loss', 0.0)):.4f} "
+                f"accuracy {float(logs.get('accuracy', 0.0)):.4f} "
+                f"({time.perf_counter() - self.start:.0f} s)",
+                flush=True,
+            )
 
 
 def embed(
