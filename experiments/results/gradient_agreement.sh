@@ -5,9 +5,9 @@
 # with 30% of the meta-training tasks' labels shuffled, 3 seeds each.
 # Usage: bash experiments/results/gradient_agreement.sh OUT_DIR
 # MAML_STEPS and REPTILE_STEPS set the meta-steps of each run (the recipes'
-# own 3000 by default); ALGORITHMS="reptile" or "maml" runs one of the two. A run whose results.json exists is skipped, and a
-# stopped run resumes from its last checkpoint, so the script continues where
-# it stopped.
+# own 3000 by default); ALGORITHMS="reptile" or "maml" runs one of the two.
+# A run whose results.json exists is skipped, and a stopped run resumes from
+# its last checkpoint, so the script continues where it stopped.
 set -euo pipefail
 out=${1:-/tmp/tfmeta_ablation}
 maml_steps=${MAML_STEPS:-3000}
