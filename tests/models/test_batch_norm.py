@@ -8,7 +8,11 @@ import tensorflow as tf
 from tests.helpers import classification_task, floatx, tiny_conv
 from tfmeta.algorithms import MAML
 from tfmeta.models import MetaBatchNorm, conv4, mlp, normalization_reference
-from tfmeta.models.batch_norm import batch_norm_grad_grad, fused_batch_norm
+from tfmeta.models.batch_norm import (
+    batch_norm_grad_grad,
+    fused_batch_norm,
+    normalize_with_moments,
+)
 
 
 def test_forward_equals_keras_batch_normalization_in_training_mode():
@@ -49,10 +53,16 @@ def test_second_derivative_of_variance_is_exact():
         )
 
 
-def _maml_meta_gradient(model, task):
+def _maml_meta_gradient(model, task, transductive=False):
     """Second-order meta-gradient of one task, 2 inner steps, with ``model``'s
     own dtype, and the op types of the graph that computed it."""
-    learner = MAML(model, keras.optimizers.SGD(1.0), inner_lr=0.4, inner_steps=2)
+    learner = MAML(
+        model,
+        keras.optimizers.SGD(1.0),
+        inner_lr=0.4,
+        inner_steps=2,
+        transductive=transductive,
+    )
     dtype = model.trainable_variables[0].dtype
     task = [tf.cast(t, dtype) if t.dtype.is_floating else t for t in task]
     seed = tf.constant([0, 0], tf.int64)
@@ -70,21 +80,24 @@ def _set_fused(model, fused):
             layer.fused = fused
 
 
-def test_fused_kernel_gives_the_exact_second_order_meta_gradient():
+@pytest.mark.parametrize("transductive", [True, False])
+def test_fused_kernel_gives_the_exact_second_order_meta_gradient(transductive):
     """float32 through TensorFlow's fused batch norm equals the composed ops in
     float64 (exact, see the finite-difference tests) to float32 round-off;
-    Keras' layer, with the mean's gradient stopped in the variance, is ~3e-3 off."""
+    Keras' layer, with the mean's gradient stopped in the variance, is ~3e-3
+    off. Non-transductive, the queries are normalized with the support set's
+    moments through the fused kernels' inference mode."""
     task = classification_task(np.random.default_rng(3), dtype="float32")
     model32 = tiny_conv(pooling="max")
-    fused, fused_ops = _maml_meta_gradient(model32, task)
+    fused, fused_ops = _maml_meta_gradient(model32, task, transductive)
     _set_fused(model32, False)
-    composed32, composed_ops = _maml_meta_gradient(model32, task)
+    composed32, composed_ops = _maml_meta_gradient(model32, task, transductive)
     assert "FusedBatchNormV3" in fused_ops and "FusedBatchNormGradV3" in fused_ops
     assert "FusedBatchNormV3" not in composed_ops
     with floatx("float64"):
         model64 = tiny_conv(pooling="max")
         model64.set_weights([w.astype(np.float64) for w in model32.get_weights()])
-        exact, exact_ops = _maml_meta_gradient(model64, task)
+        exact, exact_ops = _maml_meta_gradient(model64, task, transductive)
     assert "FusedBatchNormV3" not in exact_ops  # float64 runs the composed ops
 
     def relative_error(grads):
@@ -165,6 +178,71 @@ def test_fused_batch_norm_second_derivatives_equal_the_composed_ops():
     ):
         scale_of = np.abs(want.numpy()).max()
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6 * scale_of)
+
+
+def _reference_moments(x, rows):
+    reference = x[:rows]
+    mean = tf.reduce_mean(reference, [0, 1, 2])
+    return mean, tf.reduce_mean(tf.square(reference - mean), [0, 1, 2])
+
+
+def _composed_with_moments(x, mean, variance, scale, offset, epsilon):
+    return (x - mean) * tf.math.rsqrt(variance + epsilon) * scale + offset
+
+
+def test_normalizing_with_given_moments_has_the_composed_ops_derivatives():
+    """normalize_with_moments (the fused kernels' inference mode, moments as
+    inputs) against the composed ops: values, first and second derivatives
+    through moments taken from the first 3 of 7 rows, to float32 round-off."""
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(7, 4, 4, 3)) * 2.0 + 1.0, tf.float32)
+    scale = tf.constant(rng.normal(size=3), tf.float32)
+    offset = tf.constant(rng.normal(size=3), tf.float32)
+    weights = tf.constant(rng.normal(size=x.shape), tf.float32)
+
+    def terms(normalize):
+        with tf.GradientTape() as outer:
+            outer.watch([x, scale, offset])
+            with tf.GradientTape() as inner:
+                inner.watch([x, scale, offset])
+                moments = _reference_moments(x, 3)
+                y = normalize(x, *moments, scale, offset, 1e-3)
+                loss = tf.reduce_sum(tf.sin(y) * weights)
+            grads = inner.gradient(loss, [x, scale, offset])
+            objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
+        return [y, *grads, *outer.gradient(objective, [x, scale, offset])]
+
+    for got, want in zip(terms(normalize_with_moments), terms(_composed_with_moments)):
+        scale_of = np.abs(want.numpy()).max()
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6 * scale_of)
+
+
+def test_reference_rows_run_the_fused_kernels_inference_mode():
+    """Non-transductive normalization traces FusedBatchNormV3 with
+    is_training=False (the moments given); fused=False keeps composed ops."""
+    x = tf.constant(np.random.default_rng(2).normal(size=(6, 5, 5, 3)), tf.float32)
+    layer = MetaBatchNorm()
+    layer.build(x.shape)
+
+    def fused_modes(fused):
+        layer.fused = fused
+
+        @tf.function
+        def call(x):
+            with normalization_reference(2):
+                return layer(x)
+
+        graph = call.get_concrete_function(x).graph
+        modes = [
+            op.get_attr("is_training")
+            for op in graph.get_operations()
+            if op.type == "FusedBatchNormV3"
+        ]
+        return modes, call(x).numpy()
+
+    (fused, fused_out), (composed, composed_out) = fused_modes(True), fused_modes(False)
+    assert fused == [False] and composed == []
+    np.testing.assert_allclose(fused_out, composed_out, atol=1e-5)
 
 
 def test_fused_kernel_uses_the_fast_weights_of_stateless_call():

@@ -156,14 +156,11 @@ class PrototypicalNetwork(Learner):
         check_optional_count("train_n_way", train_n_way, minimum=2)
 
     # --------------------------------------------------------------- pieces
-    def embed(
-        self, params, x: tf.Tensor, num_reference: int | tf.Tensor | None = None
-    ) -> tf.Tensor:
+    def embed(self, params, x: tf.Tensor) -> tf.Tensor:
         """f_phi(x) ``[batch, d]`` under theta ``params`` (aligned with
-        ``variables``); ``num_reference``: batch norm statistics from the
-        first this many rows only."""
+        ``variables``), normalized with its own batch statistics."""
         weights = [params[i] for i in self._embedding_positions]
-        return functional.forward(self.embedding, weights, x, num_reference)
+        return functional.forward(self.embedding, weights, x)
 
     def embed_task(self, params, support_x, query_x) -> tuple[tf.Tensor, tf.Tensor]:
         """(f_phi(support_x) ``[S, d]``, f_phi(query_x) ``[Q, d]``) as ``adapt``
@@ -171,9 +168,8 @@ class PrototypicalNetwork(Learner):
         norm statistics come from the support rows."""
         if self.transductive:
             return self.embed(params, support_x), self.embed(params, query_x)
-        num_support = int(support_x.shape[0])
-        both = self.embed(params, tf.concat([support_x, query_x], 0), num_support)
-        return both[:num_support], both[num_support:]
+        weights = [params[i] for i in self._embedding_positions]
+        return functional.support_and_query(self.embedding, weights, support_x, query_x)
 
     def logits(self, query_embeddings, prototypes) -> tf.Tensor:
         return prototype_logits(

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tfmeta.models.batch_norm import has_batch_norm, normalization_reference
+from tfmeta.models.batch_norm import (
+    collect_statistics,
+    fixed_statistics,
+    has_batch_norm,
+    normalization_reference,
+)
 
 
 def forward(
@@ -36,6 +41,27 @@ def forward(
     return outputs
 
 
+def support_and_query(
+    model: keras.Model,
+    params: Sequence[tf.Tensor],
+    support_x: tf.Tensor,
+    query_x: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Outputs for ``support_x`` and for ``query_x`` under ``params``, the
+    queries normalized with the support set's statistics: the support set
+    runs first and every normalization layer records its moments
+    (``collect_statistics``), then the queries run with those moments
+    (``fixed_statistics``), through which their gradient reaches the support
+    rows. The same values as one batch whose statistics come from its
+    support rows (``normalization_reference``), without the batch's concat
+    and the slices of every layer."""
+    with collect_statistics() as moments:
+        support = forward(model, params, support_x)
+    with fixed_statistics(moments):
+        query = forward(model, params, query_x)
+    return support, query
+
+
 def predict(
     model: keras.Model,
     params: Sequence[tf.Tensor],
@@ -46,8 +72,7 @@ def predict(
     """Outputs for ``query_x [n_query, ...]`` under ``params``.
 
     ``transductive``: the queries are normalized with their own batch
-    statistics. Otherwise with ``support_x``'s: the support set and the
-    queries run as one batch whose statistics come from the support rows (a
+    statistics. Otherwise with ``support_x``'s (``support_and_query``; a
     model without batch norm needs no ``support_x``).
     """
     if transductive or not has_batch_norm(model):
@@ -57,10 +82,4 @@ def predict(
             "a non-transductive learner needs support_x in predict() for the "
             "normalization statistics"
         )
-    num_support = (
-        tf.shape(support_x)[0] if support_x.shape[0] is None else support_x.shape[0]
-    )
-    outputs = forward(
-        model, params, tf.concat([support_x, query_x], axis=0), num_support
-    )
-    return outputs[num_support:]
+    return support_and_query(model, params, support_x, query_x)[1]

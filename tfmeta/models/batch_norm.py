@@ -32,8 +32,13 @@ backward again and builds several times as many), so second-order
 meta-gradients stay exact (tests: the closed form against automatic
 differentiation in float64, and the whole meta-gradient against the composed
 ops, to float32 round-off, where Keras' layer is off by ~0.3%).
-``fused=False`` keeps the composed ops; float64 and the non-transductive case
-always use them.
+Where the moments are given rather than the input's own (the reference rows'
+of the non-transductive case, fixed or collected statistics), the layer
+normalizes on the fused kernels' inference mode with the moments as inputs
+(``normalize_with_moments``): one op forward, one backward plus per-channel
+terms for the moments, and a closed-form gradient of that backward, so the
+support set's statistics cost about what the query batch's own do.
+``fused=False`` keeps the composed ops; float64 always uses them.
 """
 
 from __future__ import annotations
@@ -265,6 +270,106 @@ def fused_batch_norm(x, scale, offset, epsilon):
     return forward(x, scale, offset)
 
 
+def normalize_with_moments(x, mean, variance, scale, offset, epsilon):
+    """``(x - mean) * rsqrt(variance + epsilon) * scale + offset`` of a float32
+    ``[N, H, W, C]`` tensor with given ``[C]`` moments (the reference rows',
+    fixed or recorded ones) on TensorFlow's fused kernels, differentiable
+    twice in every argument, the moments included.
+
+    Forward, ``FusedBatchNormV3`` in inference mode (one op where the composed
+    form takes five passes over ``x``); backward, ``FusedBatchNormGradV3`` in
+    inference mode, which gives ``dx = dy * scale * r``, ``dscale = sum(dy *
+    xh)`` and ``doffset = sum(dy)`` (``r = rsqrt(variance + epsilon)``, ``xh =
+    (x - mean) * r``), whence ``dmean = -scale * r * doffset`` and
+    ``dvariance = -scale * r**2 * dscale / 2``; the gradient of that backward
+    (second-order MAML's) is ``_moments_grad_grad``, in closed form, since
+    TensorFlow's registered one drops the moments' part."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def forward(x, mean, variance, scale, offset):
+        y, _, _, _, _, reserve_3 = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=scale,
+            offset=offset,
+            mean=mean,
+            variance=variance,
+            epsilon=epsilon,
+            data_format="NHWC",
+            is_training=False,
+        )
+
+        @tf.custom_gradient
+        def backward(dy, x, mean, variance, scale):
+            dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=dy,
+                x=x,
+                scale=scale,
+                reserve_space_1=mean,
+                reserve_space_2=variance,
+                reserve_space_3=reserve_3,
+                epsilon=epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )
+
+            def backward_grad(ddx, ddscale, ddoffset):
+                return _moments_grad_grad(
+                    dy, x, mean, variance, scale, ddx, ddscale, ddoffset, epsilon
+                )
+
+            return (dx, dscale, doffset), backward_grad
+
+        def forward_grad(dy):
+            dx, dscale, doffset = backward(dy, x, mean, variance, scale)
+            r = tf.math.rsqrt(variance + epsilon)
+            scale_r = scale * r
+            dmean = -scale_r * doffset
+            dvariance = -0.5 * scale_r * r * dscale
+            return dx, dmean, dvariance, dscale, doffset
+
+        return y, forward_grad
+
+    return forward(x, mean, variance, scale, offset)
+
+
+def _moments_grad_grad(dy, x, mean, variance, scale, ddx, ddscale, ddoffset, epsilon):
+    """The gradient of ``(dy, x, mean, variance, scale) -> (dx, dscale,
+    doffset)``, batch norm's backward with given moments (see
+    ``normalize_with_moments``), for the cotangents ``ddx, ddscale,
+    ddoffset`` of its outputs (``None``: zero):
+
+    * ``dy``: ``scale * r * ddx + ddscale * xh + ddoffset``
+    * ``x``: ``ddscale * r * dy``
+    * ``mean``: ``-ddscale * r * sum(dy)``
+    * ``variance``: ``-r**3 * scale * sum(ddx * dy) / 2 - r**2 * ddscale *
+      sum(dy * xh) / 2``
+    * ``scale``: ``r * sum(ddx * dy)``
+    """
+    import tensorflow as tf
+
+    axes = [0, 1, 2]
+    r = tf.math.rsqrt(variance + epsilon)
+    zero = tf.zeros_like(scale)
+    grad_dy = tf.zeros_like(dy)
+    grad_x = tf.zeros_like(x)
+    grad_mean, grad_variance, grad_scale = zero, zero, zero
+    if ddx is not None:
+        sum_ddx_dy = tf.reduce_sum(ddx * dy, axes)
+        grad_dy = scale * r * ddx
+        grad_scale = r * sum_ddx_dy
+        grad_variance = -0.5 * r * r * r * scale * sum_ddx_dy
+    if ddscale is not None:
+        xh = (x - mean) * r
+        grad_dy += ddscale * xh
+        grad_x = ddscale * r * dy
+        grad_mean = -ddscale * r * tf.reduce_sum(dy, axes)
+        grad_variance -= 0.5 * r * r * ddscale * tf.reduce_sum(dy * xh, axes)
+    if ddoffset is not None:
+        grad_dy += ddoffset
+    return grad_dy, grad_x, grad_mean, grad_variance, grad_scale
+
+
 def has_batch_norm(model) -> bool:
     """Whether any layer of ``model`` (nested ones too) is a MetaBatchNorm,
     i.e. whether its outputs depend on the batch's statistics."""
@@ -315,36 +420,34 @@ class MetaBatchNorm(keras.layers.Layer):
             else None
         )
 
-    def _can_fuse(self, inputs, num_reference) -> bool:
+    def _can_fuse(self, inputs) -> bool:
         return (
             self.fused
-            and num_reference is None
             and keras.backend.backend() == "tensorflow"
             and len(inputs.shape) == 4
             and keras.backend.standardize_dtype(inputs.dtype) == "float32"
             and self.epsilon >= _FUSED_MIN_EPSILON
         )
 
-    def _fused_call(self, inputs):
+    def _scale_and_offset(self, inputs):
         import tensorflow as tf
 
         channels = inputs.shape[-1]
         # ``.value``: the weights of ``stateless_call``, not the variable's.
         scale = self.gamma.value if self.gamma is not None else tf.ones([channels])
         offset = self.beta.value if self.beta is not None else tf.zeros([channels])
-        return fused_batch_norm(inputs, scale, offset, self.epsilon)
+        return scale, offset
 
     def call(self, inputs):
         reference = inputs
         num_reference = current_normalization_reference()
         fixed = (getattr(_state, "fixed", None) or {}).get(self.name)
         collected = getattr(_state, "collected", None)
-        if (
-            fixed is None
-            and collected is None
-            and self._can_fuse(inputs, num_reference)
-        ):
-            return self._fused_call(inputs)
+        fuse = self._can_fuse(inputs)
+        if fuse and fixed is None and collected is None and num_reference is None:
+            return fused_batch_norm(
+                inputs, *self._scale_and_offset(inputs), self.epsilon
+            )
         axes = tuple(range(len(inputs.shape) - 1))
         if fixed is not None:
             mean, variance = (ops.cast(m, inputs.dtype) for m in fixed)
@@ -355,6 +458,10 @@ class MetaBatchNorm(keras.layers.Layer):
             variance = ops.mean(ops.square(reference - mean), axis=axes)
         if collected is not None:
             collected[self.name] = (mean, variance)
+        if fuse:
+            return normalize_with_moments(
+                inputs, mean, variance, *self._scale_and_offset(inputs), self.epsilon
+            )
         outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
             outputs = outputs * self.gamma
