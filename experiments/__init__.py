@@ -23,16 +23,21 @@ if not runtime.tensorflow_loaded():
 
 
 def configure_runtime(
-    cpu_threading: str, malloc_arenas: str, jit_compile: bool
+    cpu_threading: str,
+    malloc_arenas: str,
+    jit_compile: bool,
+    tasks_per_step: int | None = None,
 ) -> None:
     """``tfmeta.runtime.configure`` with ``--cpu_threading`` and
-    ``--malloc_arenas``, logged; before the binary's first TensorFlow op."""
+    ``--malloc_arenas``, logged; before the binary's first TensorFlow op.
+    ``tasks_per_step``: the run's meta-batch, for "auto" threading."""
     from absl import logging
 
     settings = runtime.configure(
         cpu_threading=cpu_threading,
         malloc_arenas=malloc_arenas,
         jit_compile=jit_compile,
+        tasks_per_step=tasks_per_step,
     )
     if settings.malloc_arenas is not None:
         logging.info("malloc arenas: at most %d", settings.malloc_arenas)
@@ -115,7 +120,8 @@ def define_cpu_threading_flag() -> None:
         list(CPU_THREADING_MODES),
         "tasks: each op on one thread and tasks side by side (faster for "
         "meta-batches of small networks); ops: TensorFlow's default, each op "
-        "split over all cores; auto: ops with XLA, else tasks",
+        "split over all cores; auto: ops with XLA or with a meta-batch smaller "
+        "than the cores, else tasks",
     )
 
 

@@ -171,7 +171,9 @@ def main(argv):
     except checks.FOLDER_ERRORS as error:
         raise InputError(str(error)) from error
     jit_compile = config.get("jit_compile", False)
-    configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile)
+    configure_runtime(
+        FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile, config["meta_batch_size"]
+    )
     try:  # the data the run was trained on: moved, damaged or too large
         data = task_sets(config)
     except (FileNotFoundError, ValueError, ConnectionError) as error:

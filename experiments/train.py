@@ -88,7 +88,12 @@ def main(argv):
 
     # Before any other TensorFlow work: malloc arenas, thread pools and
     # logical devices are fixed once it starts.
-    configure_runtime(FLAGS.cpu_threading, FLAGS.malloc_arenas, config["jit_compile"])
+    configure_runtime(
+        FLAGS.cpu_threading,
+        FLAGS.malloc_arenas,
+        config["jit_compile"],
+        config["meta_batch_size"],
+    )
     try:
         strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     except ValueError as error:

@@ -164,3 +164,34 @@ def test_auto_threading_is_ops_for_xla_and_tasks_otherwise():
     )
     # The second call finds TensorFlow not yet started: "ops" applies too.
     assert fresh_python(code) == ["tasks", "ops"]
+
+
+@pytest.mark.parametrize(
+    "cores,jit_compile,tasks_per_step,expected",
+    [
+        (2, False, None, "tasks"),  # unknown meta-batch: as before
+        (2, False, 2, "tasks"),
+        (2, False, 32, "tasks"),
+        (2, False, 1, "ops"),  # one task a step: its ops split over the cores
+        (8, False, 4, "ops"),
+        (1, False, 1, "tasks"),
+        (2, True, 32, "ops"),
+    ],
+)
+def test_auto_threading_follows_xla_and_the_tasks_of_a_step(
+    monkeypatch, cores, jit_compile, tasks_per_step, expected
+):
+    monkeypatch.setattr(runtime, "_cores", lambda: cores)
+    assert runtime.resolve_cpu_threading("auto", jit_compile, tasks_per_step) == (
+        expected
+    )
+    # A mode the user chose stands.
+    assert runtime.resolve_cpu_threading("tasks", jit_compile, tasks_per_step) == (
+        "tasks"
+    )
+
+
+@pytest.mark.parametrize("tasks_per_step", [0, -1, 1.5, True, "2"])
+def test_tasks_per_step_must_be_a_positive_integer(tasks_per_step):
+    with pytest.raises(ValueError, match="tasks_per_step must be a positive integer"):
+        runtime.resolve_cpu_threading("auto", False, tasks_per_step)

@@ -19,8 +19,10 @@ What each setting does and what it was measured to give (BUILD_NOTES.md):
   "ops" is TensorFlow's default (each op split over the cores): for one
   large model, a single task, or more cores than tasks, and for an
   XLA-compiled step, one computation that XLA threads itself ("tasks" runs
-  it on one thread, 1.3-1.5x slower). "auto" is "ops" with ``jit_compile``,
-  else "tasks". TensorFlow fixes its thread pools at its first op.
+  it on one thread, 1.3-1.5x slower). "auto" is "ops" with ``jit_compile``
+  or with fewer tasks a step (``tasks_per_step``, the meta-batch) than cores
+  (Prototypical Networks' one 60-way episode a step: 149 against 197 ms on 2
+  cores), else "tasks". TensorFlow fixes its thread pools at its first op.
 * ``malloc_arenas``: glibc gives each thread that allocates its own heap
   arena, up to eight per core, and memory freed in one arena is not reused
   by another; one arena per core ("cores") keeps a meta-step's peak resident
@@ -90,15 +92,28 @@ def tensorflow_loaded() -> bool:
     return "tensorflow" in sys.modules
 
 
-def resolve_cpu_threading(mode: str, jit_compile: bool = False) -> str:
+def resolve_cpu_threading(
+    mode: str, jit_compile: bool = False, tasks_per_step: int | None = None
+) -> str:
     """``mode`` with "auto" resolved: "ops" for an XLA-compiled step (one
-    computation, threaded by XLA) and "tasks" otherwise."""
+    computation, threaded by XLA) or for steps of fewer tasks
+    (``tasks_per_step``; None: unknown) than this process has cores, whose
+    ops are better split over the cores; "tasks" otherwise."""
     if mode not in CPU_THREADING_MODES:
         raise ValueError(
             f"cpu threading must be one of {CPU_THREADING_MODES}, got {mode!r}"
         )
+    if tasks_per_step is not None and (
+        isinstance(tasks_per_step, bool)
+        or not isinstance(tasks_per_step, int)
+        or tasks_per_step < 1
+    ):
+        raise ValueError(
+            f"tasks_per_step must be a positive integer, got {tasks_per_step!r}"
+        )
     if mode == "auto":
-        return "ops" if jit_compile else "tasks"
+        few_tasks = tasks_per_step is not None and tasks_per_step < _cores()
+        return "ops" if jit_compile or few_tasks else "tasks"
     return mode
 
 
@@ -220,11 +235,13 @@ def configure(
     onednn: bool | None = True,
     native_kernels: bool | None = True,
     jit_compile: bool = False,
+    tasks_per_step: int | None = None,
 ) -> Settings:
     """Tunes this process for meta-learning on a CPU; call it before importing
     TensorFlow (the module docstring says what each setting does). None leaves
     a setting as it is. ``jit_compile`` is whether the meta-steps will be
-    XLA-compiled (for ``cpu_threading="auto"``).
+    XLA-compiled and ``tasks_per_step`` how many tasks a meta-step holds (the
+    meta-batch; None: unknown), both for ``cpu_threading="auto"``.
 
     Every value is checked first (ValueError, TypeError). A setting that can no longer
     apply because TensorFlow has already been imported (oneDNN) or has
@@ -234,7 +251,7 @@ def configure(
     """
     mode = None
     if cpu_threading is not None:
-        mode = resolve_cpu_threading(cpu_threading, jit_compile)
+        mode = resolve_cpu_threading(cpu_threading, jit_compile, tasks_per_step)
     arenas = None if malloc_arenas is None else resolve_malloc_arenas(malloc_arenas)
     for name, value in (("onednn", onednn), ("native_kernels", native_kernels)):
         if value is not None and not isinstance(value, bool):

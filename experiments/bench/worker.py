@@ -9,6 +9,7 @@ peak of live tensors during the steps.
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import statistics
@@ -37,9 +38,12 @@ def run_worker(
         cpu_threading=None if settings.threads else settings.cpu_threading,
         malloc_arenas=settings.malloc_arenas,
         jit_compile=jit_compile,
+        tasks_per_step=settings.meta_batch_size,
     )
     malloc_arenas = runtime_settings.malloc_arenas  # None: glibc's default
-    cpu_threading = runtime.resolve_cpu_threading(settings.cpu_threading, jit_compile)
+    cpu_threading = runtime.resolve_cpu_threading(
+        settings.cpu_threading, jit_compile, settings.meta_batch_size
+    )
     if settings.threads:
         tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
         tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
@@ -67,6 +71,7 @@ def run_worker(
         start = time.perf_counter()
         learner.meta_train_step(episode)["loss"].numpy()
         times.append(time.perf_counter() - start)
+    loop = time_training_loop(configuration, learner, settings.steps)
     peak = peak_rss_mib()
     tensor_peak = (
         tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
@@ -113,4 +118,61 @@ def run_worker(
         "built_rss_mib": round(built_rss, 1),
         "rss_growth_mib": round(peak - built_rss, 1),
         "tensor_peak_mib": None if tensor_peak is None else round(tensor_peak, 1),
+        **loop,
+    }
+
+
+def time_training_loop(
+    configuration: learners.Configuration, learner, steps: int
+) -> dict[str, Any]:
+    """The training binary's own loop (``tfmeta.training.Trainer``, as
+    ``experiments.train`` runs it) over the same learner, now on Omniglot
+    episodes from the files (``tfmeta.task_sets``, the config's stream:
+    rotations, prefetching): ``loop_ms_per_step_median``, the median time
+    from one finished meta-step to the next over ``steps`` steps after two
+    more, which includes drawing the episode, the step, its host
+    synchronization and the per-step summaries. ``loop_skip`` says why there
+    is none (an algorithm on embedding vectors, no Omniglot files)."""
+    import tempfile
+
+    import tfmeta
+    from tfmeta.training import Trainer
+
+    config = configuration.config
+    if config["dataset"] != "omniglot":
+        return {"loop_skip": f"its data are {config['dataset']}, not Omniglot files"}
+    try:
+        loop_config = dict(config, val_tasks=0)
+        if "train_n_way" in config:
+            # Only the training stream is drawn: at the benchmark's way (60
+            # for Prototypical Networks' episodes), with the held-out tasks'
+            # way small enough for the held-out characters.
+            loop_config.update(train_n_way=config["n_way"], n_way=2)
+        data = tfmeta.task_sets(loop_config)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        return {"loop_skip": f"no Omniglot episodes: {error}"}
+    finished: list[float] = []
+
+    def events(event: str, step: int) -> None:
+        if event == "trained":
+            finished.append(time.perf_counter())
+
+    warm_up = 2
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = Trainer(
+            learner,
+            workdir,
+            data.train,
+            log_every=10**9,
+            eval_every=10**9,
+            checkpoint_every=10**9,
+            print_fn=lambda line: None,
+            events=events,
+        )
+        trainer.train(trainer.step + steps + warm_up + 1)
+    intervals = [b - a for a, b in itertools.pairwise(finished)][warm_up:]
+    return {
+        "loop_steps": len(intervals),
+        "loop_ms_per_step_median": round(1000 * statistics.median(intervals), 2),
+        "loop_data": data.split,
     }
