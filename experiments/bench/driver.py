@@ -2,10 +2,13 @@
 process, then runs each measurement in a process of its own, interleaved
 over rounds, and hands the figures to ``report``.
 
-It loads no TensorFlow: a child's peak RSS (``ru_maxrss``) starts from its
-parent's at exec. Children run this package's binary again (``--plan``,
-``--worker=ALGORITHM``): ``experiments.benchmark`` from a checkout's root,
-``tfmeta.experiments.benchmark`` where it is installed.
+It loads no TensorFlow: where a child's peak RSS falls back to
+``ru_maxrss`` (no /proc), it starts from its parent's at exec. Children run
+this package's binary again (``--plan``, ``--worker=ALGORITHM``):
+``experiments.benchmark`` from a checkout's root,
+``tfmeta.experiments.benchmark`` where it is installed. The yardstick and
+``import torch`` run under ``memory``'s wrapper, which reports the process's
+own high-water mark.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import flops, report, yardstick
+from . import flops, memory, report, yardstick
 from .settings import Options, Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -88,7 +91,8 @@ def yardstick_run(
 ) -> dict[str, Any]:
     """The yardstick at ``order`` with the settings and alpha of the tfmeta
     algorithm it computes."""
-    command = [options.torch_python, options.yardstick, f"--order={order}"]
+    command = [options.torch_python, memory.__file__, options.yardstick]
+    command.append(f"--order={order}")
     command += [f"--meta_batch={settings.meta_batch_size}", f"--steps={settings.steps}"]
     for name in ("n_way", "k_shot", "q_query", "inner_steps", "threads"):
         command.append(f"--{name}={getattr(settings, name)}")
@@ -99,11 +103,9 @@ def yardstick_run(
 
 
 def torch_import_rss_mib(torch_python: str) -> float:
-    code = "import torch, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    done = subprocess.run(
-        [torch_python, "-c", code], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout.split()[-1]) / 1024
+    """The peak RSS of a process that imports torch and does nothing else."""
+    command = [torch_python, memory.__file__, "--import", "torch"]
+    return float(run_json(command, "`import torch`")["peak_rss_mib"])
 
 
 def schedule(planned: list[dict[str, Any]], options: Options) -> list[tuple[str, Any]]:
@@ -132,6 +134,7 @@ def _print_settings(settings: Settings, options: Options) -> None:
         f"batch norm {'on' if settings.fused_batch_norm else 'off'}",
         flush=True,
     )
+    print(memory.describe_peak_source(), flush=True)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > 0.5:
         print(
@@ -243,6 +246,7 @@ def run_memory(settings: Settings, options: Options) -> dict[str, Any]:
         f"steps {inner_steps}",
         flush=True,
     )
+    print(memory.describe_peak_source(), flush=True)
     torch_python = options.torch_python
     torch_import_rss = torch_import_rss_mib(torch_python) if torch_python else None
     rows = []

@@ -14,9 +14,10 @@ from . import flops, yardstick
 SPEED_NOTE = (
     "ms/step and compile s: median over rounds of each round's median; compile "
     "s is the first call (trace, graph optimization, one step) less a step; "
-    "peak RSS and growth: the largest over rounds. tfmeta's growth is over the "
-    "peak RSS once model and learner are built (importing TensorFlow alone "
-    "takes ~540 MiB); the yardstick's is over `import torch` alone."
+    "peak RSS (each process's own) and growth: the largest over rounds. "
+    "tfmeta's growth is over the peak RSS once model and learner are built "
+    "(importing TensorFlow alone takes ~540 MiB); the yardstick's is over "
+    "`import torch` alone."
 )
 
 

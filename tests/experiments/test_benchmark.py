@@ -217,3 +217,71 @@ def test_forward_multiply_adds_matches_the_conv4_model(pooling):
         )
         == from_model
     )
+
+
+OWN_PEAK = pytest.mark.skipif(
+    not os.path.isfile("/proc/self/status"),
+    reason="no /proc/self/status: peak RSS falls back to ru_maxrss",
+)
+MIB = 2**20
+
+
+@OWN_PEAK
+def test_peak_rss_counts_what_the_process_allocated():
+    code = (
+        "from experiments.bench import memory\n"
+        f"block = b'\\1' * {64 * MIB}  # written: resident\n"
+        "print(memory.peak_rss_source(), memory.peak_rss_mib())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    source, peak = done.stdout.split()
+    assert source == "VmHWM" and float(peak) >= 64
+
+
+@OWN_PEAK
+def test_the_wrapper_reports_the_script_own_peak_not_its_parent(tmp_path):
+    # A parent that holds 256 MiB runs, through the wrapper, a script that
+    # holds 32 MiB: the script's peak is at least its 32 MiB and below the
+    # parent's 256 (ru_maxrss would start from the parent's on Linux).
+    from experiments.bench import memory
+
+    script = tmp_path / "allocate.py"
+    script.write_text(
+        "import json, resource, sys\n"
+        f"block = b'\\1' * (int(sys.argv[1]) * {MIB})\n"
+        "maximum = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print('allocated')\n"
+        "print(json.dumps({'impl': 'allocate', 'peak_rss_mib': maximum}))\n"
+    )
+    parent = (
+        "import subprocess, sys\n"
+        f"held = b'\\1' * {256 * MIB}\n"
+        f"subprocess.run([sys.executable, {memory.__file__!r}, {str(script)!r}, '32'], "
+        "check=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", parent], check=True, capture_output=True, text=True
+    )
+    printed, line = done.stdout.splitlines()
+    result = json.loads(line)
+    assert printed == "allocated"
+    assert (result["impl"], result["peak_rss_source"]) == ("allocate", "VmHWM")
+    assert 32 <= result["peak_rss_mib"] < 256
+    assert "ru_maxrss_mib" in result  # the script's own figure, kept
+
+
+@OWN_PEAK
+def test_the_wrapper_reports_an_import_alone():
+    from experiments.bench import memory
+
+    command = [sys.executable, memory.__file__, "--import", "json"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout)
+    assert (result["import"], result["peak_rss_source"]) == ("json", "VmHWM")
+    assert result["peak_rss_mib"] > 0
