@@ -4,10 +4,27 @@
 
 Every registered algorithm (``--algorithms``) at Omniglot 5-way 1-shot, 1
 query per class, meta-batch 32, 1 inner step, with XLA off and on, beside the
-PyTorch yardstick (``shared/bench/torch_maml_reference.py``) at order 2
-(second-order MAML) and order 1 (FOMAML): median ms per meta-step, compile
-seconds (the first call, which traces and compiles), peak RSS and the growth
-of peak RSS after the model and learner are built.
+PyTorch yardsticks (``experiments.bench.yardstick``): the MAML one
+(``shared/bench/torch_maml_reference.py``, ``--yardstick``) at order 2 beside
+``maml`` and order 1 beside ``fomaml``, and the Prototypical Networks one
+(``shared/bench/torch_protonet_reference.py``, ``--protonet_yardstick``) in
+eager mode and under torch.compile beside ``protonet``. Figures: median ms per
+meta-step, compile seconds (the first call, which traces and compiles), peak
+RSS and the growth of peak RSS after the model and learner are built, and a
+tfmeta row's ratio to the faster of its algorithm's yardsticks. Prototypical
+Networks as in the paper's Omniglot training (60-way 1-shot, 5 queries, one
+episode per step)::
+
+  python -m experiments.benchmark --torch_python=../.venv-torch/bin/python \
+      --algorithms=protonet --n_way=60 --meta_batch_size=1 --q_query=5 --xla=off
+
+The ProtoNet yardstick takes one episode per step, so it times meta-batch 1
+only. Named in ``--algorithms`` with another ``--meta_batch_size``,
+``protonet`` with ``--torch_python`` is refused before anything runs: the
+user asked for that comparison, and a run that would end without it should
+not start. Among every algorithm by default (meta-batch 32), its yardstick
+rows are left out with a printed reason and the others run, as an algorithm
+that refuses a setting is skipped there.
 
 Each algorithm is built through the registry, as the training binary builds
 it (``experiments.bench.learners``): its declared defaults, the outer
@@ -26,10 +43,13 @@ Every measurement runs in its own process (memory is per configuration, no
 compile cache is shared): ``--worker=ALGORITHM`` runs one tfmeta
 configuration and prints one JSON line. Configurations are interleaved over
 ``--repeats`` rounds (tfmeta MAML, yardstick order 2, tfmeta FOMAML,
-yardstick order 1, ..., then again), so a slow period of the machine does not
-fall on one of them; figures are the median over rounds of each round's
-median. Inputs are random tensors, as in the yardstick: data loading is not
-timed.
+yardstick order 1, ..., tfmeta protonet, its eager yardstick, its
+torch.compile yardstick, then again), so a slow period of the machine does
+not fall on one of them; figures are the median over rounds of each round's
+median. Inputs are random tensors, as in the yardsticks: data loading is not
+timed. Peak RSS is each process's own high-water mark (VmHWM; the yardsticks
+and ``import torch`` run under ``experiments.bench.memory``'s wrapper), or
+``ru_maxrss`` where /proc is absent, as the output says.
 
 ``--mode=memory`` measures the algorithms with a ``recompute`` setting
 (second-order MAML) at 5, 10 and 25 inner steps (``--memory_inner_steps``),
@@ -70,7 +90,15 @@ def define_flags() -> None:
         "torch_python", None, "interpreter with PyTorch for the yardstick (none: skip)"
     )
     flags.DEFINE_string(
-        "yardstick", driver.DEFAULT_YARDSTICK, "the PyTorch yardstick script"
+        "yardstick",
+        driver.DEFAULT_YARDSTICK,
+        "the PyTorch MAML yardstick script (order 2 beside maml, 1 beside fomaml)",
+    )
+    flags.DEFINE_string(
+        "protonet_yardstick",
+        driver.DEFAULT_PROTONET_YARDSTICK,
+        "the PyTorch Prototypical Networks yardstick script (eager and "
+        "torch.compile beside protonet; needs --meta_batch_size=1)",
     )
     from tfmeta.algorithms import ALGORITHMS
 

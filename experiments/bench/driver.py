@@ -29,6 +29,9 @@ EXPERIMENTS = __package__.rpartition(".")[0]
 BINARY = f"{EXPERIMENTS}.benchmark"
 CHECKOUT = REPO if EXPERIMENTS == "experiments" else None
 DEFAULT_YARDSTICK = str(REPO.parent / "shared" / "bench" / "torch_maml_reference.py")
+DEFAULT_PROTONET_YARDSTICK = str(
+    REPO.parent / "shared" / "bench" / "torch_protonet_reference.py"
+)
 
 
 def last_json_line(output: str) -> dict[str, Any]:
@@ -87,18 +90,18 @@ def tfmeta_run(
 
 
 def yardstick_run(
-    order: int, settings: Settings, options: Options, inner_lr: float
+    stick: yardstick.Yardstick,
+    settings: Settings,
+    options: Options,
+    inner_lr: float | None,
 ) -> dict[str, Any]:
-    """The yardstick at ``order`` with the settings and alpha of the tfmeta
-    algorithm it computes."""
-    command = [options.torch_python, memory.__file__, options.yardstick]
-    command.append(f"--order={order}")
-    command += [f"--meta_batch={settings.meta_batch_size}", f"--steps={settings.steps}"]
-    for name in ("n_way", "k_shot", "q_query", "inner_steps", "threads"):
-        command.append(f"--{name}={getattr(settings, name)}")
-    command.append(f"--inner_lr={inner_lr}")
-    result = run_json(command, f"yardstick order {order}")
-    result["peak_rss_mib"] = float(result["peak_rss_mib"])
+    """``stick`` with the settings and alpha of the tfmeta algorithm it
+    computes, under ``memory``'s wrapper (its own peak RSS)."""
+    script = getattr(options, stick.script_flag)
+    command = [options.torch_python, memory.__file__, script]
+    command += stick.arguments(settings, inner_lr)
+    result = run_json(command, f"yardstick {stick.name}")
+    result.update(yardstick=stick.name, peak_rss_mib=float(result["peak_rss_mib"]))
     return result
 
 
@@ -108,15 +111,28 @@ def torch_import_rss_mib(torch_python: str) -> float:
     return float(run_json(command, "`import torch`")["peak_rss_mib"])
 
 
-def schedule(planned: list[dict[str, Any]], options: Options) -> list[tuple[str, Any]]:
-    """One round: each algorithm at every XLA setting, then its yardstick."""
+def schedule(
+    planned: list[dict[str, Any]], options: Options, settings: Settings
+) -> list[tuple[str, Any]]:
+    """One round: each algorithm at every XLA setting, then its yardsticks
+    (with ``--torch_python``). A yardstick that cannot time ``settings`` is
+    left out, with the reason printed (``Options.check`` has refused it
+    already where its algorithm is named in ``--algorithms``)."""
     jobs: list[tuple[str, Any]] = []
+    skipped: dict[str, None] = {}
     for entry in planned:
         algorithm = entry["algorithm"]
         jobs += [("tfmeta", (algorithm, xla)) for xla in options.xla]
-        order = yardstick.ORDERS.get(algorithm)
-        if options.torch_python and order and ("yardstick", order) not in jobs:
-            jobs.append(("yardstick", order))
+        for stick in yardstick.YARDSTICKS.get(algorithm, ()):
+            if not options.torch_python or ("yardstick", stick) in jobs:
+                continue
+            reason = stick.refusal(settings)
+            if reason:
+                skipped[f"{algorithm}'s yardstick skipped: {reason}"] = None
+            else:
+                jobs.append(("yardstick", stick))
+    for line in skipped:
+        print(line, flush=True)
     return jobs
 
 
@@ -144,7 +160,7 @@ def _print_settings(settings: Settings, options: Options) -> None:
         )
 
 
-def _torch_import(options: Options) -> float | None:
+def _torch_import(options: Options, jobs: list[tuple[str, Any]]) -> float | None:
     """The peak RSS of ``import torch`` alone (None: no yardstick)."""
     if not options.torch_python:
         print(
@@ -154,9 +170,14 @@ def _torch_import(options: Options) -> float | None:
             flush=True,
         )
         return None
+    sticks = [key for kind, key in jobs if kind == "yardstick"]
+    if not sticks:
+        print("no yardstick computes these algorithms", flush=True)
+        return None
     torch_import_rss = torch_import_rss_mib(options.torch_python)
+    scripts = dict.fromkeys(getattr(options, s.script_flag) for s in sticks)
     print(
-        f"yardstick: {options.yardstick}; `import torch` alone peaks at "
+        f"yardstick: {', '.join(scripts)}; `import torch` alone peaks at "
         f"{torch_import_rss:.0f} MiB (its RSS growth = peak - that)",
         flush=True,
     )
@@ -169,9 +190,9 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     options.check(settings)
     _print_settings(settings, options)
     planned = plan(settings, options)
-    torch_import_rss = _torch_import(options)
-    alpha = {yardstick.ORDERS.get(e["algorithm"]): e["inner_lr"] for e in planned}
-    jobs = schedule(planned, options)
+    jobs = schedule(planned, options, settings)
+    torch_import_rss = _torch_import(options, jobs)
+    alpha = {entry["algorithm"]: entry["inner_lr"] for entry in planned}
     results: dict[Any, list[dict[str, Any]]] = {job: [] for job in jobs}
     for round_index in range(options.repeats):
         for kind, key in jobs:
@@ -180,7 +201,7 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
                 job = dataclasses.replace(settings, jit_compile=xla == "on")
                 result = tfmeta_run(algorithm, job)
             else:
-                result = yardstick_run(key, settings, options, alpha[key])
+                result = yardstick_run(key, settings, options, alpha[key.algorithm])
                 result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
             result["round"] = round_index + 1
             results[(kind, key)].append(result)
@@ -215,6 +236,7 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
             "xla": list(options.xla),
             "torch_python": options.torch_python,
             "yardstick": options.yardstick,
+            "protonet_yardstick": options.protonet_yardstick,
         },
         "maml_flops_per_step": flop_count,
         "torch_import_rss_mib": torch_import_rss,
@@ -268,10 +290,11 @@ def run_memory(settings: Settings, options: Options) -> dict[str, Any]:
                     f"{report.describe(result)}",
                     flush=True,
                 )
-            order = yardstick.ORDERS.get(entry["algorithm"])
-            if torch_python and order:
-                job = dataclasses.replace(settings, inner_steps=steps)
-                result = yardstick_run(order, job, options, entry["inner_lr"])
+            job = dataclasses.replace(settings, inner_steps=steps)
+            for stick in yardstick.YARDSTICKS.get(entry["algorithm"], ()):
+                if not torch_python or stick.refusal(job):
+                    continue
+                result = yardstick_run(stick, job, options, entry["inner_lr"])
                 result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
                 result["implementation"] = f"PyTorch {result['torch']}"
                 rows.append(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -140,7 +141,6 @@ def test_each_algorithm_gets_the_settings_it_has_and_its_own_outer_update():
 
 
 def test_a_registered_algorithm_gets_a_row_without_an_edit(monkeypatch):
-    import dataclasses
 
     from experiments.bench import learners
     from experiments.bench.settings import Settings
@@ -285,3 +285,152 @@ def test_the_wrapper_reports_an_import_alone():
     result = json.loads(done.stdout)
     assert (result["import"], result["peak_rss_source"]) == ("json", "VmHWM")
     assert result["peak_rss_mib"] > 0
+
+
+def test_a_round_runs_each_algorithm_then_its_yardsticks(capsys):
+    from experiments.bench import driver
+    from experiments.bench.settings import Options, Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    (order_2,), (eager, compiled) = YARDSTICKS["maml"], YARDSTICKS["protonet"]
+    planned = [{"algorithm": name} for name in ("maml", "reptile", "protonet")]
+    options = Options(xla=("off", "on"), torch_python="python")
+    jobs = driver.schedule(planned, options, Settings(meta_batch_size=1))
+    assert jobs == [
+        ("tfmeta", ("maml", "off")),
+        ("tfmeta", ("maml", "on")),
+        ("yardstick", order_2),
+        ("tfmeta", ("reptile", "off")),
+        ("tfmeta", ("reptile", "on")),
+        ("tfmeta", ("protonet", "off")),
+        ("tfmeta", ("protonet", "on")),
+        ("yardstick", eager),
+        ("yardstick", compiled),
+    ]
+    assert capsys.readouterr().out == ""
+    # Meta-batch 32 (every algorithm by default): ProtoNet's yardsticks are
+    # left out, the reason printed once.
+    jobs = driver.schedule(planned, options, Settings(meta_batch_size=32))
+    assert [key for kind, key in jobs if kind == "yardstick"] == [order_2]
+    skipped = (
+        "protonet's yardstick skipped: --meta_batch_size=32: the protonet "
+        "yardstick runs one episode per step: pass --meta_batch_size=1"
+    )
+    assert capsys.readouterr().out.splitlines() == [skipped]
+    no_torch = driver.schedule(planned, Options(xla=("off",)), Settings())
+    assert [kind for kind, _ in no_torch] == ["tfmeta"] * 3
+
+
+def test_each_yardstick_gets_the_flags_its_script_has():
+    from experiments.bench.settings import Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    settings = Settings(n_way=60, q_query=5, meta_batch_size=1, steps=3)
+    shape = ["--n_way=60", "--k_shot=1", "--q_query=5", "--steps=3", "--threads=0"]
+    eager, compiled = YARDSTICKS["protonet"]
+    assert eager.arguments(settings, None) == shape
+    assert compiled.arguments(settings, None) == ["--compile", *shape]
+    (order_1,) = YARDSTICKS["fomaml"]
+    assert order_1.arguments(settings, 0.4) == [
+        "--order=1",
+        *shape,
+        "--meta_batch=1",
+        "--inner_steps=1",
+        "--inner_lr=0.4",
+    ]
+    assert (eager.name, compiled.name) == (
+        "protonet (eager)",
+        "protonet (torch.compile)",
+    )
+
+
+def test_protonet_named_beside_its_yardstick_needs_meta_batch_1(tmp_path):
+    from experiments.bench.settings import Options, Settings
+
+    script = tmp_path / "reference.py"
+    script.write_text("")
+    options = Options(
+        algorithms=("maml", "protonet"),
+        torch_python=sys.executable,
+        yardstick=str(script),
+        protonet_yardstick=str(script),
+    )
+    with pytest.raises(ValueError) as refused:
+        options.check(Settings(meta_batch_size=32))
+    assert str(refused.value) == (
+        "--meta_batch_size=32: the protonet yardstick runs one episode per step: "
+        "pass --meta_batch_size=1, or drop --torch_python to time protonet without it"
+    )
+    options.check(Settings(meta_batch_size=1))
+    # Every algorithm by default: accepted (the driver leaves its yardstick out).
+    dataclasses.replace(options, algorithms=()).check(Settings(meta_batch_size=32))
+    # Only the scripts of the algorithms asked for must exist.
+    absent = str(tmp_path / "absent.py")
+    dataclasses.replace(options, algorithms=("protonet",), yardstick=absent).check(
+        Settings(meta_batch_size=1)
+    )
+    with pytest.raises(ValueError, match=f"--protonet_yardstick={absent} does not"):
+        dataclasses.replace(options, protonet_yardstick=absent).check(
+            Settings(meta_batch_size=1)
+        )
+
+
+def _tfmeta_result(algorithm: str, ms: float, **extra) -> dict:
+    return {
+        "impl": "tfmeta",
+        "algorithm": algorithm,
+        "xla": "off",
+        "ms_per_step_median": ms,
+        "compile_s": 1.5,
+        "peak_rss_mib": 900.0,
+        "rss_growth_mib": 80.0,
+        **extra,
+    }
+
+
+def _yardstick_result(stick, ms: float) -> dict:
+    return {
+        "impl": "torch-reference",
+        "torch": "2.13.0+cpu",
+        "yardstick": stick.name,
+        "ms_per_step_median": ms,
+        "peak_rss_mib": 300.0,
+        "rss_growth_mib": 90.0,
+    }
+
+
+def _protonet_rounds(tfmeta_ms, eager_ms, compiled_ms):
+    """Jobs and results of one protonet row and its two yardsticks."""
+    from experiments.bench.yardstick import YARDSTICKS
+
+    eager, compiled = YARDSTICKS["protonet"]
+    jobs = [("tfmeta", ("protonet", "off")), ("yardstick", eager)]
+    jobs.append(("yardstick", compiled))
+    results = {
+        jobs[0]: [_tfmeta_result("protonet", ms) for ms in tfmeta_ms],
+        jobs[1]: [_yardstick_result(eager, ms) for ms in eager_ms],
+        jobs[2]: [_yardstick_result(compiled, ms) for ms in compiled_ms],
+    }
+    return jobs, results
+
+
+@pytest.mark.parametrize("faster", ["eager", "torch.compile"])
+def test_protonet_ratio_is_to_the_faster_yardstick_and_both_are_printed(faster):
+    from experiments.bench import report
+
+    # Medians over three rounds: tfmeta 100, eager 300 or 240, compiled 240 or 300.
+    slow, fast = [280.0, 300.0, 900.0], [240.0, 230.0, 250.0]
+    eager_ms, compiled_ms = (fast, slow) if faster == "eager" else (slow, fast)
+    jobs, results = _protonet_rounds([90.0, 100.0, 120.0], eager_ms, compiled_ms)
+    rows = report.speed_rows(jobs, results, flop_count=0)
+    tfmeta, eager, compiled = rows
+    assert tfmeta["ratio"] == pytest.approx(100.0 / 240.0)
+    assert tfmeta["ratio_to"] == f"protonet ({faster})"
+    assert (eager["ms_per_step_median"], compiled["ms_per_step_median"]) == (
+        (240.0, 300.0) if faster == "eager" else (300.0, 240.0)
+    )
+    lines = report.speed_table(rows).splitlines()
+    assert lines[2] == "| tfmeta | protonet | off | 100.0 | 1.5 | 900 | 80 | 0.42 |"
+    assert lines[3].startswith("| PyTorch 2.13.0+cpu | protonet (eager) | - | ")
+    assert lines[4].startswith("| PyTorch 2.13.0+cpu | protonet (torch.compile) | - | ")
+    assert lines[3].endswith(" | 300 | 90 | - |")
