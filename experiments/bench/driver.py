@@ -210,21 +210,12 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
                 flush=True,
             )
 
-    flop_count = flops.maml_step_flops(
-        settings.meta_batch_size,
-        settings.n_way,
-        settings.k_shot,
-        settings.q_query,
-        settings.inner_steps,
-        settings.filters,
-    )
-    rows = report.speed_rows(jobs, results, flop_count)
+    rows = report.speed_rows(jobs, results, settings)
     print()
     print(report.speed_table(rows))
     print()
     print(report.SPEED_NOTE)
-    lines = report.flop_notes(rows, flop_count, settings.n_way, settings.filters)
-    print("\n".join(lines))
+    print("\n".join(report.flop_notes(rows, settings)))
     names = ("meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps")
     names += ("inner_lr", "filters", "steps", "threads", "cpu_threading")
     summary = {
@@ -238,7 +229,10 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
             "yardstick": options.yardstick,
             "protonet_yardstick": options.protonet_yardstick,
         },
-        "maml_flops_per_step": flop_count,
+        "flops_per_step": {
+            algorithm: flops.step_flops(algorithm, settings)
+            for algorithm in flops.COUNTED
+        },
         "torch_import_rss_mib": torch_import_rss,
         "summary": rows,
         "measurements": [run for runs in results.values() for run in runs],

@@ -10,6 +10,7 @@ import statistics
 from typing import Any
 
 from . import flops, yardstick
+from .settings import Settings
 
 SPEED_NOTE = (
     "ms/step and compile s: median over rounds of each round's median; compile "
@@ -61,17 +62,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def speed_rows(
-    jobs: list[tuple[str, Any]], results: dict[Any, list[dict[str, Any]]], flop_count
+    jobs: list[tuple[str, Any]],
+    results: dict[Any, list[dict[str, Any]]],
+    settings: Settings,
 ) -> list[dict[str, Any]]:
     """A summary row per job: tfmeta rows with their ratio to the fastest of
     the yardsticks that compute the same algorithm (``ratio_to`` names it),
-    and achieved GFLOP/s where ``flop_count`` (second-order MAML's)
-    describes the step."""
+    and achieved GFLOP/s where ``flops.step_flops`` counts the step (each
+    implementation's own network: the ProtoNet yardstick pools rounding
+    down)."""
     rows = []
     for kind, key in jobs:
         summary = summarize(results[(kind, key)])
         if kind == "tfmeta":
-            algorithm = key[0]
+            algorithm, ceil_mode = key[0], True
             row = dict(summary, implementation="tfmeta", algorithm=algorithm)
             references = [
                 summarize(results[("yardstick", stick)])
@@ -85,18 +89,27 @@ def speed_rows(
                 )
                 row["ratio_to"] = fastest["yardstick"]
         else:
-            algorithm = key.algorithm
+            algorithm, ceil_mode = key.algorithm, key.ceil_mode
             row = dict(
                 summary,
                 implementation=f"PyTorch {summary['torch']}",
-                algorithm=key.name,
+                algorithm=algorithm,
+                variant=key.variant,
                 xla="-",
                 compile_s=None,
             )
-        if algorithm == "maml":
-            row["gflops_per_s"] = flop_count / (row["ms_per_step_median"] / 1000) / 1e9
+        count = flops.step_flops(algorithm, settings, ceil_mode)
+        if count is not None:
+            row["flops_per_step"] = count
+            row["gflops_per_s"] = count / (row["ms_per_step_median"] / 1000) / 1e9
         rows.append(row)
     return rows
+
+
+def algorithm_cell(row: dict[str, Any]) -> str:
+    """The algorithm, and for a yardstick which of its variants."""
+    variant = row.get("variant")
+    return f"{row['algorithm']} ({variant})" if variant else row["algorithm"]
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
@@ -108,7 +121,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [
             row["implementation"],
-            row["algorithm"],
+            algorithm_cell(row),
             row["xla"],
             f"{row['ms_per_step_median']:.1f}",
             "-" if row.get("compile_s") is None else f"{row['compile_s']:.1f}",
@@ -120,19 +133,12 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def flop_notes(rows: list[dict[str, Any]], flop_count: int, n_way: int, filters: int):
-    """Lines on the FLOP count and, per row that has one, the share of this
-    CPU's peak (stored in the row as ``fraction_of_peak``)."""
-    multiply_adds = flops.forward_multiply_adds(n_way, filters)
-    count = (
-        f"second-order MAML: ~{flop_count / 1e9:.2f} GFLOP per meta-step, counting "
-        "conv and dense multiply-adds of the forward pass (2 FLOPs each, "
-        f"{multiply_adds:,} per example), with backward ~2x forward and second "
-        "order adding another forward + backward through the inner step: "
-        f"{flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per inner step, "
-        f"{flops.QUERY_PASSES}x the query forward."
-    )
-    lines = [count]
+def flop_notes(rows: list[dict[str, Any]], settings: Settings) -> list[str]:
+    """Lines on the FLOP count of each counted algorithm among ``rows`` and,
+    per row that has one, the share of this CPU's peak (stored in the row as
+    ``fraction_of_peak``)."""
+    counted = dict.fromkeys(row["algorithm"] for row in rows if "flops_per_step" in row)
+    lines = [count_note(algorithm, settings) for algorithm in counted]
     peak = flops.cpu_peak_gflops()
     if peak:
         lines.append(
@@ -144,11 +150,39 @@ def flop_notes(rows: list[dict[str, Any]], flop_count: int, n_way: int, filters:
             share = f", {100 * row['gflops_per_s'] / peak:.0f}% of peak" if peak else ""
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
             lines.append(
-                f"  {row['implementation']} {row['algorithm']}"
+                f"  {row['implementation']} {algorithm_cell(row)}"
                 f"{'' if row['xla'] == '-' else ' xla=' + row['xla']}: "
                 f"{row['gflops_per_s']:.2f} GFLOP/s achieved{share}"
             )
     return lines
+
+
+def count_note(algorithm: str, settings: Settings) -> str:
+    """How ``flops.step_flops`` counts ``algorithm``'s step, in a line."""
+    count = flops.step_flops(algorithm, settings)
+    head = f"{flops.COUNTED[algorithm]}: ~{count / 1e9:.2f} GFLOP per step"
+    if algorithm == "protonet":
+        embedding = flops.forward_multiply_adds(0, settings.filters)
+        floor = flops.step_flops(algorithm, settings, ceil_mode=False)
+        images = settings.n_way * (settings.k_shot + settings.q_query)
+        batch = settings.meta_batch_size
+        episodes = "1 episode" if batch == 1 else f"{batch} episodes each"
+        return (
+            f"{head} ({episodes} of N*(K+Q) = {images} images), counting the "
+            f"embedding's conv multiply-adds (2 FLOPs each, {embedding:,} per "
+            "image; the head is unused, prototypes and distances are not "
+            "counted) with one forward and one backward: "
+            f"{flops.PROTONET_PASSES}x the forward. The yardstick's max-pooling "
+            f"rounds down (28 -> 14 -> 7 -> 3): ~{floor / 1e9:.2f} GFLOP for its rows."
+        )
+    multiply_adds = flops.forward_multiply_adds(settings.n_way, settings.filters)
+    return (
+        f"{head}, counting conv and dense multiply-adds of the forward pass (2 "
+        f"FLOPs each, {multiply_adds:,} per example), with backward ~2x forward "
+        "and second order adding another forward + backward through the inner "
+        f"step: {flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per "
+        f"inner step, {flops.QUERY_PASSES}x the query forward."
+    )
 
 
 def memory_table(rows: list[dict[str, Any]]) -> str:

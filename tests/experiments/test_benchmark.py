@@ -417,12 +417,13 @@ def _protonet_rounds(tfmeta_ms, eager_ms, compiled_ms):
 @pytest.mark.parametrize("faster", ["eager", "torch.compile"])
 def test_protonet_ratio_is_to_the_faster_yardstick_and_both_are_printed(faster):
     from experiments.bench import report
+    from experiments.bench.settings import Settings
 
     # Medians over three rounds: tfmeta 100, eager 300 or 240, compiled 240 or 300.
     slow, fast = [280.0, 300.0, 900.0], [240.0, 230.0, 250.0]
     eager_ms, compiled_ms = (fast, slow) if faster == "eager" else (slow, fast)
     jobs, results = _protonet_rounds([90.0, 100.0, 120.0], eager_ms, compiled_ms)
-    rows = report.speed_rows(jobs, results, flop_count=0)
+    rows = report.speed_rows(jobs, results, Settings(meta_batch_size=1))
     tfmeta, eager, compiled = rows
     assert tfmeta["ratio"] == pytest.approx(100.0 / 240.0)
     assert tfmeta["ratio_to"] == f"protonet ({faster})"
@@ -434,3 +435,61 @@ def test_protonet_ratio_is_to_the_faster_yardstick_and_both_are_printed(faster):
     assert lines[3].startswith("| PyTorch 2.13.0+cpu | protonet (eager) | - | ")
     assert lines[4].startswith("| PyTorch 2.13.0+cpu | protonet (torch.compile) | - | ")
     assert lines[3].endswith(" | 300 | 90 | - |")
+
+
+def test_forward_multiply_adds_max_pool_rounding_down_by_hand():
+    # 5x5x1 -> conv 2 filters: 5*5*2*1*9 = 450 -> pool (floor) 2x2
+    # -> conv: 2*2*2*2*9 = 144 -> pool 1x1 -> flatten 2 -> dense 2*3 = 6.
+    count = flops.forward_multiply_adds(
+        3, filters=2, depth=2, input_shape=(5, 5, 1), ceil_mode=False
+    )
+    assert count == 450 + 144 + 6
+
+
+def test_omniglot_protonet_step_flops_by_hand():
+    # The embedding (no head): 28x28 from 1 channel, then 14x14, 7x7 and 4x4
+    # (3x3 where pooling rounds down) from 64 to 64 channels.
+    ceil = 28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 4 * 4) * 64 * 64 * 9
+    floor = 28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 3 * 3) * 64 * 64 * 9
+    assert (ceil, floor) == (10_073_088, 9_815_040)
+    # 60-way 1-shot 5 queries: 360 images, forward + backward ~3 forwards,
+    # 2 FLOPs per multiply-add: ~21.76 GFLOP (~21.20 rounding down).
+    step = flops.protonet_step_flops(1, n_way=60, k_shot=1, q_query=5)
+    assert step == 360 * 3 * 2 * ceil == 21_757_870_080
+    assert flops.protonet_step_flops(1, 60, 1, 5, ceil_mode=False) == 360 * 6 * floor
+    # A meta-batch of episodes: that many times one.
+    assert flops.protonet_step_flops(4, 60, 1, 5) == 4 * step
+
+
+def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    monkeypatch.setattr(flops, "cpu_peak_gflops", lambda: 100.0)
+    settings = Settings(meta_batch_size=1, n_way=60, q_query=5)
+    jobs, results = _protonet_rounds([500.0], [2000.0], [1000.0])
+    rows = report.speed_rows(jobs, results, settings)
+    ceil = flops.protonet_step_flops(1, 60, 1, 5)
+    floor = flops.protonet_step_flops(1, 60, 1, 5, ceil_mode=False)
+    assert [row["flops_per_step"] for row in rows] == [ceil, floor, floor]
+    tfmeta, _, compiled = rows
+    assert tfmeta["gflops_per_s"] == pytest.approx(ceil / 0.5 / 1e9)
+    assert compiled["gflops_per_s"] == pytest.approx(floor / 1.0 / 1e9)
+    lines = report.flop_notes(rows, settings)
+    assert lines[0].startswith(
+        "Prototypical Networks: ~21.76 GFLOP per step (1 episode of N*(K+Q) = "
+        "360 images)"
+    )
+    assert "~21.20 GFLOP for its rows" in lines[0]
+    assert lines[1].startswith("CPU FP32 peak ~100 GFLOP/s")
+    assert lines[2:] == [
+        "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 44% of peak",
+        "  PyTorch 2.13.0+cpu protonet (eager): 10.60 GFLOP/s achieved, 11% of peak",
+        (
+            "  PyTorch 2.13.0+cpu protonet (torch.compile): 21.20 GFLOP/s "
+            "achieved, 21% of peak"
+        ),
+    ]
+    assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 100)
+    # Algorithms not counted (FOMAML here) get no FLOP figures.
+    assert flops.step_flops("fomaml", settings) is None
