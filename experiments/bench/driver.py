@@ -213,6 +213,8 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     rows = report.speed_rows(jobs, results, settings)
     print()
     print(report.speed_table(rows))
+    for line in report.loop_notes(rows):
+        print(line)
     print()
     print(report.SPEED_NOTE)
     print("\n".join(report.flop_notes(rows, settings)))

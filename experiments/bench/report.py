@@ -42,6 +42,8 @@ def describe(result: dict[str, Any]) -> str:
         )
         if result.get("tensor_peak_mib") is not None:
             extra += f", peak tensor memory {result['tensor_peak_mib']:.0f} MiB"
+        if result.get("loop_ms_per_step_median") is not None:
+            extra += f", training loop {result['loop_ms_per_step_median']:.1f} ms/step"
     else:
         name = f"yardstick {result['yardstick']} (torch {result['torch']})"
         extra = f", peak RSS {result['peak_rss_mib']:.0f} MiB"
@@ -49,11 +51,12 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median over rounds of time and compile time; the largest peak RSS."""
+    """Median over rounds of the times (a step, compile, a training loop's
+    step); the largest peak RSS."""
     summary = dict(runs[0])
     summary["rounds"] = len(runs)
-    for key in ("ms_per_step_median", "compile_s"):
-        if key in summary:
+    for key in ("ms_per_step_median", "compile_s", "loop_ms_per_step_median"):
+        if summary.get(key) is not None:
             summary[key] = statistics.median(run[key] for run in runs)
     for key in ("peak_rss_mib", "rss_growth_mib"):
         if key in summary:
@@ -70,7 +73,8 @@ def speed_rows(
     the yardsticks that compute the same algorithm (``ratio_to`` names it),
     and achieved GFLOP/s where ``flops.step_flops`` counts the step (each
     implementation's own network: the ProtoNet yardstick pools rounding
-    down)."""
+    down). A tfmeta result that timed the training binary's loop
+    (``loop_ms_per_step_median``) has that row right under it."""
     rows = []
     for kind, key in jobs:
         summary = summarize(results[(kind, key)])
@@ -103,13 +107,54 @@ def speed_rows(
             row["flops_per_step"] = count
             row["gflops_per_s"] = count / (row["ms_per_step_median"] / 1000) / 1e9
         rows.append(row)
+        if kind == "tfmeta" and row.get("loop_ms_per_step_median") is not None:
+            rows.append(training_loop_row(row))
     return rows
+
+
+def training_loop_row(step_row: dict[str, Any]) -> dict[str, Any]:
+    """The training binary's loop (experiments.train's Trainer on Omniglot
+    episodes from files) beside its compiled step's row ``step_row``: its
+    ms/step, ratio to the same yardstick, and ``loop_to_compiled``. Memory
+    and compile time are the process's, on ``step_row``."""
+    loop = step_row["loop_ms_per_step_median"]
+    row = {
+        "implementation": "tfmeta training loop",
+        "algorithm": step_row["algorithm"],
+        "xla": step_row["xla"],
+        "ms_per_step_median": loop,
+        "loop_steps": step_row.get("loop_steps"),
+        "rounds": step_row["rounds"],
+        "loop_to_compiled": loop / step_row["ms_per_step_median"],
+    }
+    if step_row.get("ratio") is not None:
+        fastest_ms = step_row["ms_per_step_median"] / step_row["ratio"]
+        row.update(ratio=loop / fastest_ms, ratio_to=step_row["ratio_to"])
+    return row
+
+
+def loop_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line per training-loop row: its ms/step over the compiled step's."""
+    return [
+        f"{row['implementation']} {row['algorithm']} xla={row['xla']} (the "
+        "training binary's Trainer on Omniglot episodes from files): "
+        f"{row['loop_to_compiled']:.2f}x the compiled step's ms/step (median over "
+        f"{row['rounds']} round(s) of {row['loop_steps']} loop steps; target: "
+        "within 10%, at most 1.10x)"
+        for row in rows
+        if "loop_to_compiled" in row
+    ]
 
 
 def algorithm_cell(row: dict[str, Any]) -> str:
     """The algorithm, and for a yardstick which of its variants."""
     variant = row.get("variant")
     return f"{row['algorithm']} ({variant})" if variant else row["algorithm"]
+
+
+def figure(value: float | None, digits: int) -> str:
+    """A table cell: ``value`` to ``digits`` decimals, "-" for None."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
@@ -124,10 +169,10 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
             algorithm_cell(row),
             row["xla"],
             f"{row['ms_per_step_median']:.1f}",
-            "-" if row.get("compile_s") is None else f"{row['compile_s']:.1f}",
-            f"{row['peak_rss_mib']:.0f}",
-            f"{row['rss_growth_mib']:.0f}",
-            "-" if row.get("ratio") is None else f"{row['ratio']:.2f}",
+            figure(row.get("compile_s"), 1),
+            figure(row.get("peak_rss_mib"), 0),
+            figure(row.get("rss_growth_mib"), 0),
+            figure(row.get("ratio"), 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -194,14 +239,12 @@ def memory_table(rows: list[dict[str, Any]]) -> str:
         "|" + " --- |" * 8,
     ]
     for row in rows:
-        compile_s = row.get("compile_s")
-        tensor_peak = row.get("tensor_peak_mib")
         lines.append(
             f"| {row['implementation']} | {row['inner_steps']} | "
             f"{'yes' if row.get('recompute') else 'no'} | {row['ms_per_step_median']:.1f} | "
-            f"{'-' if compile_s is None else f'{compile_s:.1f}'} | "
+            f"{figure(row.get('compile_s'), 1)} | "
             f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} | "
-            f"{'-' if tensor_peak is None else f'{tensor_peak:.0f}'} |"
+            f"{figure(row.get('tensor_peak_mib'), 0)} |"
         )
     return "\n".join(lines)
 

@@ -493,3 +493,53 @@ def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
     assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 100)
     # Algorithms not counted (FOMAML here) get no FLOP figures.
     assert flops.step_flops("fomaml", settings) is None
+
+
+def test_a_timed_training_loop_gets_a_row_under_its_compiled_step():
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    jobs, results = _protonet_rounds([90.0, 100.0, 120.0], [300.0], [240.0])
+    loops = [130.0, 104.0, 110.0]  # median 110 over the compiled step's 100
+    for result, loop in zip(results[jobs[0]], loops, strict=True):
+        result.update(loop_ms_per_step_median=loop, loop_steps=20)
+    rows = report.speed_rows(jobs, results, Settings(meta_batch_size=1))
+    step, loop, *_ = rows
+    assert (loop["implementation"], loop["algorithm"]) == (
+        "tfmeta training loop",
+        "protonet",
+    )
+    assert loop["ms_per_step_median"] == 110.0
+    assert loop["loop_to_compiled"] == pytest.approx(1.1)
+    assert loop["ratio"] == pytest.approx(110.0 / 240.0)  # to the same yardstick
+    assert step["loop_ms_per_step_median"] == 110.0
+    lines = report.speed_table(rows).splitlines()
+    assert lines[2] == "| tfmeta | protonet | off | 100.0 | 1.5 | 900 | 80 | 0.42 |"
+    assert (
+        lines[3]
+        == "| tfmeta training loop | protonet | off | 110.0 | - | - | - | 0.46 |"
+    )
+    assert lines[4].startswith("| PyTorch 2.13.0+cpu | protonet (eager) |")
+    (note,) = report.loop_notes(rows)
+    assert note == (
+        "tfmeta training loop protonet xla=off (the training binary's Trainer on "
+        "Omniglot episodes from files): 1.10x the compiled step's ms/step (median "
+        "over 3 round(s) of 20 loop steps; target: within 10%, at most 1.10x)"
+    )
+    assert "training loop 130.0 ms/step" in report.describe(results[jobs[0]][0])
+
+
+def test_results_without_a_training_loop_print_as_before():
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    jobs = [("tfmeta", ("reptile", "off"))]
+    results = {jobs[0]: [_tfmeta_result("reptile", 61.8)]}
+    rows = report.speed_rows(jobs, results, Settings())
+    assert report.speed_table(rows).splitlines()[2:] == [
+        "| tfmeta | reptile | off | 61.8 | 1.5 | 900 | 80 | - |"
+    ]
+    assert report.loop_notes(rows) == []
+    assert report.describe(results[jobs[0]][0]) == (
+        "tfmeta reptile xla=off: 61.8 ms/step, compile 1.5 s, peak RSS 900 MiB (+80)"
+    )
