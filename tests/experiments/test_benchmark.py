@@ -543,3 +543,47 @@ def test_results_without_a_training_loop_print_as_before():
     assert report.describe(results[jobs[0]][0]) == (
         "tfmeta reptile xla=off: 61.8 ms/step, compile 1.5 s, peak RSS 900 MiB (+80)"
     )
+
+
+def torch_python() -> str:
+    """$TFMETA_TORCH_PYTHON or ../.venv-torch/bin/python; skips without PyTorch."""
+    path = os.environ.get("TFMETA_TORCH_PYTHON") or str(
+        REPO.parent / ".venv-torch" / "bin" / "python"
+    )
+    if (
+        not os.access(path, os.X_OK)
+        or subprocess.run(
+            [path, "-c", "import torch"], check=False, capture_output=True
+        ).returncode
+    ):
+        pytest.skip(
+            f"no Python with PyTorch at {path} (set TFMETA_TORCH_PYTHON to run this test)"
+        )
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_a_yardstick_runs_under_the_wrapper_with_the_settings_given(algorithm):
+    from experiments.bench import driver, memory
+    from experiments.bench.settings import Options, Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    options = Options(
+        torch_python=torch_python(),
+        yardstick=driver.DEFAULT_YARDSTICK,
+        protonet_yardstick=driver.DEFAULT_PROTONET_YARDSTICK,
+    )
+    stick = YARDSTICKS[algorithm][0]  # eager, not torch.compile: seconds, not minutes
+    script = getattr(options, stick.script_flag)
+    if not os.path.isfile(script):
+        pytest.skip(f"the yardstick {script} is absent")
+    settings = Settings(
+        meta_batch_size=1, n_way=3, k_shot=2, q_query=1, steps=1, threads=1
+    )
+    result = driver.yardstick_run(stick, settings, options, 0.4)
+    assert result["yardstick"] == stick.name
+    assert (result["n_way"], result["k_shot"], result["q_query"]) == (3, 2, 1)
+    assert result["threads"] == 1
+    assert result["peak_rss_source"] == memory.peak_rss_source()
+    assert result["peak_rss_mib"] > 0 and result["ru_maxrss_mib"] > 0
+    assert driver.torch_import_rss_mib(options.torch_python) > 0
