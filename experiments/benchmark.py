@@ -1,4 +1,4 @@
-"""Speed and memory of one meta-training step, against a PyTorch yardstick.
+"""Speed and memory of one meta-training step, against PyTorch yardsticks.
 
   python -m experiments.benchmark --torch_python=../.venv-torch/bin/python
 
@@ -10,12 +10,19 @@ PyTorch yardsticks (``experiments.bench.yardstick``): the MAML one
 (``shared/bench/torch_protonet_reference.py``, ``--protonet_yardstick``) in
 eager mode and under torch.compile beside ``protonet``. Figures: median ms per
 meta-step, compile seconds (the first call, which traces and compiles), peak
-RSS and the growth of peak RSS after the model and learner are built, and a
-tfmeta row's ratio to the faster of its algorithm's yardsticks. Prototypical
+RSS and the growth of peak RSS after the model and learner are built, a
+tfmeta row's ratio to the faster of its algorithm's yardsticks, and for
+second-order MAML and Prototypical Networks rows the FLOPs of a step
+(``experiments.bench.flops``, each implementation's own network), GFLOP/s
+achieved and their share of this CPU's FP32 peak. Where a tfmeta worker also
+timed the training binary's own loop (``loop_ms_per_step_median``:
+experiments.train's Trainer on Omniglot episodes read from files, the same
+settings), a "tfmeta training loop" row follows its compiled step's, with a
+note of loop over compiled step (the target: within 10%). Prototypical
 Networks as in the paper's Omniglot training (60-way 1-shot, 5 queries, one
 episode per step)::
 
-  python -m experiments.benchmark --torch_python=../.venv-torch/bin/python \
+  python -m experiments.benchmark --torch_python=../.venv-torch/bin/python \\
       --algorithms=protonet --n_way=60 --meta_batch_size=1 --q_query=5 --xla=off
 
 The ProtoNet yardstick takes one episode per step, so it times meta-batch 1
@@ -60,7 +67,7 @@ the peak bytes of live tensors during the steps ("peak tensor"): the memory
 the meta-step itself needs, which recomputation lowers, apart from the
 graph, its optimization and the runtime that RSS also holds.
 
-The yardstick's interpreter needs PyTorch, in its own virtual environment:
+The yardsticks' interpreter needs PyTorch, in its own virtual environment:
   python3 -m venv ../.venv-torch && ../.venv-torch/bin/pip install torch==2.13.0 numpy
 """
 
@@ -87,7 +94,9 @@ def define_flags() -> None:
     no flags."""
     default = Settings()
     flags.DEFINE_string(
-        "torch_python", None, "interpreter with PyTorch for the yardstick (none: skip)"
+        "torch_python",
+        None,
+        "interpreter with PyTorch for the yardsticks (none: skip them)",
     )
     flags.DEFINE_string(
         "yardstick",
@@ -109,7 +118,9 @@ def define_flags() -> None:
     )
     flags.DEFINE_list("xla", list(XLA_SETTINGS), "XLA settings to time: off, on")
     flags.DEFINE_integer(
-        "meta_batch_size", default.meta_batch_size, "tasks per meta-step"
+        "meta_batch_size",
+        default.meta_batch_size,
+        "tasks per meta-step (episodes per step for protonet; its yardstick takes 1)",
     )
     flags.DEFINE_integer("n_way", default.n_way, "classes per task (N)")
     flags.DEFINE_integer("k_shot", default.k_shot, "support examples per class (K)")
@@ -135,7 +146,7 @@ def define_flags() -> None:
         "mode",
         "speed",
         list(MODES),
-        "speed: every algorithm at each XLA setting beside the yardstick; memory: "
+        "speed: every algorithm at each XLA setting beside its yardsticks; memory: "
         "the algorithms with a recompute setting at each --memory_inner_steps, "
         "with and without it",
     )
