@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from experiments.bench import flops
-from tests.helpers import REPO
+from tests.helpers import REPO, fresh_python
 
 # Not passed on to the worker: it runs with its own defaults (oneDNN, native
 # kernels, malloc arenas), whatever the environment of the tests says.
@@ -233,14 +233,7 @@ def test_peak_rss_counts_what_the_process_allocated():
         f"block = b'\\1' * {64 * MIB}  # written: resident\n"
         "print(memory.peak_rss_source(), memory.peak_rss_mib())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    source, peak = done.stdout.split()
+    source, peak = fresh_python(code)
     assert source == "VmHWM" and float(peak) >= 64
 
 
