@@ -6,7 +6,7 @@ It loads no TensorFlow: where a child's peak RSS falls back to
 ``ru_maxrss`` (no /proc), it starts from its parent's at exec. Children run
 this package's binary again (``--plan``, ``--worker=ALGORITHM``):
 ``experiments.benchmark`` from a checkout's root,
-``tfmeta.experiments.benchmark`` where it is installed. The yardstick and
+``tfmeta.experiments.benchmark`` where it is installed. The yardsticks and
 ``import torch`` run under ``memory``'s wrapper, which reports the process's
 own high-water mark.
 """
