@@ -1,13 +1,37 @@
-"""Speed and memory of one meta-training step, against a PyTorch yardstick.
+"""Speed and memory of one meta-training step, against PyTorch yardsticks.
 
   python -m experiments.benchmark --torch_python=../.venv-torch/bin/python
 
 Every registered algorithm (``--algorithms``) at Omniglot 5-way 1-shot, 1
 query per class, meta-batch 32, 1 inner step, with XLA off and on, beside the
-PyTorch yardstick (``shared/bench/torch_maml_reference.py``) at order 2
-(second-order MAML) and order 1 (FOMAML): median ms per meta-step, compile
-seconds (the first call, which traces and compiles), peak RSS and the growth
-of peak RSS after the model and learner are built.
+PyTorch yardsticks (``experiments.bench.yardstick``): the MAML one
+(``shared/bench/torch_maml_reference.py``, ``--yardstick``) at order 2 beside
+``maml`` and order 1 beside ``fomaml``, and the Prototypical Networks one
+(``shared/bench/torch_protonet_reference.py``, ``--protonet_yardstick``) in
+eager mode and under torch.compile beside ``protonet``. Figures: median ms per
+meta-step, compile seconds (the first call, which traces and compiles), peak
+RSS and the growth of peak RSS after the model and learner are built, a
+tfmeta row's ratio to the faster of its algorithm's yardsticks, and for
+second-order MAML and Prototypical Networks rows the FLOPs of a step
+(``experiments.bench.flops``, each implementation's own network), GFLOP/s
+achieved and their share of this CPU's FP32 peak. Where a tfmeta worker also
+timed the training binary's own loop (``loop_ms_per_step_median``:
+experiments.train's Trainer on Omniglot episodes read from files, the same
+settings), a "tfmeta training loop" row follows its compiled step's, with a
+note of loop over compiled step (the target: within 10%). Prototypical
+Networks as in the paper's Omniglot training (60-way 1-shot, 5 queries, one
+episode per step)::
+
+  python -m experiments.benchmark --torch_python=../.venv-torch/bin/python \\
+      --algorithms=protonet --n_way=60 --meta_batch_size=1 --q_query=5 --xla=off
+
+The ProtoNet yardstick takes one episode per step, so it times meta-batch 1
+only. Named in ``--algorithms`` with another ``--meta_batch_size``,
+``protonet`` with ``--torch_python`` is refused before anything runs: the
+user asked for that comparison, and a run that would end without it should
+not start. Among every algorithm by default (meta-batch 32), its yardstick
+rows are left out with a printed reason and the others run, as an algorithm
+that refuses a setting is skipped there.
 
 Each algorithm is built through the registry, as the training binary builds
 it (``experiments.bench.learners``): its declared defaults, the outer
@@ -26,10 +50,13 @@ Every measurement runs in its own process (memory is per configuration, no
 compile cache is shared): ``--worker=ALGORITHM`` runs one tfmeta
 configuration and prints one JSON line. Configurations are interleaved over
 ``--repeats`` rounds (tfmeta MAML, yardstick order 2, tfmeta FOMAML,
-yardstick order 1, ..., then again), so a slow period of the machine does not
-fall on one of them; figures are the median over rounds of each round's
-median. Inputs are random tensors, as in the yardstick: data loading is not
-timed.
+yardstick order 1, ..., tfmeta protonet, its eager yardstick, its
+torch.compile yardstick, then again), so a slow period of the machine does
+not fall on one of them; figures are the median over rounds of each round's
+median. Inputs are random tensors, as in the yardsticks: data loading is not
+timed. Peak RSS is each process's own high-water mark (VmHWM; the yardsticks
+and ``import torch`` run under ``experiments.bench.memory``'s wrapper), or
+``ru_maxrss`` where /proc is absent, as the output says.
 
 ``--mode=memory`` measures the algorithms with a ``recompute`` setting
 (second-order MAML) at 5, 10 and 25 inner steps (``--memory_inner_steps``),
@@ -40,7 +67,7 @@ the peak bytes of live tensors during the steps ("peak tensor"): the memory
 the meta-step itself needs, which recomputation lowers, apart from the
 graph, its optimization and the runtime that RSS also holds.
 
-The yardstick's interpreter needs PyTorch, in its own virtual environment:
+The yardsticks' interpreter needs PyTorch, in its own virtual environment:
   python3 -m venv ../.venv-torch && ../.venv-torch/bin/pip install torch==2.13.0 numpy
 """
 
@@ -67,10 +94,20 @@ def define_flags() -> None:
     no flags."""
     default = Settings()
     flags.DEFINE_string(
-        "torch_python", None, "interpreter with PyTorch for the yardstick (none: skip)"
+        "torch_python",
+        None,
+        "interpreter with PyTorch for the yardsticks (none: skip them)",
     )
     flags.DEFINE_string(
-        "yardstick", driver.DEFAULT_YARDSTICK, "the PyTorch yardstick script"
+        "yardstick",
+        driver.DEFAULT_YARDSTICK,
+        "the PyTorch MAML yardstick script (order 2 beside maml, 1 beside fomaml)",
+    )
+    flags.DEFINE_string(
+        "protonet_yardstick",
+        driver.DEFAULT_PROTONET_YARDSTICK,
+        "the PyTorch Prototypical Networks yardstick script (eager and "
+        "torch.compile beside protonet; needs --meta_batch_size=1)",
     )
     from tfmeta.algorithms import ALGORITHMS
 
@@ -81,7 +118,9 @@ def define_flags() -> None:
     )
     flags.DEFINE_list("xla", list(XLA_SETTINGS), "XLA settings to time: off, on")
     flags.DEFINE_integer(
-        "meta_batch_size", default.meta_batch_size, "tasks per meta-step"
+        "meta_batch_size",
+        default.meta_batch_size,
+        "tasks per meta-step (episodes per step for protonet; its yardstick takes 1)",
     )
     flags.DEFINE_integer("n_way", default.n_way, "classes per task (N)")
     flags.DEFINE_integer("k_shot", default.k_shot, "support examples per class (K)")
@@ -107,7 +146,7 @@ def define_flags() -> None:
         "mode",
         "speed",
         list(MODES),
-        "speed: every algorithm at each XLA setting beside the yardstick; memory: "
+        "speed: every algorithm at each XLA setting beside its yardsticks; memory: "
         "the algorithms with a recompute setting at each --memory_inner_steps, "
         "with and without it",
     )

@@ -2,10 +2,13 @@
 process, then runs each measurement in a process of its own, interleaved
 over rounds, and hands the figures to ``report``.
 
-It loads no TensorFlow: a child's peak RSS (``ru_maxrss``) starts from its
-parent's at exec. Children run this package's binary again (``--plan``,
-``--worker=ALGORITHM``): ``experiments.benchmark`` from a checkout's root,
-``tfmeta.experiments.benchmark`` where it is installed.
+It loads no TensorFlow: where a child's peak RSS falls back to
+``ru_maxrss`` (no /proc), it starts from its parent's at exec. Children run
+this package's binary again (``--plan``, ``--worker=ALGORITHM``):
+``experiments.benchmark`` from a checkout's root,
+``tfmeta.experiments.benchmark`` where it is installed. The yardsticks and
+``import torch`` run under ``memory``'s wrapper, which reports the process's
+own high-water mark.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import flops, report, yardstick
+from . import flops, memory, report, yardstick
 from .settings import Options, Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -26,6 +29,9 @@ EXPERIMENTS = __package__.rpartition(".")[0]
 BINARY = f"{EXPERIMENTS}.benchmark"
 CHECKOUT = REPO if EXPERIMENTS == "experiments" else None
 DEFAULT_YARDSTICK = str(REPO.parent / "shared" / "bench" / "torch_maml_reference.py")
+DEFAULT_PROTONET_YARDSTICK = str(
+    REPO.parent / "shared" / "bench" / "torch_protonet_reference.py"
+)
 
 
 def last_json_line(output: str) -> dict[str, Any]:
@@ -84,37 +90,49 @@ def tfmeta_run(
 
 
 def yardstick_run(
-    order: int, settings: Settings, options: Options, inner_lr: float
+    stick: yardstick.Yardstick,
+    settings: Settings,
+    options: Options,
+    inner_lr: float | None,
 ) -> dict[str, Any]:
-    """The yardstick at ``order`` with the settings and alpha of the tfmeta
-    algorithm it computes."""
-    command = [options.torch_python, options.yardstick, f"--order={order}"]
-    command += [f"--meta_batch={settings.meta_batch_size}", f"--steps={settings.steps}"]
-    for name in ("n_way", "k_shot", "q_query", "inner_steps", "threads"):
-        command.append(f"--{name}={getattr(settings, name)}")
-    command.append(f"--inner_lr={inner_lr}")
-    result = run_json(command, f"yardstick order {order}")
-    result["peak_rss_mib"] = float(result["peak_rss_mib"])
+    """``stick`` with the settings and alpha of the tfmeta algorithm it
+    computes, under ``memory``'s wrapper (its own peak RSS)."""
+    script = getattr(options, stick.script_flag)
+    command = [options.torch_python, memory.__file__, script]
+    command += stick.arguments(settings, inner_lr)
+    result = run_json(command, f"yardstick {stick.name}")
+    result.update(yardstick=stick.name, peak_rss_mib=float(result["peak_rss_mib"]))
     return result
 
 
 def torch_import_rss_mib(torch_python: str) -> float:
-    code = "import torch, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    done = subprocess.run(
-        [torch_python, "-c", code], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout.split()[-1]) / 1024
+    """The peak RSS of a process that imports torch and does nothing else."""
+    command = [torch_python, memory.__file__, "--import", "torch"]
+    return float(run_json(command, "`import torch`")["peak_rss_mib"])
 
 
-def schedule(planned: list[dict[str, Any]], options: Options) -> list[tuple[str, Any]]:
-    """One round: each algorithm at every XLA setting, then its yardstick."""
+def schedule(
+    planned: list[dict[str, Any]], options: Options, settings: Settings
+) -> list[tuple[str, Any]]:
+    """One round: each algorithm at every XLA setting, then its yardsticks
+    (with ``--torch_python``). A yardstick that cannot time ``settings`` is
+    left out, with the reason printed (``Options.check`` has refused it
+    already where its algorithm is named in ``--algorithms``)."""
     jobs: list[tuple[str, Any]] = []
+    skipped: dict[str, None] = {}
     for entry in planned:
         algorithm = entry["algorithm"]
         jobs += [("tfmeta", (algorithm, xla)) for xla in options.xla]
-        order = yardstick.ORDERS.get(algorithm)
-        if options.torch_python and order and ("yardstick", order) not in jobs:
-            jobs.append(("yardstick", order))
+        for stick in yardstick.YARDSTICKS.get(algorithm, ()):
+            if not options.torch_python or ("yardstick", stick) in jobs:
+                continue
+            reason = stick.refusal(settings)
+            if reason:
+                skipped[f"{algorithm}'s yardstick skipped: {reason}"] = None
+            else:
+                jobs.append(("yardstick", stick))
+    for line in skipped:
+        print(line, flush=True)
     return jobs
 
 
@@ -132,6 +150,7 @@ def _print_settings(settings: Settings, options: Options) -> None:
         f"batch norm {'on' if settings.fused_batch_norm else 'off'}",
         flush=True,
     )
+    print(memory.describe_peak_source(), flush=True)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > 0.5:
         print(
@@ -141,7 +160,7 @@ def _print_settings(settings: Settings, options: Options) -> None:
         )
 
 
-def _torch_import(options: Options) -> float | None:
+def _torch_import(options: Options, jobs: list[tuple[str, Any]]) -> float | None:
     """The peak RSS of ``import torch`` alone (None: no yardstick)."""
     if not options.torch_python:
         print(
@@ -151,9 +170,14 @@ def _torch_import(options: Options) -> float | None:
             flush=True,
         )
         return None
+    sticks = [key for kind, key in jobs if kind == "yardstick"]
+    if not sticks:
+        print("no yardstick computes these algorithms", flush=True)
+        return None
     torch_import_rss = torch_import_rss_mib(options.torch_python)
+    scripts = dict.fromkeys(getattr(options, s.script_flag) for s in sticks)
     print(
-        f"yardstick: {options.yardstick}; `import torch` alone peaks at "
+        f"yardstick: {', '.join(scripts)}; `import torch` alone peaks at "
         f"{torch_import_rss:.0f} MiB (its RSS growth = peak - that)",
         flush=True,
     )
@@ -166,9 +190,9 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     options.check(settings)
     _print_settings(settings, options)
     planned = plan(settings, options)
-    torch_import_rss = _torch_import(options)
-    alpha = {yardstick.ORDERS.get(e["algorithm"]): e["inner_lr"] for e in planned}
-    jobs = schedule(planned, options)
+    jobs = schedule(planned, options, settings)
+    torch_import_rss = _torch_import(options, jobs)
+    alpha = {entry["algorithm"]: entry["inner_lr"] for entry in planned}
     results: dict[Any, list[dict[str, Any]]] = {job: [] for job in jobs}
     for round_index in range(options.repeats):
         for kind, key in jobs:
@@ -177,7 +201,7 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
                 job = dataclasses.replace(settings, jit_compile=xla == "on")
                 result = tfmeta_run(algorithm, job)
             else:
-                result = yardstick_run(key, settings, options, alpha[key])
+                result = yardstick_run(key, settings, options, alpha[key.algorithm])
                 result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
             result["round"] = round_index + 1
             results[(kind, key)].append(result)
@@ -186,21 +210,14 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
                 flush=True,
             )
 
-    flop_count = flops.maml_step_flops(
-        settings.meta_batch_size,
-        settings.n_way,
-        settings.k_shot,
-        settings.q_query,
-        settings.inner_steps,
-        settings.filters,
-    )
-    rows = report.speed_rows(jobs, results, flop_count)
+    rows = report.speed_rows(jobs, results, settings)
     print()
     print(report.speed_table(rows))
+    for line in report.loop_notes(rows):
+        print(line)
     print()
     print(report.SPEED_NOTE)
-    lines = report.flop_notes(rows, flop_count, settings.n_way, settings.filters)
-    print("\n".join(lines))
+    print("\n".join(report.flop_notes(rows, settings)))
     names = ("meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps")
     names += ("inner_lr", "filters", "steps", "threads", "cpu_threading")
     summary = {
@@ -212,8 +229,12 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
             "xla": list(options.xla),
             "torch_python": options.torch_python,
             "yardstick": options.yardstick,
+            "protonet_yardstick": options.protonet_yardstick,
         },
-        "maml_flops_per_step": flop_count,
+        "flops_per_step": {
+            algorithm: flops.step_flops(algorithm, settings)
+            for algorithm in flops.COUNTED
+        },
         "torch_import_rss_mib": torch_import_rss,
         "summary": rows,
         "measurements": [run for runs in results.values() for run in runs],
@@ -243,6 +264,7 @@ def run_memory(settings: Settings, options: Options) -> dict[str, Any]:
         f"steps {inner_steps}",
         flush=True,
     )
+    print(memory.describe_peak_source(), flush=True)
     torch_python = options.torch_python
     torch_import_rss = torch_import_rss_mib(torch_python) if torch_python else None
     rows = []
@@ -264,10 +286,11 @@ def run_memory(settings: Settings, options: Options) -> dict[str, Any]:
                     f"{report.describe(result)}",
                     flush=True,
                 )
-            order = yardstick.ORDERS.get(entry["algorithm"])
-            if torch_python and order:
-                job = dataclasses.replace(settings, inner_steps=steps)
-                result = yardstick_run(order, job, options, entry["inner_lr"])
+            job = dataclasses.replace(settings, inner_steps=steps)
+            for stick in yardstick.YARDSTICKS.get(entry["algorithm"], ()):
+                if not torch_python or stick.refusal(job):
+                    continue
+                result = yardstick_run(stick, job, options, entry["inner_lr"])
                 result["rss_growth_mib"] = result["peak_rss_mib"] - torch_import_rss
                 result["implementation"] = f"PyTorch {result['torch']}"
                 rows.append(result)

@@ -1,10 +1,12 @@
-"""FLOPs of a second-order MAML meta-step on the max-pool conv net, and this
-CPU's FP32 peak: what the benchmark's GFLOP/s figures are counted against."""
+"""FLOPs of a second-order MAML meta-step and of a Prototypical Networks
+step on the max-pool conv net, and this CPU's FP32 peak: what the
+benchmark's GFLOP/s figures are counted against."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any
 
 from .yardstick import FILTERS, IMAGE_SHAPE
 
@@ -13,6 +15,10 @@ from .yardstick import FILTERS, IMAGE_SHAPE
 # forward + backward through that step; query: forward + backward once.
 SECOND_ORDER_SUPPORT_PASSES = 6
 QUERY_PASSES = 3
+# Prototypical Networks: one forward and one backward of every image.
+PROTONET_PASSES = 3
+# The algorithms whose step is counted, by the name the notes give them.
+COUNTED = {"maml": "second-order MAML", "protonet": "Prototypical Networks"}
 
 
 def forward_multiply_adds(
@@ -21,11 +27,15 @@ def forward_multiply_adds(
     depth: int = 4,
     input_shape: tuple[int, int, int] = IMAGE_SHAPE,
     pooling: str = "max",
+    ceil_mode: bool = True,
 ) -> int:
-    """Multiply-adds of conv and dense layers for one example through ``conv4``.
+    """Multiply-adds of conv and dense layers for one example through ``conv4``
+    (``n_way=0``: the conv blocks alone, the embedding before the head).
 
     A 3x3 'same' convolution counts 9 * C_in * C_out per output pixel (padding
-    included); batch norm, ReLU, pooling and biases are not counted.
+    included); batch norm, ReLU, pooling and biases are not counted. 2x2
+    max-pooling rounds up (``ceil_mode``, tfmeta's 'same' pooling) or down
+    (PyTorch's ``nn.MaxPool2d(2)``).
     """
     height, width, channels = input_shape
     total = 0
@@ -33,8 +43,9 @@ def forward_multiply_adds(
         if pooling == "stride":  # stride-2 convolution
             height, width = -(-height // 2), -(-width // 2)
         total += height * width * filters * channels * 9
-        if pooling == "max":  # 2x2 'same' max-pooling after the block
-            height, width = -(-height // 2), -(-width // 2)
+        if pooling == "max":  # 2x2 max-pooling after the block
+            rounding = 1 if ceil_mode else 0
+            height, width = (height + rounding) // 2, (width + rounding) // 2
         channels = filters
     features = filters if pooling == "stride" else height * width * filters
     return total + features * n_way
@@ -59,6 +70,37 @@ def maml_step_flops(
         + QUERY_PASSES * n_way * q_query
     )
     return meta_batch_size * passes * per_example
+
+
+def protonet_step_flops(
+    meta_batch_size: int,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    filters: int = FILTERS,
+    ceil_mode: bool = True,
+) -> int:
+    """FLOPs (2 per multiply-add) of one Prototypical Networks step.
+
+    Per episode: ``PROTONET_PASSES`` forward passes' worth of the embedding
+    f_phi (the conv blocks; the head is not used) on the N*K support and N*Q
+    query images. The prototypes and distances (N*Q*N*d multiply-adds) are
+    not counted: a fraction of a percent at 60-way.
+    """
+    per_example = 2 * forward_multiply_adds(0, filters, ceil_mode=ceil_mode)
+    images = n_way * (k_shot + q_query)
+    return meta_batch_size * PROTONET_PASSES * images * per_example
+
+
+def step_flops(algorithm: str, settings: Any, ceil_mode: bool = True) -> int | None:
+    """FLOPs of one step of ``algorithm`` at ``settings`` (``Settings``) with
+    max-pooling rounding up or down; None for an algorithm not counted."""
+    task = (settings.meta_batch_size, settings.n_way, settings.k_shot, settings.q_query)
+    if algorithm == "maml":
+        return maml_step_flops(*task, settings.inner_steps, settings.filters)
+    if algorithm == "protonet":
+        return protonet_step_flops(*task, settings.filters, ceil_mode)
+    return None
 
 
 def cpu_peak_gflops(

@@ -10,13 +10,17 @@ import statistics
 from typing import Any
 
 from . import flops, yardstick
+from .settings import Settings
 
 SPEED_NOTE = (
     "ms/step and compile s: median over rounds of each round's median; compile "
     "s is the first call (trace, graph optimization, one step) less a step; "
-    "peak RSS and growth: the largest over rounds. tfmeta's growth is over the "
-    "peak RSS once model and learner are built (importing TensorFlow alone "
-    "takes ~540 MiB); the yardstick's is over `import torch` alone."
+    "ratio: tfmeta's ms/step over the faster of the algorithm's yardsticks' "
+    "(Prototypical Networks: PyTorch eager or torch.compile); "
+    "peak RSS (each process's own) and growth: the largest over rounds. "
+    "tfmeta's growth is over the peak RSS once model and learner are built "
+    "(importing TensorFlow alone takes ~540 MiB); the yardstick's is over "
+    "`import torch` alone."
 )
 
 
@@ -38,18 +42,21 @@ def describe(result: dict[str, Any]) -> str:
         )
         if result.get("tensor_peak_mib") is not None:
             extra += f", peak tensor memory {result['tensor_peak_mib']:.0f} MiB"
+        if result.get("loop_ms_per_step_median") is not None:
+            extra += f", training loop {result['loop_ms_per_step_median']:.1f} ms/step"
     else:
-        name = f"yardstick order {result['order']} (torch {result['torch']})"
+        name = f"yardstick {result['yardstick']} (torch {result['torch']})"
         extra = f", peak RSS {result['peak_rss_mib']:.0f} MiB"
     return f"{name}: {result['ms_per_step_median']:.1f} ms/step{extra}"
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median over rounds of time and compile time; the largest peak RSS."""
+    """Median over rounds of the times (a step, compile, a training loop's
+    step); the largest peak RSS."""
     summary = dict(runs[0])
     summary["rounds"] = len(runs)
-    for key in ("ms_per_step_median", "compile_s"):
-        if key in summary:
+    for key in ("ms_per_step_median", "compile_s", "loop_ms_per_step_median"):
+        if summary.get(key) is not None:
             summary[key] = statistics.median(run[key] for run in runs)
     for key in ("peak_rss_mib", "rss_growth_mib"):
         if key in summary:
@@ -57,41 +64,97 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def yardstick_algorithm(order: int) -> str:
-    """The tfmeta algorithm the yardstick's ``order`` computes."""
-    return next(name for name, value in yardstick.ORDERS.items() if value == order)
-
-
 def speed_rows(
-    jobs: list[tuple[str, Any]], results: dict[Any, list[dict[str, Any]]], flop_count
+    jobs: list[tuple[str, Any]],
+    results: dict[Any, list[dict[str, Any]]],
+    settings: Settings,
 ) -> list[dict[str, Any]]:
-    """A summary row per job: tfmeta rows with their ratio to the yardstick
-    at the order that computes the same algorithm, and achieved GFLOP/s where
-    ``flop_count`` (second-order MAML's) describes the step."""
+    """A summary row per job: tfmeta rows with their ratio to the fastest of
+    the yardsticks that compute the same algorithm (``ratio_to`` names it),
+    and achieved GFLOP/s where ``flops.step_flops`` counts the step (each
+    implementation's own network: the ProtoNet yardstick pools rounding
+    down). A tfmeta result that timed the training binary's loop
+    (``loop_ms_per_step_median``) has that row right under it."""
     rows = []
     for kind, key in jobs:
         summary = summarize(results[(kind, key)])
         if kind == "tfmeta":
-            algorithm = key[0]
+            algorithm, ceil_mode = key[0], True
             row = dict(summary, implementation="tfmeta", algorithm=algorithm)
-            order = yardstick.ORDERS.get(algorithm)
-            reference = results.get(("yardstick", order))
-            if reference:
-                ms = summarize(reference)["ms_per_step_median"]
-                row["ratio"] = summary["ms_per_step_median"] / ms
+            references = [
+                summarize(results[("yardstick", stick)])
+                for stick in yardstick.YARDSTICKS.get(algorithm, ())
+                if results.get(("yardstick", stick))
+            ]
+            if references:
+                fastest = min(references, key=lambda r: r["ms_per_step_median"])
+                row["ratio"] = (
+                    summary["ms_per_step_median"] / fastest["ms_per_step_median"]
+                )
+                row["ratio_to"] = fastest["yardstick"]
         else:
-            order = key
+            algorithm, ceil_mode = key.algorithm, key.ceil_mode
             row = dict(
                 summary,
                 implementation=f"PyTorch {summary['torch']}",
-                algorithm=f"{yardstick_algorithm(order)} (order {order})",
+                algorithm=algorithm,
+                variant=key.variant,
                 xla="-",
                 compile_s=None,
             )
-        if order == yardstick.SECOND_ORDER:
-            row["gflops_per_s"] = flop_count / (row["ms_per_step_median"] / 1000) / 1e9
+        count = flops.step_flops(algorithm, settings, ceil_mode)
+        if count is not None:
+            row["flops_per_step"] = count
+            row["gflops_per_s"] = count / (row["ms_per_step_median"] / 1000) / 1e9
         rows.append(row)
+        if kind == "tfmeta" and row.get("loop_ms_per_step_median") is not None:
+            rows.append(training_loop_row(row))
     return rows
+
+
+def training_loop_row(step_row: dict[str, Any]) -> dict[str, Any]:
+    """The training binary's loop (experiments.train's Trainer on Omniglot
+    episodes from files) beside its compiled step's row ``step_row``: its
+    ms/step, ratio to the same yardstick, and ``loop_to_compiled``. Memory
+    and compile time are the process's, on ``step_row``."""
+    loop = step_row["loop_ms_per_step_median"]
+    row = {
+        "implementation": "tfmeta training loop",
+        "algorithm": step_row["algorithm"],
+        "xla": step_row["xla"],
+        "ms_per_step_median": loop,
+        "loop_steps": step_row.get("loop_steps"),
+        "rounds": step_row["rounds"],
+        "loop_to_compiled": loop / step_row["ms_per_step_median"],
+    }
+    if step_row.get("ratio") is not None:
+        fastest_ms = step_row["ms_per_step_median"] / step_row["ratio"]
+        row.update(ratio=loop / fastest_ms, ratio_to=step_row["ratio_to"])
+    return row
+
+
+def loop_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line per training-loop row: its ms/step over the compiled step's."""
+    return [
+        f"{row['implementation']} {row['algorithm']} xla={row['xla']} (the "
+        "training binary's Trainer on Omniglot episodes from files): "
+        f"{row['loop_to_compiled']:.2f}x the compiled step's ms/step (median over "
+        f"{row['rounds']} round(s) of {row['loop_steps']} loop steps; target: "
+        "within 10%, at most 1.10x)"
+        for row in rows
+        if "loop_to_compiled" in row
+    ]
+
+
+def algorithm_cell(row: dict[str, Any]) -> str:
+    """The algorithm, and for a yardstick which of its variants."""
+    variant = row.get("variant")
+    return f"{row['algorithm']} ({variant})" if variant else row["algorithm"]
+
+
+def figure(value: float | None, digits: int) -> str:
+    """A table cell: ``value`` to ``digits`` decimals, "-" for None."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
@@ -103,31 +166,24 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [
             row["implementation"],
-            row["algorithm"],
+            algorithm_cell(row),
             row["xla"],
             f"{row['ms_per_step_median']:.1f}",
-            "-" if row.get("compile_s") is None else f"{row['compile_s']:.1f}",
-            f"{row['peak_rss_mib']:.0f}",
-            f"{row['rss_growth_mib']:.0f}",
-            "-" if row.get("ratio") is None else f"{row['ratio']:.2f}",
+            figure(row.get("compile_s"), 1),
+            figure(row.get("peak_rss_mib"), 0),
+            figure(row.get("rss_growth_mib"), 0),
+            figure(row.get("ratio"), 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def flop_notes(rows: list[dict[str, Any]], flop_count: int, n_way: int, filters: int):
-    """Lines on the FLOP count and, per row that has one, the share of this
-    CPU's peak (stored in the row as ``fraction_of_peak``)."""
-    multiply_adds = flops.forward_multiply_adds(n_way, filters)
-    count = (
-        f"second-order MAML: ~{flop_count / 1e9:.2f} GFLOP per meta-step, counting "
-        "conv and dense multiply-adds of the forward pass (2 FLOPs each, "
-        f"{multiply_adds:,} per example), with backward ~2x forward and second "
-        "order adding another forward + backward through the inner step: "
-        f"{flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per inner step, "
-        f"{flops.QUERY_PASSES}x the query forward."
-    )
-    lines = [count]
+def flop_notes(rows: list[dict[str, Any]], settings: Settings) -> list[str]:
+    """Lines on the FLOP count of each counted algorithm among ``rows`` and,
+    per row that has one, the share of this CPU's peak (stored in the row as
+    ``fraction_of_peak``)."""
+    counted = dict.fromkeys(row["algorithm"] for row in rows if "flops_per_step" in row)
+    lines = [count_note(algorithm, settings) for algorithm in counted]
     peak = flops.cpu_peak_gflops()
     if peak:
         lines.append(
@@ -139,11 +195,39 @@ def flop_notes(rows: list[dict[str, Any]], flop_count: int, n_way: int, filters:
             share = f", {100 * row['gflops_per_s'] / peak:.0f}% of peak" if peak else ""
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
             lines.append(
-                f"  {row['implementation']} {row['algorithm']}"
+                f"  {row['implementation']} {algorithm_cell(row)}"
                 f"{'' if row['xla'] == '-' else ' xla=' + row['xla']}: "
                 f"{row['gflops_per_s']:.2f} GFLOP/s achieved{share}"
             )
     return lines
+
+
+def count_note(algorithm: str, settings: Settings) -> str:
+    """How ``flops.step_flops`` counts ``algorithm``'s step, in a line."""
+    count = flops.step_flops(algorithm, settings)
+    head = f"{flops.COUNTED[algorithm]}: ~{count / 1e9:.2f} GFLOP per step"
+    if algorithm == "protonet":
+        embedding = flops.forward_multiply_adds(0, settings.filters)
+        floor = flops.step_flops(algorithm, settings, ceil_mode=False)
+        images = settings.n_way * (settings.k_shot + settings.q_query)
+        batch = settings.meta_batch_size
+        episodes = "1 episode" if batch == 1 else f"{batch} episodes each"
+        return (
+            f"{head} ({episodes} of N*(K+Q) = {images} images), counting the "
+            f"embedding's conv multiply-adds (2 FLOPs each, {embedding:,} per "
+            "image; the head is unused, prototypes and distances are not "
+            "counted) with one forward and one backward: "
+            f"{flops.PROTONET_PASSES}x the forward. The yardstick's max-pooling "
+            f"rounds down (28 -> 14 -> 7 -> 3): ~{floor / 1e9:.2f} GFLOP for its rows."
+        )
+    multiply_adds = flops.forward_multiply_adds(settings.n_way, settings.filters)
+    return (
+        f"{head}, counting conv and dense multiply-adds of the forward pass (2 "
+        f"FLOPs each, {multiply_adds:,} per example), with backward ~2x forward "
+        "and second order adding another forward + backward through the inner "
+        f"step: {flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per "
+        f"inner step, {flops.QUERY_PASSES}x the query forward."
+    )
 
 
 def memory_table(rows: list[dict[str, Any]]) -> str:
@@ -155,14 +239,12 @@ def memory_table(rows: list[dict[str, Any]]) -> str:
         "|" + " --- |" * 8,
     ]
     for row in rows:
-        compile_s = row.get("compile_s")
-        tensor_peak = row.get("tensor_peak_mib")
         lines.append(
             f"| {row['implementation']} | {row['inner_steps']} | "
             f"{'yes' if row.get('recompute') else 'no'} | {row['ms_per_step_median']:.1f} | "
-            f"{'-' if compile_s is None else f'{compile_s:.1f}'} | "
+            f"{figure(row.get('compile_s'), 1)} | "
             f"{row['peak_rss_mib']:.0f} | {row['rss_growth_mib']:.0f} | "
-            f"{'-' if tensor_peak is None else f'{tensor_peak:.0f}'} |"
+            f"{figure(row.get('tensor_peak_mib'), 0)} |"
         )
     return "\n".join(lines)
 

@@ -81,7 +81,8 @@ class Options:
     mode: str = "speed"
     memory_inner_steps: tuple[str, ...] = ("5", "10", "25")
     torch_python: str | None = None
-    yardstick: str = ""
+    yardstick: str = ""  # the MAML script
+    protonet_yardstick: str = ""
     output_json: str | None = None
 
     @classmethod
@@ -114,13 +115,24 @@ class Options:
             return
         if not os.access(self.torch_python, os.X_OK):
             raise ValueError(f"--torch_python={self.torch_python} is not an executable")
-        if not os.path.isfile(self.yardstick):
-            raise ValueError(f"--yardstick={self.yardstick} does not exist")
+        sticks = yardstick.yardsticks_of(self.algorithms)
+        for flag in dict.fromkeys(stick.script_flag for stick in sticks):
+            if not os.path.isfile(getattr(self, flag)):
+                raise ValueError(f"--{flag}={getattr(self, flag)} does not exist")
         if settings.filters != yardstick.FILTERS:
             raise ValueError(
                 f"the yardstick's network has {yardstick.FILTERS} filters; got "
                 f"--filters={settings.filters} (drop --torch_python to time other widths)"
             )
+        # An algorithm asked for by name: its yardstick's refusal is an error
+        # now. Of every algorithm by default, the driver skips that yardstick.
+        for stick in sticks if self.algorithms else ():
+            reason = stick.refusal(settings)
+            if reason:
+                raise ValueError(
+                    f"{reason}, or drop --torch_python to time {stick.algorithm} "
+                    "without it"
+                )
 
     def memory_steps(self) -> list[int]:
         """``--memory_inner_steps`` as integers >= 1, else ValueError."""

@@ -200,6 +200,7 @@ BENCHMARK = [
     ("--torch_python={tmp}/afile", "--torch_python={tmp}/afile is not an executable"),
     ("--recompute_steps=1", "recompute_steps needs recompute"),
     ("--recompute --recompute_steps=1 --nounroll_inner_loop --inner_steps=2", "applies to the unrolled inner loop"),
+    ("--algorithms=protonet --torch_python={python} --protonet_yardstick={tmp}/afile", "--meta_batch_size=32: the protonet yardstick runs one episode per step: pass --meta_batch_size=1"),
 ]
 # fmt: on
 
@@ -277,7 +278,12 @@ def paths(tmp_path_factory):
         str(tmp / "run_unsaved" / "config.json"),
         {**get_config("maml", "omniglot"), "data_dir": str(tmp / "gone")},
     )
-    return {"tmp": str(tmp), "omni": str(omni), "run": str(run_dir)}
+    return {
+        "tmp": str(tmp),
+        "omni": str(omni),
+        "run": str(run_dir),
+        "python": sys.executable,
+    }
 
 
 def _words(text: str, paths: dict[str, str]) -> list[str]:

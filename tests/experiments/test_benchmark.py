@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from experiments.bench import flops
-from tests.helpers import REPO
+from tests.helpers import REPO, fresh_python
 
 # Not passed on to the worker: it runs with its own defaults (oneDNN, native
 # kernels, malloc arenas), whatever the environment of the tests says.
@@ -140,7 +141,6 @@ def test_each_algorithm_gets_the_settings_it_has_and_its_own_outer_update():
 
 
 def test_a_registered_algorithm_gets_a_row_without_an_edit(monkeypatch):
-    import dataclasses
 
     from experiments.bench import learners
     from experiments.bench.settings import Settings
@@ -217,3 +217,366 @@ def test_forward_multiply_adds_matches_the_conv4_model(pooling):
         )
         == from_model
     )
+
+
+OWN_PEAK = pytest.mark.skipif(
+    not os.path.isfile("/proc/self/status"),
+    reason="no /proc/self/status: peak RSS falls back to ru_maxrss",
+)
+MIB = 2**20
+
+
+@OWN_PEAK
+def test_peak_rss_counts_what_the_process_allocated():
+    code = (
+        "from experiments.bench import memory\n"
+        f"block = b'\\1' * {64 * MIB}  # written: resident\n"
+        "print(memory.peak_rss_source(), memory.peak_rss_mib())\n"
+    )
+    source, peak = fresh_python(code)
+    assert source == "VmHWM" and float(peak) >= 64
+
+
+@OWN_PEAK
+def test_the_wrapper_reports_the_script_own_peak_not_its_parent(tmp_path):
+    # A parent that holds 256 MiB runs, through the wrapper, a script that
+    # holds 32 MiB: the script's peak is at least its 32 MiB and below the
+    # parent's 256 (ru_maxrss would start from the parent's on Linux).
+    from experiments.bench import memory
+
+    script = tmp_path / "allocate.py"
+    script.write_text(
+        "import json, resource, sys\n"
+        f"block = b'\\1' * (int(sys.argv[1]) * {MIB})\n"
+        "maximum = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print('allocated')\n"
+        "print(json.dumps({'impl': 'allocate', 'peak_rss_mib': maximum}))\n"
+    )
+    parent = (
+        "import subprocess, sys\n"
+        f"held = b'\\1' * {256 * MIB}\n"
+        f"subprocess.run([sys.executable, {memory.__file__!r}, {str(script)!r}, '32'], "
+        "check=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", parent], check=True, capture_output=True, text=True
+    )
+    printed, line = done.stdout.splitlines()
+    result = json.loads(line)
+    assert printed == "allocated"
+    assert (result["impl"], result["peak_rss_source"]) == ("allocate", "VmHWM")
+    assert 32 <= result["peak_rss_mib"] < 256
+    assert "ru_maxrss_mib" in result  # the script's own figure, kept
+
+
+@OWN_PEAK
+def test_the_wrapper_reports_an_import_alone():
+    from experiments.bench import memory
+
+    command = [sys.executable, memory.__file__, "--import", "json"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout)
+    assert (result["import"], result["peak_rss_source"]) == ("json", "VmHWM")
+    assert result["peak_rss_mib"] > 0
+
+
+def test_a_round_runs_each_algorithm_then_its_yardsticks(capsys):
+    from experiments.bench import driver
+    from experiments.bench.settings import Options, Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    (order_2,), (eager, compiled) = YARDSTICKS["maml"], YARDSTICKS["protonet"]
+    planned = [{"algorithm": name} for name in ("maml", "reptile", "protonet")]
+    options = Options(xla=("off", "on"), torch_python="python")
+    jobs = driver.schedule(planned, options, Settings(meta_batch_size=1))
+    assert jobs == [
+        ("tfmeta", ("maml", "off")),
+        ("tfmeta", ("maml", "on")),
+        ("yardstick", order_2),
+        ("tfmeta", ("reptile", "off")),
+        ("tfmeta", ("reptile", "on")),
+        ("tfmeta", ("protonet", "off")),
+        ("tfmeta", ("protonet", "on")),
+        ("yardstick", eager),
+        ("yardstick", compiled),
+    ]
+    assert capsys.readouterr().out == ""
+    # Meta-batch 32 (every algorithm by default): ProtoNet's yardsticks are
+    # left out, the reason printed once.
+    jobs = driver.schedule(planned, options, Settings(meta_batch_size=32))
+    assert [key for kind, key in jobs if kind == "yardstick"] == [order_2]
+    skipped = (
+        "protonet's yardstick skipped: --meta_batch_size=32: the protonet "
+        "yardstick runs one episode per step: pass --meta_batch_size=1"
+    )
+    assert capsys.readouterr().out.splitlines() == [skipped]
+    no_torch = driver.schedule(planned, Options(xla=("off",)), Settings())
+    assert [kind for kind, _ in no_torch] == ["tfmeta"] * 3
+
+
+def test_each_yardstick_gets_the_flags_its_script_has():
+    from experiments.bench.settings import Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    settings = Settings(n_way=60, q_query=5, meta_batch_size=1, steps=3)
+    shape = ["--n_way=60", "--k_shot=1", "--q_query=5", "--steps=3", "--threads=0"]
+    eager, compiled = YARDSTICKS["protonet"]
+    assert eager.arguments(settings, None) == shape
+    assert compiled.arguments(settings, None) == ["--compile", *shape]
+    (order_1,) = YARDSTICKS["fomaml"]
+    assert order_1.arguments(settings, 0.4) == [
+        "--order=1",
+        *shape,
+        "--meta_batch=1",
+        "--inner_steps=1",
+        "--inner_lr=0.4",
+    ]
+    assert (eager.name, compiled.name) == (
+        "protonet (eager)",
+        "protonet (torch.compile)",
+    )
+
+
+def test_protonet_named_beside_its_yardstick_needs_meta_batch_1(tmp_path):
+    from experiments.bench.settings import Options, Settings
+
+    script = tmp_path / "reference.py"
+    script.write_text("")
+    options = Options(
+        algorithms=("maml", "protonet"),
+        torch_python=sys.executable,
+        yardstick=str(script),
+        protonet_yardstick=str(script),
+    )
+    with pytest.raises(ValueError) as refused:
+        options.check(Settings(meta_batch_size=32))
+    assert str(refused.value) == (
+        "--meta_batch_size=32: the protonet yardstick runs one episode per step: "
+        "pass --meta_batch_size=1, or drop --torch_python to time protonet without it"
+    )
+    options.check(Settings(meta_batch_size=1))
+    # Every algorithm by default: accepted (the driver leaves its yardstick out).
+    dataclasses.replace(options, algorithms=()).check(Settings(meta_batch_size=32))
+    # Only the scripts of the algorithms asked for must exist.
+    absent = str(tmp_path / "absent.py")
+    dataclasses.replace(options, algorithms=("protonet",), yardstick=absent).check(
+        Settings(meta_batch_size=1)
+    )
+    with pytest.raises(ValueError, match=f"--protonet_yardstick={absent} does not"):
+        dataclasses.replace(options, protonet_yardstick=absent).check(
+            Settings(meta_batch_size=1)
+        )
+
+
+def _tfmeta_result(algorithm: str, ms: float, **extra) -> dict:
+    return {
+        "impl": "tfmeta",
+        "algorithm": algorithm,
+        "xla": "off",
+        "ms_per_step_median": ms,
+        "compile_s": 1.5,
+        "peak_rss_mib": 900.0,
+        "rss_growth_mib": 80.0,
+        **extra,
+    }
+
+
+def _yardstick_result(stick, ms: float) -> dict:
+    return {
+        "impl": "torch-reference",
+        "torch": "2.13.0+cpu",
+        "yardstick": stick.name,
+        "ms_per_step_median": ms,
+        "peak_rss_mib": 300.0,
+        "rss_growth_mib": 90.0,
+    }
+
+
+def _protonet_rounds(tfmeta_ms, eager_ms, compiled_ms):
+    """Jobs and results of one protonet row and its two yardsticks."""
+    from experiments.bench.yardstick import YARDSTICKS
+
+    eager, compiled = YARDSTICKS["protonet"]
+    jobs = [("tfmeta", ("protonet", "off")), ("yardstick", eager)]
+    jobs.append(("yardstick", compiled))
+    results = {
+        jobs[0]: [_tfmeta_result("protonet", ms) for ms in tfmeta_ms],
+        jobs[1]: [_yardstick_result(eager, ms) for ms in eager_ms],
+        jobs[2]: [_yardstick_result(compiled, ms) for ms in compiled_ms],
+    }
+    return jobs, results
+
+
+@pytest.mark.parametrize("faster", ["eager", "torch.compile"])
+def test_protonet_ratio_is_to_the_faster_yardstick_and_both_are_printed(faster):
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    # Medians over three rounds: tfmeta 100, eager 300 or 240, compiled 240 or 300.
+    slow, fast = [280.0, 300.0, 900.0], [240.0, 230.0, 250.0]
+    eager_ms, compiled_ms = (fast, slow) if faster == "eager" else (slow, fast)
+    jobs, results = _protonet_rounds([90.0, 100.0, 120.0], eager_ms, compiled_ms)
+    rows = report.speed_rows(jobs, results, Settings(meta_batch_size=1))
+    tfmeta, eager, compiled = rows
+    assert tfmeta["ratio"] == pytest.approx(100.0 / 240.0)
+    assert tfmeta["ratio_to"] == f"protonet ({faster})"
+    assert (eager["ms_per_step_median"], compiled["ms_per_step_median"]) == (
+        (240.0, 300.0) if faster == "eager" else (300.0, 240.0)
+    )
+    lines = report.speed_table(rows).splitlines()
+    assert lines[2] == "| tfmeta | protonet | off | 100.0 | 1.5 | 900 | 80 | 0.42 |"
+    assert lines[3].startswith("| PyTorch 2.13.0+cpu | protonet (eager) | - | ")
+    assert lines[4].startswith("| PyTorch 2.13.0+cpu | protonet (torch.compile) | - | ")
+    assert lines[3].endswith(" | 300 | 90 | - |")
+
+
+def test_forward_multiply_adds_max_pool_rounding_down_by_hand():
+    # 5x5x1 -> conv 2 filters: 5*5*2*1*9 = 450 -> pool (floor) 2x2
+    # -> conv: 2*2*2*2*9 = 144 -> pool 1x1 -> flatten 2 -> dense 2*3 = 6.
+    count = flops.forward_multiply_adds(
+        3, filters=2, depth=2, input_shape=(5, 5, 1), ceil_mode=False
+    )
+    assert count == 450 + 144 + 6
+
+
+def test_omniglot_protonet_step_flops_by_hand():
+    # The embedding (no head): 28x28 from 1 channel, then 14x14, 7x7 and 4x4
+    # (3x3 where pooling rounds down) from 64 to 64 channels.
+    ceil = 28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 4 * 4) * 64 * 64 * 9
+    floor = 28 * 28 * 64 * 9 + (14 * 14 + 7 * 7 + 3 * 3) * 64 * 64 * 9
+    assert (ceil, floor) == (10_073_088, 9_815_040)
+    # 60-way 1-shot 5 queries: 360 images, forward + backward ~3 forwards,
+    # 2 FLOPs per multiply-add: ~21.76 GFLOP (~21.20 rounding down).
+    step = flops.protonet_step_flops(1, n_way=60, k_shot=1, q_query=5)
+    assert step == 360 * 3 * 2 * ceil == 21_757_870_080
+    assert flops.protonet_step_flops(1, 60, 1, 5, ceil_mode=False) == 360 * 6 * floor
+    # A meta-batch of episodes: that many times one.
+    assert flops.protonet_step_flops(4, 60, 1, 5) == 4 * step
+
+
+def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    monkeypatch.setattr(flops, "cpu_peak_gflops", lambda: 100.0)
+    settings = Settings(meta_batch_size=1, n_way=60, q_query=5)
+    jobs, results = _protonet_rounds([500.0], [2000.0], [1000.0])
+    rows = report.speed_rows(jobs, results, settings)
+    ceil = flops.protonet_step_flops(1, 60, 1, 5)
+    floor = flops.protonet_step_flops(1, 60, 1, 5, ceil_mode=False)
+    assert [row["flops_per_step"] for row in rows] == [ceil, floor, floor]
+    tfmeta, _, compiled = rows
+    assert tfmeta["gflops_per_s"] == pytest.approx(ceil / 0.5 / 1e9)
+    assert compiled["gflops_per_s"] == pytest.approx(floor / 1.0 / 1e9)
+    lines = report.flop_notes(rows, settings)
+    assert lines[0].startswith(
+        "Prototypical Networks: ~21.76 GFLOP per step (1 episode of N*(K+Q) = "
+        "360 images)"
+    )
+    assert "~21.20 GFLOP for its rows" in lines[0]
+    assert lines[1].startswith("CPU FP32 peak ~100 GFLOP/s")
+    assert lines[2:] == [
+        "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 44% of peak",
+        "  PyTorch 2.13.0+cpu protonet (eager): 10.60 GFLOP/s achieved, 11% of peak",
+        (
+            "  PyTorch 2.13.0+cpu protonet (torch.compile): 21.20 GFLOP/s "
+            "achieved, 21% of peak"
+        ),
+    ]
+    assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 100)
+    # Algorithms not counted (FOMAML here) get no FLOP figures.
+    assert flops.step_flops("fomaml", settings) is None
+
+
+def test_a_timed_training_loop_gets_a_row_under_its_compiled_step():
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    jobs, results = _protonet_rounds([90.0, 100.0, 120.0], [300.0], [240.0])
+    loops = [130.0, 104.0, 110.0]  # median 110 over the compiled step's 100
+    for result, loop in zip(results[jobs[0]], loops, strict=True):
+        result.update(loop_ms_per_step_median=loop, loop_steps=20)
+    rows = report.speed_rows(jobs, results, Settings(meta_batch_size=1))
+    step, loop, *_ = rows
+    assert (loop["implementation"], loop["algorithm"]) == (
+        "tfmeta training loop",
+        "protonet",
+    )
+    assert loop["ms_per_step_median"] == 110.0
+    assert loop["loop_to_compiled"] == pytest.approx(1.1)
+    assert loop["ratio"] == pytest.approx(110.0 / 240.0)  # to the same yardstick
+    assert step["loop_ms_per_step_median"] == 110.0
+    lines = report.speed_table(rows).splitlines()
+    assert lines[2] == "| tfmeta | protonet | off | 100.0 | 1.5 | 900 | 80 | 0.42 |"
+    assert (
+        lines[3]
+        == "| tfmeta training loop | protonet | off | 110.0 | - | - | - | 0.46 |"
+    )
+    assert lines[4].startswith("| PyTorch 2.13.0+cpu | protonet (eager) |")
+    (note,) = report.loop_notes(rows)
+    assert note == (
+        "tfmeta training loop protonet xla=off (the training binary's Trainer on "
+        "Omniglot episodes from files): 1.10x the compiled step's ms/step (median "
+        "over 3 round(s) of 20 loop steps; target: within 10%, at most 1.10x)"
+    )
+    assert "training loop 130.0 ms/step" in report.describe(results[jobs[0]][0])
+
+
+def test_results_without_a_training_loop_print_as_before():
+    from experiments.bench import report
+    from experiments.bench.settings import Settings
+
+    jobs = [("tfmeta", ("reptile", "off"))]
+    results = {jobs[0]: [_tfmeta_result("reptile", 61.8)]}
+    rows = report.speed_rows(jobs, results, Settings())
+    assert report.speed_table(rows).splitlines()[2:] == [
+        "| tfmeta | reptile | off | 61.8 | 1.5 | 900 | 80 | - |"
+    ]
+    assert report.loop_notes(rows) == []
+    assert report.describe(results[jobs[0]][0]) == (
+        "tfmeta reptile xla=off: 61.8 ms/step, compile 1.5 s, peak RSS 900 MiB (+80)"
+    )
+
+
+def torch_python() -> str:
+    """$TFMETA_TORCH_PYTHON or ../.venv-torch/bin/python; skips without PyTorch."""
+    path = os.environ.get("TFMETA_TORCH_PYTHON") or str(
+        REPO.parent / ".venv-torch" / "bin" / "python"
+    )
+    if (
+        not os.access(path, os.X_OK)
+        or subprocess.run(
+            [path, "-c", "import torch"], check=False, capture_output=True
+        ).returncode
+    ):
+        pytest.skip(
+            f"no Python with PyTorch at {path} (set TFMETA_TORCH_PYTHON to run this test)"
+        )
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_a_yardstick_runs_under_the_wrapper_with_the_settings_given(algorithm):
+    from experiments.bench import driver, memory
+    from experiments.bench.settings import Options, Settings
+    from experiments.bench.yardstick import YARDSTICKS
+
+    options = Options(
+        torch_python=torch_python(),
+        yardstick=driver.DEFAULT_YARDSTICK,
+        protonet_yardstick=driver.DEFAULT_PROTONET_YARDSTICK,
+    )
+    stick = YARDSTICKS[algorithm][0]  # eager, not torch.compile: seconds, not minutes
+    script = getattr(options, stick.script_flag)
+    if not os.path.isfile(script):
+        pytest.skip(f"the yardstick {script} is absent")
+    settings = Settings(
+        meta_batch_size=1, n_way=3, k_shot=2, q_query=1, steps=1, threads=1
+    )
+    result = driver.yardstick_run(stick, settings, options, 0.4)
+    assert result["yardstick"] == stick.name
+    assert (result["n_way"], result["k_shot"], result["q_query"]) == (3, 2, 1)
+    assert result["threads"] == 1
+    assert result["peak_rss_source"] == memory.peak_rss_source()
+    assert result["peak_rss_mib"] > 0 and result["ru_maxrss_mib"] > 0
+    assert driver.torch_import_rss_mib(options.torch_python) > 0
