@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import resource
 import statistics
 import time
 from typing import Any
 
 from . import learners
+from .memory import peak_rss_mib
 from .settings import Settings
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_worker(
