@@ -14,6 +14,7 @@ from tfmeta.data import (
     describe_split,
     split_omniglot,
 )
+from tfmeta.data.alphabet_split import minimal_split_choices
 
 
 def _characters(
@@ -192,12 +193,48 @@ def test_alphabet_split_of_the_minimal_sets_is_fixed():
     splits = split_omniglot(MINIMAL, protocol="alphabet", seed=0)
     assert _check_whole_alphabets(MINIMAL, splits) == MINIMAL_SPLIT
     assert [splits[k].num_classes for k in ("train", "val", "test")] == [168, 24, 50]
-    assert describe_split(MINIMAL, "alphabet", seed=5) == MINIMAL_DESCRIPTION
-    # Neither the seed nor the input order changes it.
-    again = split_omniglot(list(reversed(MINIMAL)), protocol="alphabet", seed=7)
+    assert describe_split(MINIMAL, "alphabet", seed=0) == MINIMAL_DESCRIPTION
+    # The input order does not change it.
+    again = split_omniglot(list(reversed(MINIMAL)), protocol="alphabet", seed=0)
     for k in ("train", "val", "test"):
         assert again[k].class_names == splits[k].class_names
         np.testing.assert_array_equal(again[k].images, splits[k].images)
+
+
+def test_other_seeds_give_seeded_splits_of_the_minimal_sets():
+    """Greek and Latin (near-copies) train together; test two and val one of
+    the other alphabets of >= 20 characters, test 40-66 characters, train
+    >= 130; seed 1's split as documented; the input order changes nothing."""
+    choices = minimal_split_choices(MINIMAL_COUNTS)
+    assert len(choices) == 14
+    for choice in choices:
+        assert {"Greek", "Latin", "Tagalog"} <= set(choice["train"])
+        assert 40 <= sum(MINIMAL_COUNTS[a] for a in choice["test"]) <= 66
+        assert sum(MINIMAL_COUNTS[a] for a in choice["train"]) >= 130
+    seen = set()
+    for seed in range(1, 6):
+        splits = split_omniglot(MINIMAL, protocol="alphabet", seed=seed)
+        alphabets = _check_whole_alphabets(MINIMAL, splits)
+        assert {k: sorted(v) for k, v in alphabets.items()} in choices
+        seen.add(tuple(sorted(alphabets["test"])))
+        again = split_omniglot(list(reversed(MINIMAL)), protocol="alphabet", seed=seed)
+        assert all(again[k].class_names == splits[k].class_names for k in splits)
+    assert len(seen) > 1 and ("Greek", "Latin") not in seen
+    first = _check_whole_alphabets(
+        MINIMAL, split_omniglot(MINIMAL, protocol="alphabet", seed=1)
+    )
+    assert first == {
+        "train": {"Greek", "Japanese_(katakana)", "Korean", "Latin", "Tagalog"},
+        "val": {"Early_Aramaic"},
+        "test": {"Balinese", "Sanskrit"},
+    }
+    assert describe_split(MINIMAL, "alphabet", seed=1) == (
+        "alphabet split (whole alphabets, the minimal sets' split of seed 1: Greek "
+        "and Latin train, test and val drawn among 14 choices): train 154 "
+        "characters (Greek 24, Japanese_(katakana) 47, Korean 40, Latin 26, "
+        "Tagalog 17); val 22 characters (Early_Aramaic 22); test 66 characters "
+        "(Balinese 24, Sanskrit 42)"
+    )
 
 
 TEN_ALPHABETS = _characters({"background": {f"A{i}": 20 + 2 * i for i in range(8)} | {"S1": 12, "S2": 15}})  # fmt: skip

@@ -56,7 +56,7 @@ HELP: dict[str, str] = {
     "gradient_clip_value": "LEO: clip each meta-gradient entry to [-v, v]",
     "gradient_clip_variable_norm": "LEO: then clip each variable's meta-gradient to this norm",
     "data_dir": "Omniglot archives (zips or folders) or, with --dataset=folder, a root with train/ val/ test/; default $TFMETA_OMNIGLOT_DIR, else tensorflow-datasets; --dataset=embeddings: the embeddings root",
-    "split_protocol": "Omniglot class split: auto | lake | maml | random | alphabet (whole alphabets to train/val/test; on the minimal sets val Balinese, test Greek and Latin)",
+    "split_protocol": "Omniglot class split: auto | lake | maml | random | alphabet (whole alphabets to train/val/test; on the minimal sets val Balinese, test Greek and Latin with split_seed 0, a seeded second split with any other)",
     "tasks_within_alphabet": "Omniglot: the N classes of every train, val and test task from one alphabet (drawn in proportion to its characters among those of >= N); default: on with --split_protocol=alphabet, else off",
     "rotations": "rotation classes on: train | all | none",
     "augment": "strength of random affine distortions of meta-training images (1: rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%; 0: none; at most 3)",

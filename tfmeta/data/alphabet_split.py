@@ -3,8 +3,8 @@ protocol of `split_omniglot`), and the alphabet of each class of a split, for
 tasks whose classes all come from one alphabet, as in the one-shot
 classification of Lake et al. (2015).
 
-On the two minimal background sets (242 characters, 8 alphabets) the split is
-fixed (`MINIMAL_ALPHABETS`):
+On the two minimal background sets (242 characters, 8 alphabets) split seed
+0 gives the fixed split (`MINIMAL_ALPHABETS`):
 
   train  Early_Aramaic 22, Japanese_(katakana) 47, Korean 40, Sanskrit 42,
          Tagalog 17 (168 characters)
@@ -15,6 +15,13 @@ the sizes of the random character split (169/24/49). Greek and Latin share
 many letter forms (A/alpha, B/beta, E/epsilon, ...), so both go to test: no
 test character has a near-copy among the training characters. Tagalog (17
 characters) cannot give 20-way tasks within one alphabet and trains.
+
+Any other split seed gives a second split of the minimal sets, so that a
+change is not tuned to Greek and Latin: Greek and Latin train (together,
+being near-copies), and test takes two and val one of the other five
+alphabets of at least 20 characters, drawn with the seed among the choices
+whose test holds 40 to 66 characters (the fixed split's 50 within a third)
+and whose train keeps at least 130 (`minimal_split_choices`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,41 @@ MINIMAL_ALPHABETS = {
 }
 # Val and test alphabets give 20-way tasks within one alphabet (Lake et al., 2015).
 MIN_HELD_OUT_CHARACTERS = 20
+# The seeded splits of the minimal sets: alphabets that train together, and
+# the characters test and train hold.
+NEAR_COPIES = ("Greek", "Latin")
+SEEDED_TEST_CHARACTERS = (40, 66)
+SEEDED_MIN_TRAIN_CHARACTERS = 130
+
+
+def minimal_split_choices(counts: dict[str, int]) -> list[dict[str, list[str]]]:
+    """Every seeded split of the minimal sets (``counts``: their alphabets'
+    characters), in a fixed order: test two and val one of the alphabets of
+    at least 20 characters but ``NEAR_COPIES``, test within
+    ``SEEDED_TEST_CHARACTERS``, train at least
+    ``SEEDED_MIN_TRAIN_CHARACTERS``."""
+    import itertools
+
+    candidates = sorted(
+        a
+        for a, count in counts.items()
+        if count >= MIN_HELD_OUT_CHARACTERS and a not in NEAR_COPIES
+    )
+    low, high = SEEDED_TEST_CHARACTERS
+    total = sum(counts.values())
+    choices = []
+    for test in itertools.combinations(candidates, 2):
+        held_test = sum(counts[a] for a in test)
+        if not low <= held_test <= high:
+            continue
+        for val in candidates:
+            if val in test:
+                continue
+            if total - held_test - counts[val] < SEEDED_MIN_TRAIN_CHARACTERS:
+                continue
+            train = sorted(a for a in counts if a not in test and a != val)
+            choices.append({"train": train, "val": [val], "test": list(test)})
+    return choices
 
 
 def _choose_alphabets(
@@ -48,8 +90,15 @@ def _choose_alphabets(
     """Alphabets of each split, and how they were chosen; see `plan_alphabet_split`."""
     names = sorted(counts)
     if set(names) == {a for split in MINIMAL_ALPHABETS.values() for a in split}:
-        chosen = {split: list(a) for split, a in MINIMAL_ALPHABETS.items()}
-        return chosen, "fixed alphabets of the two minimal sets"
+        if seed == 0:
+            chosen = {split: list(a) for split, a in MINIMAL_ALPHABETS.items()}
+            return chosen, "fixed alphabets of the two minimal sets"
+        choices = minimal_split_choices(counts)
+        chosen = choices[np.random.default_rng(seed).integers(len(choices))]
+        return chosen, (
+            f"the minimal sets' split of seed {seed}: {' and '.join(NEAR_COPIES)} "
+            f"train, test and val drawn among {len(choices)} choices"
+        )
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     eligible = [a for a in order if counts[a] >= MIN_HELD_OUT_CHARACTERS]
     share = lambda split: sum(counts[a] for a in split) / sum(counts.values())
@@ -91,7 +140,8 @@ def plan_alphabet_split(
     """Indices into `ordered` of each split's characters, and a description.
 
     Whole alphabets go to train, val and test. The two minimal sets (exactly
-    their 8 alphabets) take `MINIMAL_ALPHABETS`, whatever the seed. Other
+    their 8 alphabets) take `MINIMAL_ALPHABETS` with seed 0 and one of
+    `minimal_split_choices` with any other (see the module doc). Other
     data: alphabets in an order drawn with `seed`; those of at least 20
     characters go to test until it holds 2 alphabets and `fractions[2]` of
     the characters, then to val until it holds one and `fractions[1]` (as
