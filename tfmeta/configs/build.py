@@ -59,6 +59,13 @@ def _seeded_model(config: dict[str, Any], input_shape: tuple[int, ...]) -> keras
             hidden=tuple(config["hidden"]),
             seed=config["seed"],
         )
+    if model == "resnet12":
+        return models.resnet12(
+            config["n_way"],
+            input_shape=input_shape,
+            filters=config["filters"],
+            seed=config["seed"],
+        )
     return models.conv4(
         config["n_way"],
         input_shape=input_shape,

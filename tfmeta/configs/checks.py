@@ -15,15 +15,16 @@ from tfmeta.core.inner_loop import check_inner_step_bound
 from tfmeta.core.outer_optimizers import check_outer_optimizer
 from tfmeta.data.tasks import eval_batch_tasks
 from tfmeta.models.conv import check_conv4, check_mlp
+from tfmeta.models.resnet import check_resnet12
 from tfmeta.training.backbone import check_backbone
 
 ROTATIONS = ("train", "all", "none")
 IMAGE_DATASETS = ("omniglot", "folder")
-MODELS = ("conv4", "mlp", "linear", "leo")
+MODELS = ("conv4", "resnet12", "mlp", "linear", "leo")
 # The models each dataset's inputs fit (``tfmeta.configs.build.build_model``).
 DATASET_MODELS = {
-    "omniglot": ("conv4",),
-    "folder": ("conv4",),
+    "omniglot": ("conv4", "resnet12"),
+    "folder": ("conv4", "resnet12"),
     "sinusoid": ("mlp",),
     "embeddings": ("linear", "leo"),
 }
@@ -156,6 +157,8 @@ def _check_model(config: dict[str, Any]) -> None:
     model = model_name(config)
     if model == "conv4":
         check_conv4(int(config["filters"]), int(config["depth"]), config["pooling"])
+    elif model == "resnet12":
+        check_resnet12(int(config["filters"]))
     elif model == "mlp":
         check_mlp(tuple(int(units) for units in config["hidden"]))
 
@@ -178,7 +181,7 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
     if model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
     fitting = DATASET_MODELS.get(config["dataset"], MODELS)
-    if model not in fitting and model in ("conv4", "mlp"):
+    if model not in fitting and model in ("conv4", "resnet12", "mlp"):
         raise ValueError(
             f"--model={model} does not fit --dataset={config['dataset']}: "
             f"its inputs take {' or '.join(fitting)}"
@@ -187,7 +190,8 @@ def _check_embeddings_and_leo(config: dict[str, Any]) -> None:
     if embeddings != (model in ("linear", "leo")):
         raise ValueError(
             f"--model={model} does not fit --dataset={config['dataset']}: embedding "
-            "vectors take --model=linear (or leo with --algorithm=leo), images conv4, sinusoid mlp"
+            "vectors take --model=linear (or leo with --algorithm=leo), images conv4 or "
+            "resnet12, sinusoid mlp"
         )
     required = get_algorithm(config["algorithm"]).model
     if required and model != required:

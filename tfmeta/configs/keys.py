@@ -66,7 +66,7 @@ HELP: dict[str, str] = {
     "adapt_variables": "all | head (ANIL) | all_but_norm (MAML++)",
     "task_weighting": "uniform | gradient_agreement (Eshratifar et al. 2018)",
     "task_execution": "loop (one per-task call per task in the graph) | map_fn (tf.map_fn over the tasks: compile time independent of the meta-batch size); MAML, FOMAML, Reptile",
-    "model": "conv4 | mlp | linear | leo (default: by dataset and algorithm)",
+    "model": "conv4 | resnet12 (images; --filters is its first width, x2.5, x5, x10 after) | mlp | linear | leo (default: by dataset and algorithm)",
     "embedding_dataset": "embeddings: the dataset folder under --data_dir (e.g. miniImageNet, omniglot)",
     "embedding_crop": "embeddings: the crop folder (center | multiview)",
     "kl_estimator": "LEO: sample (one-sample log q - log p, reference code) | analytic",

@@ -1,6 +1,7 @@
 from tfmeta.models.batch_norm import MetaBatchNorm, normalization_reference
 from tfmeta.models.conv import conv4, mlp
 from tfmeta.models.leo import LEOModel, LEOParameters, leo_model, linear_classifier
+from tfmeta.models.resnet import resnet12
 
 __all__ = [
     "LEOModel",
@@ -11,4 +12,5 @@ __all__ = [
     "linear_classifier",
     "mlp",
     "normalization_reference",
+    "resnet12",
 ]
