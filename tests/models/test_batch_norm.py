@@ -154,6 +154,22 @@ def test_closed_form_gradient_of_the_backward_pass(connected):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _derivative_terms(normalize, x, scale, offset, weights):
+    """``normalize(x, scale, offset)``, the first derivatives of
+    ``sum(sin(y) * weights)`` in (x, scale, offset), and the gradient of their
+    squared norm (second derivatives)."""
+    inputs = [x, scale, offset]
+    with tf.GradientTape() as outer:
+        outer.watch(inputs)
+        with tf.GradientTape() as inner:
+            inner.watch(inputs)
+            y = normalize(x, scale, offset)
+            loss = tf.reduce_sum(tf.sin(y) * weights)
+        grads = inner.gradient(loss, inputs)
+        objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
+    return y, grads, outer.gradient(objective, inputs)
+
+
 def test_fused_batch_norm_second_derivatives_equal_the_composed_ops():
     rng = np.random.default_rng(6)
     x = tf.constant(rng.normal(size=(6, 4, 4, 3)), tf.float32)
@@ -162,16 +178,13 @@ def test_fused_batch_norm_second_derivatives_equal_the_composed_ops():
     weights = tf.constant(rng.normal(size=x.shape), tf.float32)
 
     def hessian_terms(batch_norm):
-        with tf.GradientTape() as outer:
-            outer.watch([x, scale, offset])
-            with tf.GradientTape() as inner:
-                inner.watch([x, scale, offset])
-                loss = tf.reduce_sum(
-                    tf.sin(batch_norm(x, scale, offset, 1e-3)) * weights
-                )
-            grads = inner.gradient(loss, [x, scale, offset])
-            objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
-        return outer.gradient(objective, [x, scale, offset])
+        return _derivative_terms(
+            lambda x, scale, offset: batch_norm(x, scale, offset, 1e-3),
+            x,
+            scale,
+            offset,
+            weights,
+        )[2]
 
     for got, want in zip(
         hessian_terms(fused_batch_norm), hessian_terms(_composed_batch_norm)
@@ -201,16 +214,16 @@ def test_normalizing_with_given_moments_has_the_composed_ops_derivatives():
     weights = tf.constant(rng.normal(size=x.shape), tf.float32)
 
     def terms(normalize):
-        with tf.GradientTape() as outer:
-            outer.watch([x, scale, offset])
-            with tf.GradientTape() as inner:
-                inner.watch([x, scale, offset])
-                moments = _reference_moments(x, 3)
-                y = normalize(x, *moments, scale, offset, 1e-3)
-                loss = tf.reduce_sum(tf.sin(y) * weights)
-            grads = inner.gradient(loss, [x, scale, offset])
-            objective = sum(tf.reduce_sum(tf.square(g)) for g in grads)
-        return [y, *grads, *outer.gradient(objective, [x, scale, offset])]
+        y, grads, second = _derivative_terms(
+            lambda x, scale, offset: normalize(
+                x, *_reference_moments(x, 3), scale, offset, 1e-3
+            ),
+            x,
+            scale,
+            offset,
+            weights,
+        )
+        return [y, *grads, *second]
 
     for got, want in zip(terms(normalize_with_moments), terms(_composed_with_moments)):
         scale_of = np.abs(want.numpy()).max()

@@ -207,6 +207,44 @@ def tracing_for_xla() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
+def _fused_forward(x, scale, offset, mean, variance, epsilon, training):
+    """``FusedBatchNormV3`` on NHWC: the output and its three reserve spaces
+    (training: the batch's statistics, which ``mean`` and ``variance``, empty,
+    do not give; inference: the given moments)."""
+    import tensorflow as tf
+
+    y, _, _, *reserves = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=scale,
+        offset=offset,
+        mean=mean,
+        variance=variance,
+        epsilon=epsilon,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=training,
+    )
+    return y, reserves
+
+
+def _fused_backward(dy, x, scale, reserves, epsilon, training):
+    """``FusedBatchNormGradV3`` on NHWC: ``(dx, dscale, doffset)``."""
+    import tensorflow as tf
+
+    dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+        y_backprop=dy,
+        x=x,
+        scale=scale,
+        reserve_space_1=reserves[0],
+        reserve_space_2=reserves[1],
+        reserve_space_3=reserves[2],
+        epsilon=epsilon,
+        data_format="NHWC",
+        is_training=training,
+    )
+    return dx, dscale, doffset
+
+
 def fused_batch_norm(x, scale, offset, epsilon):
     """Training-mode batch norm of a float32 ``[N, H, W, C]`` tensor on
     TensorFlow's fused kernels, differentiable twice: the backward pass is
@@ -217,31 +255,11 @@ def fused_batch_norm(x, scale, offset, epsilon):
 
     @tf.custom_gradient
     def forward(x, scale, offset):
-        y, _, _, reserve_1, reserve_2, reserve_3 = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=scale,
-            offset=offset,
-            mean=empty,
-            variance=empty,
-            epsilon=epsilon,
-            exponential_avg_factor=1.0,
-            data_format="NHWC",
-            is_training=True,
-        )
+        y, reserves = _fused_forward(x, scale, offset, empty, empty, epsilon, True)
 
         @tf.custom_gradient
         def backward(dy, x, scale):
-            dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                y_backprop=dy,
-                x=x,
-                scale=scale,
-                reserve_space_1=reserve_1,
-                reserve_space_2=reserve_2,
-                reserve_space_3=reserve_3,
-                epsilon=epsilon,
-                data_format="NHWC",
-                is_training=True,
-            )
+            dx, dscale, doffset = _fused_backward(dy, x, scale, reserves, epsilon, True)
 
             def backward_grad(ddx, ddscale, ddoffset):
                 op = _native_grad_grad() if ddx is not None else None
@@ -288,30 +306,14 @@ def normalize_with_moments(x, mean, variance, scale, offset, epsilon):
 
     @tf.custom_gradient
     def forward(x, mean, variance, scale, offset):
-        y, _, _, _, _, reserve_3 = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=scale,
-            offset=offset,
-            mean=mean,
-            variance=variance,
-            epsilon=epsilon,
-            data_format="NHWC",
-            is_training=False,
-        )
+        y, reserves = _fused_forward(x, scale, offset, mean, variance, epsilon, False)
 
         @tf.custom_gradient
         def backward(dy, x, mean, variance, scale):
-            dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                y_backprop=dy,
-                x=x,
-                scale=scale,
-                reserve_space_1=mean,
-                reserve_space_2=variance,
-                reserve_space_3=reserve_3,
-                epsilon=epsilon,
-                data_format="NHWC",
-                is_training=False,
-            )
+            # In inference mode the backward kernel reads the moments where
+            # training mode reads the forward pass's saved statistics.
+            given = (mean, variance, reserves[2])
+            dx, dscale, doffset = _fused_backward(dy, x, scale, given, epsilon, False)
 
             def backward_grad(ddx, ddscale, ddoffset):
                 return _moments_grad_grad(
@@ -351,22 +353,25 @@ def _moments_grad_grad(dy, x, mean, variance, scale, ddx, ddscale, ddoffset, eps
     axes = [0, 1, 2]
     r = tf.math.rsqrt(variance + epsilon)
     zero = tf.zeros_like(scale)
-    grad_dy = tf.zeros_like(dy)
-    grad_x = tf.zeros_like(x)
+    dy_terms = []
+    grad_x = None
     grad_mean, grad_variance, grad_scale = zero, zero, zero
     if ddx is not None:
         sum_ddx_dy = tf.reduce_sum(ddx * dy, axes)
-        grad_dy = scale * r * ddx
+        dy_terms.append(scale * r * ddx)
         grad_scale = r * sum_ddx_dy
         grad_variance = -0.5 * r * r * r * scale * sum_ddx_dy
     if ddscale is not None:
         xh = (x - mean) * r
-        grad_dy += ddscale * xh
+        dy_terms.append(ddscale * xh)
         grad_x = ddscale * r * dy
         grad_mean = -ddscale * r * tf.reduce_sum(dy, axes)
         grad_variance -= 0.5 * r * r * ddscale * tf.reduce_sum(dy * xh, axes)
     if ddoffset is not None:
-        grad_dy += ddoffset
+        dy_terms.append(tf.broadcast_to(ddoffset, tf.shape(dy)))
+    grad_dy = tf.add_n(dy_terms) if dy_terms else tf.zeros_like(dy)
+    if grad_x is None:
+        grad_x = tf.zeros_like(x)
     return grad_dy, grad_x, grad_mean, grad_variance, grad_scale
 
 
