@@ -52,11 +52,19 @@ def check_output_folder(path: str, flag: str, value: str | None = None) -> str:
     return folder
 
 
-def trained_workdir_config(workdir: str) -> dict[str, Any]:
+# What evaluate and export may set for a trained run: how the support set is
+# used after training (its distorted copies), which the trained theta allows.
+SERVING_KEYS = ("support_copies", "support_augment")
+
+
+def trained_workdir_config(
+    workdir: str, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The stored config of a training workdir that holds a checkpoint, with
     keys added to the configs after the run was trained at their neutral
-    defaults, checked as a resolved config is; otherwise an ``InputError``
-    saying what is missing or wrong (before any data or model is built)."""
+    defaults and ``settings`` (``SERVING_KEYS`` only) over it, checked as a
+    resolved config is; otherwise an ``InputError`` saying what is missing
+    or wrong (before any data or model is built)."""
     from tfmeta.training import Workdir
 
     run = Workdir(workdir)
@@ -69,14 +77,21 @@ def trained_workdir_config(workdir: str) -> dict[str, Any]:
             f"no checkpoint in {run.latest.directory} or {run.best.directory}: "
             "has this run saved one yet?"
         )
-    config = {**BASE, **stored}
+    unknown = sorted(set(settings or {}) - set(SERVING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"only {SERVING_KEYS} may be set for a trained run, got {unknown}"
+        )
+    config = {**BASE, **stored, **(settings or {})}
     try:
         check_config(config, stored=True)
     except KeyError as error:  # a hand-edited file without a key
         raise InputError(
             f"{run.config_path} has no {error.args[0]!r}: is it the file the run wrote?"
         ) from error
-    except ValueError as error:  # a key of the file, not a flag
+    except ValueError as error:  # a key of the file, or one of ``settings``
         message = str(error).removeprefix("--")
+        if any(message.startswith(key) for key in settings or {}):
+            raise InputError(f"--{message}") from error
         raise InputError(f"{run.config_path}: {message}") from error
     return config

@@ -1,6 +1,7 @@
 """Evaluates a training workdir on its fixed meta-test tasks.
 
-  python -m experiments.evaluate --workdir=/tmp/tfmeta_runs/maml [--checkpoint=best|latest]
+  python -m experiments.evaluate --workdir=/tmp/tfmeta_runs/maml [--checkpoint=best|latest] \
+      [--support_copies=8 --support_augment=1]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for
@@ -13,6 +14,9 @@ transductive figure is reported beside it, whatever the run trained with.
 The served mode's query outputs are written to
 ``<workdir>/test_predictions.npz`` (``outputs [tasks, n_query, ...]``,
 ``labels``), so an export can be checked against the reported figure.
+``--support_copies`` and ``--support_augment`` replace the run's own
+(``tfmeta.Learner``: distorted copies of each support set at evaluation and
+serving); an export given the same serves the figure reported.
 """
 
 from __future__ import annotations
@@ -144,6 +148,8 @@ def evaluate_workdir(
         "dataset": config["dataset"],
         "protocol": data.description,
         "transductive": config["transductive"],
+        "support_copies": int(config["support_copies"]),
+        "support_augment": float(config["support_augment"]),
         "checkpoint": path,
         "checkpoint_step": int(path.rsplit("-", 1)[-1]),
         "trained_steps": timing.get("step"),
@@ -165,7 +171,12 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    config = checks.trained_workdir_config(FLAGS.workdir)
+    settings = {
+        key: FLAGS[key].value
+        for key in checks.SERVING_KEYS
+        if FLAGS[key].value is not None
+    }
+    config = checks.trained_workdir_config(FLAGS.workdir, settings)
     try:  # results.json and the predictions are written there at the end
         checks.check_output_folder(FLAGS.workdir, "workdir")
     except checks.FOLDER_ERRORS as error:

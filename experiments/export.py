@@ -4,7 +4,8 @@
       --export_dir=/tmp/models/omniglot_maml [--checkpoint=best|latest] \
       [--base_path=/models/omniglot_maml] [--transductive] \
       [--max_support_examples=1000] [--max_query_examples=1000] \
-      [--max_image_pixels=16777216] [--max_abs_input=1e6]
+      [--max_image_pixels=16777216] [--max_abs_input=1e6] \
+      [--support_copies=8] [--support_augment=1]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and writes the next version
@@ -81,6 +82,17 @@ def define_flags() -> None:
         "models_config",
         None,
         "TF Serving model config file to update (default: <export_dir>/../models.config)",
+    )
+    flags.DEFINE_integer(
+        "support_copies",
+        None,
+        "distorted copies of each request's support set to adapt to (default: the run's "
+        "own; the figure experiments.evaluate reports with the same value)",
+    )
+    flags.DEFINE_float(
+        "support_augment",
+        None,
+        "strength of the support copies' affine maps (default: the run's own)",
     )
     limits = ServingLimits()
     flags.DEFINE_integer(
@@ -175,8 +187,12 @@ def export_workdir(
     base_path: str | None = None,
     models_config: str | None = None,
     limits: ServingLimits | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Exports the next version of ``workdir``'s learner to ``export_dir``; updates models.config.
+
+    ``settings``: values of ``experiments.checks.SERVING_KEYS`` in place of
+    the run's (checked by ``checks.trained_workdir_config``).
 
     Returns {"version", "path", "checkpoint", "models_config", "model_name",
     "base_path", "metadata"}.
@@ -192,7 +208,7 @@ def export_workdir(
         export_dir, model_name, base_path, models_config
     )
     # Keys added to the configs after the run was trained take their neutral defaults.
-    config = {**BASE, **Workdir(workdir).read_config()}
+    config = {**BASE, **Workdir(workdir).read_config(), **(settings or {})}
     learner, checkpoint = restore_learner(workdir, config, which)
     metadata = {
         "dataset": config["dataset"],
@@ -242,7 +258,12 @@ def main(argv):
         )
     except ValueError as error:
         raise InputError(f"--{error}") from None
-    checks.trained_workdir_config(FLAGS.workdir)
+    settings = {
+        key: FLAGS[key].value
+        for key in checks.SERVING_KEYS
+        if FLAGS[key].value is not None
+    }
+    checks.trained_workdir_config(FLAGS.workdir, settings)
     try:
         export_paths(
             FLAGS.export_dir, FLAGS.model_name, FLAGS.base_path, FLAGS.models_config
@@ -263,6 +284,7 @@ def main(argv):
             base_path=FLAGS.base_path,
             models_config=FLAGS.models_config,
             limits=limits,
+            settings=settings,
         )
     except ModelsConfigError as error:  # before the export: its message only
         raise InputError(f"{error} (--models_config)") from None
@@ -306,6 +328,11 @@ def adaptation_summary(metadata: dict[str, Any]) -> str:
         )
     if "adapt_variables" in metadata:
         parts.append(f"adapts {metadata['adapt_variables']}")
+    if metadata.get("support_copies"):
+        parts.append(
+            f"{metadata['support_copies']} support copies at strength "
+            f"{metadata['support_augment']:g}"
+        )
     parts.append(f"transductive={metadata.get('transductive', False)}")
     return "; ".join(part for part in parts if part)
 

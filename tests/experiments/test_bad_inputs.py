@@ -122,6 +122,8 @@ TRAIN = [
     (OMNIGLOT, "--cpu_threading=bogus", "flag --cpu_threading=bogus"),
     (OMNIGLOT, "--malloc_arenas=0", "flag --malloc_arenas=0"),
     (OMNIGLOT, "--n_way=abc", "flag --n_way=abc"),
+    (OMNIGLOT, "--support_copies=-1", "--support_copies must be in [0, 64], got -1"),
+    (SINUSOID, "--support_copies=2", "--support_copies distorts images; --dataset=sinusoid has none"),
     (OMNIGLOT, "--no_such_flag=1", "no_such_flag"),
 ]
 # fmt: on
@@ -141,6 +143,7 @@ EVALUATE = [
     ("--workdir={run}_moved", "{tmp}/moved does not exist"),
     ("--workdir={run}", "run/checkpoints can be restored"),
     ("--workdir={run} --checkpoint=bogus", "flag --checkpoint=bogus"),
+    ("--workdir={run} --support_copies=2", "--support_copies distorts images; --dataset=sinusoid has none"),
     ("--workdir={run}_unsaved", "has this run saved one yet?"),
 ]
 # fmt: on
@@ -157,6 +160,7 @@ EXPORT = [
     ('--base_path=x"y', "--base_path: base path must be non-empty without quotes"),
     ("--max_support_examples=0", "--max_support_examples must be a positive int, got 0"),
     ("--max_abs_input=nan", "--max_abs_input must be a positive finite number, got nan"),
+    ("--support_augment=0", "--support_augment must be in (0, 3.0], got 0.0"),
     ("--workdir={run}_n_way", "config.json: n_way must be >= 1, got 0"),
     ("--workdir={run}_nan", "config.json: inner_lr must be a finite number, got nan"),
     ("--workdir={run}", "run/checkpoints can be restored"),

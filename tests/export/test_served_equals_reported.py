@@ -63,3 +63,35 @@ def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
             compared += int(clear.sum())
             task += 1
     assert task == TEST_TASKS and compared > TEST_TASKS
+
+
+def test_support_copies_are_served_as_reported(maml, tmp_path):
+    """``support_copies`` set for a trained run: evaluation reports it, the
+    export given the same serves the very predictions, and they differ from
+    the run's own (no copies)."""
+    from experiments.export import export_workdir
+
+    workdir = tmp_path / "run"
+    shutil.copytree(maml.workdir, workdir)
+    settings = {"support_copies": 2, "support_augment": 1.5}
+    config = {**maml.config, "test_tasks": 4, **settings}
+    results = evaluate_workdir(str(workdir), config=config)
+    assert (results["support_copies"], results["support_augment"]) == (2, 1.5)
+    outputs = np.load(workdir / PREDICTIONS_FILE)["outputs"]
+    plain = evaluate_workdir(str(workdir), config={**maml.config, "test_tasks": 4})
+    assert plain["support_copies"] == 0
+    without = np.load(workdir / PREDICTIONS_FILE)["outputs"]
+    assert np.abs(outputs - without).max() > 1e-3
+
+    exported = export_workdir(
+        str(workdir), str(tmp_path / "models" / "m"), settings=settings
+    )
+    assert exported["metadata"]["support_copies"] == 2
+    assert exported["metadata"]["support_augment"] == 1.5
+    serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
+    support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
+    for i in range(support_x.shape[0]):
+        answer = serve(
+            support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
+        )["logits"].numpy()
+        np.testing.assert_allclose(answer, outputs[i], rtol=1e-4, atol=1e-4)

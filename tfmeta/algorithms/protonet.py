@@ -106,7 +106,8 @@ class PrototypicalNetwork(Learner):
       train_n_way: classes per meta-training task (default N).
       transductive: see the module doc (default False).
       task_weighting: must be "uniform".
-      task_execution, jit_compile, seed: see ``Learner``.
+      task_execution, jit_compile, seed, support_copies, support_augment:
+        see ``Learner``.
     """
 
     name = "protonet"
@@ -125,6 +126,8 @@ class PrototypicalNetwork(Learner):
         task_execution: str = "loop",
         jit_compile: bool = False,
         seed: int = 0,
+        support_copies: int = 0,
+        support_augment: float = 1.0,
     ):
         PrototypicalNetwork.check_arguments(
             distance=distance, temperature=temperature, train_n_way=train_n_way
@@ -139,6 +142,8 @@ class PrototypicalNetwork(Learner):
             task_execution=task_execution,
             jit_compile=jit_compile,
             seed=seed,
+            support_copies=support_copies,
+            support_augment=support_augment,
         )
         self.embedding, self._embedding_positions = embedding_network(model)
         self.distance = distance

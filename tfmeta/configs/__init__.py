@@ -80,6 +80,8 @@ BASE: dict[str, Any] = {
     "tasks_within_alphabet": None,
     "rotations": "train",
     "augment": 0.0,
+    "support_copies": 0,
+    "support_augment": 1.0,
     "data_dir": "",
     "data_source": "",
     "image_size": 28,

@@ -60,6 +60,8 @@ HELP: dict[str, str] = {
     "tasks_within_alphabet": "Omniglot: the N classes of every train, val and test task from one alphabet (drawn in proportion to its characters among those of >= N); default: on with --split_protocol=alphabet, else off",
     "rotations": "rotation classes on: train | all | none",
     "augment": "strength of random affine distortions of meta-training images (1: rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%; 0: none; at most 3)",
+    "support_copies": "at meta-validation, meta-test and serving, adapt to the support set joined by this many distorted copies of it (each copy one affine map of --support_augment strength for every example; queries untouched); images only, at most 64",
+    "support_augment": "strength of the support copies' affine maps (as --augment: 1 is rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%), in (0, 3]",
     "inner_optimizer": "sgd | adam",
     "outer_optimizer": "adam | sgd | annealed_sgd | cosine_adam",
     "pooling": "stride | max",

@@ -63,6 +63,10 @@ class Learner:
       state_variables: state the learner keeps that is not meta-learned
         (e.g. running statistics): updated by ``update_state`` after each
         outer update, checkpointed and exported with theta.
+      support_copies / support_augment: at evaluation and serving, adapt to
+        the support set joined by this many distorted copies of it, affine
+        maps of this strength (``tfmeta.data.augment.with_support_copies``;
+        images only; 0: none). Meta-training is not changed.
     """
 
     name = "learner"
@@ -85,14 +89,24 @@ class Learner:
         seed: int = 0,
         own_variables: Sequence[tf.Variable] = (),
         state_variables: Sequence[tf.Variable] = (),
+        support_copies: int = 0,
+        support_augment: float = 1.0,
     ):
         if not model.built or not model.trainable_variables:
             raise ValueError(
                 "model must be built and have trainable variables (call it once or give an Input)"
             )
         Learner.check_arguments(
-            inner_steps=inner_steps, eval_inner_steps=eval_inner_steps
+            inner_steps=inner_steps,
+            eval_inner_steps=eval_inner_steps,
+            support_copies=support_copies,
+            support_augment=support_augment,
         )
+        if support_copies and len(model.input_shape) != 4:
+            raise ValueError(
+                f"support_copies={support_copies} distorts images, but the model takes "
+                f"inputs of shape {tuple(model.input_shape[1:])}"
+            )
         self.check_capabilities(task_weighting, task_execution)
         self.model = model
         self.outer_optimizer = outer_optimizer
@@ -103,6 +117,8 @@ class Learner:
             inner_steps if eval_inner_steps is None else eval_inner_steps
         )
         self.seed = seed
+        self.support_copies = support_copies
+        self.support_augment = support_augment
         self.own_variables = list(own_variables)
         self.variables = list(model.trainable_variables) + self.own_variables
         self.state_variables = list(state_variables)
@@ -116,11 +132,21 @@ class Learner:
         )
 
     @staticmethod
-    def check_arguments(*, inner_steps: int, eval_inner_steps: int | None, **_) -> None:
+    def check_arguments(
+        *,
+        inner_steps: int,
+        eval_inner_steps: int | None,
+        support_copies: int = 0,
+        support_augment: float = 1.0,
+        **_,
+    ) -> None:
         """Raises ValueError naming a bad argument of this class's own. Each
         learner class checks the arguments it adds in a ``check_arguments``
         of its own, run by its constructor and, for a config, by
         ``Algorithm.check_config`` (``**_``: the other classes' arguments)."""
+        from tfmeta.data.augment import check_support_copies  # data imports core
+
+        check_support_copies(support_copies, support_augment)
         check_inner_steps(inner_steps, eval_inner_steps)
         check_inner_step_bound("inner_steps", inner_steps)
         if eval_inner_steps is not None:
@@ -217,10 +243,24 @@ class Learner:
 
     def eval_task(self, support_x, support_y, query_x, query_y, steps: int):
         """(query loss, query metric, query outputs) of one task after
-        ``steps`` adaptation steps: the metric is computed from the very
-        outputs returned."""
-        outputs = self.query_outputs(support_x, support_y, query_x, steps)
+        ``steps`` adaptation steps, as served (``served_outputs``): the
+        metric is computed from the very outputs returned."""
+        outputs = self.served_outputs(support_x, support_y, query_x, steps)
         return self.loss(outputs, query_y), self.metric(outputs, query_y), outputs
+
+    def served_outputs(
+        self, support_x, support_y, query_x, steps: int | None = None
+    ) -> tf.Tensor:
+        """``query_outputs`` after ``steps`` (default ``eval_inner_steps``) on
+        the support set with its ``support_copies``: what evaluation reports
+        and an export answers."""
+        from tfmeta.data.augment import with_support_copies  # data imports core
+
+        support_x, support_y = with_support_copies(
+            support_x, support_y, self.support_copies, self.support_augment
+        )
+        steps = self.eval_inner_steps if steps is None else steps
+        return self.query_outputs(support_x, support_y, query_x, steps)
 
     def adapt(self, support_x, support_y, inner_steps: int | None = None):
         """What adapting to one task gives (no variable changes)."""
@@ -241,7 +281,11 @@ class Learner:
 
     def describe(self) -> dict[str, Any]:
         """What a client of an export needs to know of the adaptation it runs."""
-        return {"algorithm": self.name, "problem": self.problem}
+        values = {"algorithm": self.name, "problem": self.problem}
+        if self.support_copies:
+            values["support_copies"] = int(self.support_copies)
+            values["support_augment"] = float(self.support_augment)
+        return values
 
     # ---------------------------------------------------- the meta-steps
     def meta_train_step(self, episode) -> dict[str, tf.Tensor]:

@@ -1,4 +1,6 @@
-"""Small random affine distortions of training images (augmentation).
+"""Small random affine distortions of images: of meta-training images
+(augmentation), and of a task's support set at evaluation and serving
+(``with_support_copies``).
 
 Each image gets its own affine map about its centre: a rotation, a shear, a
 scale per axis and a shift, each drawn uniformly within ``strength`` times
@@ -8,6 +10,11 @@ same whenever it is drawn again (resume, replay). Sampling happens before the
 transform: pixels outside the image are filled with 0 (Omniglot's paper
 after inversion). One op for the batch (``ImageProjectiveTransformV3``, on CPU
 and GPU alike).
+
+Support copies (test-time augmentation of the support set): each support
+example is joined by ``copies`` distorted versions under maps drawn once from
+a fixed seed, so an answer is the same for the same request; the queries are
+not touched, so each is still answered independently of the others.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ MAX_STRENGTH = 3.0
 
 def check_strength(strength: float) -> None:
     if not isinstance(strength, (int, float)) or isinstance(strength, bool):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
             f"augment must be a number in [0, {MAX_STRENGTH}], got {strength!r}"
         )
     if not 0.0 <= strength <= MAX_STRENGTH:
@@ -67,9 +74,13 @@ def distort(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     (``strength`` 0: unchanged)."""
     if strength == 0.0:
         return images
-    count = tf.shape(images)[0]
+    return transform(images, affine_matrices(tf.shape(images)[0], seed, strength))
+
+
+def transform(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
+    """``images [n, H, W, C]``, image i under the forward map ``forward[i]``
+    (``[n, 2, 3]`` as ``affine_matrices`` gives), bilinear, 0 outside."""
     height, width = images.shape[1], images.shape[2]
-    forward = affine_matrices(count, seed, strength)
     a00, a01, tx = forward[:, 0, 0], forward[:, 0, 1], forward[:, 0, 2] * width
     a10, a11, ty = forward[:, 1, 0], forward[:, 1, 1], forward[:, 1, 2] * height
     # The op maps each output pixel to the input point it samples:
@@ -84,9 +95,57 @@ def distort(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     transforms = tf.stack([i00, i01, b0, i10, i11, b1, zeros, zeros], axis=1)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
-        transforms=transforms,
+        transforms=tf.cast(transforms, tf.float32),
         output_shape=tf.constant([height, width], tf.int32),
         fill_value=tf.constant(0.0, images.dtype),
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
+    )
+
+
+# The seed of the support copies' maps: fixed, so a request always gets the
+# same answer.
+SUPPORT_COPIES_SEED = (20, 26)
+MAX_SUPPORT_COPIES = 64
+
+
+def check_support_copies(copies: int, strength: float) -> None:
+    """ValueError naming the setting for copies outside [0, 64] or a
+    strength outside (0, 3]."""
+    if isinstance(copies, bool) or not isinstance(copies, int):
+        raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
+            f"support_copies must be an integer, got {copies!r}"
+        )
+    if not 0 <= copies <= MAX_SUPPORT_COPIES:
+        raise ValueError(
+            f"support_copies must be in [0, {MAX_SUPPORT_COPIES}], got {copies}"
+        )
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
+            f"support_augment must be a number in (0, {MAX_STRENGTH}], got {strength!r}"
+        )
+    if not 0.0 < strength <= MAX_STRENGTH:
+        raise ValueError(
+            f"support_augment must be in (0, {MAX_STRENGTH}], got {strength}"
+        )
+
+
+def with_support_copies(
+    support_x: tf.Tensor, support_y: tf.Tensor, copies: int, strength: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The support set followed by ``copies`` distorted copies of it: copy j
+    puts every example under the same affine map j (drawn once from a fixed
+    seed at ``strength``), so the result does not depend on the order of the
+    examples. Labels repeat. ``copies`` 0: the support set unchanged."""
+    if copies == 0:
+        return support_x, support_y
+    seed = tf.constant(SUPPORT_COPIES_SEED, tf.int64)
+    forward = tf.cast(affine_matrices(copies, seed, strength), support_x.dtype)
+    count = tf.shape(support_x)[0]
+    maps = tf.repeat(forward, count, axis=0)  # copy-major, as the tiled images
+    tiled = tf.tile(support_x, [copies, 1, 1, 1])
+    copied = transform(tiled, maps)
+    return (
+        tf.concat([support_x, copied], axis=0),
+        tf.tile(support_y, [copies + 1]),
     )

@@ -203,9 +203,9 @@ def adaptation_signatures(
 ) -> dict[str, Callable]:
     """The "adapt, then predict" signatures of an N-way classifier of inputs
     ``[batch, H, W, C]`` (N: ``learner.model.output_shape[-1]``), through
-    ``learner.adapt(support_x, support_y)`` and ``learner.predict(adapted,
-    query_x, support_x)`` only, whatever "adapted" is (fast weights theta',
-    prototypes c_k):
+    ``learner.served_outputs(support_x, support_y, query_x)`` only (the
+    function evaluation reports), whatever the learner adapts (fast weights
+    theta', prototypes c_k):
 
     * ``adapt_and_predict`` (also ``serving_default``): ``support_x``
       float32 ``[S, H, W, C]``, ``support_y`` int32 ``[S]`` in [0, N),
@@ -232,8 +232,9 @@ def adaptation_signatures(
         support_x, support_y, query_x = _after(checks, support_x, support_y, query_x)
         support_x = check_examples("support_x", support_x, example_shape)
         query_x = check_examples("query_x", query_x, example_shape)
-        fast = learner.adapt(support_x, support_y)
-        return classification_outputs(learner.predict(fast, query_x, support_x))
+        return classification_outputs(
+            learner.served_outputs(support_x, support_y, query_x)
+        )
 
     @tf.function(
         input_signature=[
@@ -358,8 +359,7 @@ def regression_signatures(
         support_x = check_examples("support_x", support_x, input_shape)
         support_y = check_examples("support_y", support_y, output_shape)
         query_x = check_examples("query_x", query_x, input_shape)
-        fast = learner.adapt(support_x, support_y)
-        return {"y": learner.predict(fast, query_x, support_x)}
+        return {"y": learner.served_outputs(support_x, support_y, query_x)}
 
     @tf.function(input_signature=[batch_spec("query_x", len(input_shape) + 1)])
     def predict(query_x):
