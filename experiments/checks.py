@@ -57,6 +57,45 @@ def check_output_folder(path: str, flag: str, value: str | None = None) -> str:
 SERVING_KEYS = ("support_copies", "support_augment")
 
 
+# What the members of an ensemble must share with the run it is evaluated or
+# exported for: the data, its class split and the task shape.
+ENSEMBLE_KEYS = (
+    "dataset",
+    "data_dir",
+    "split_protocol",
+    "split_seed",
+    "n_way",
+    "image_size",
+    "channels",
+)
+
+
+def ensemble_configs(
+    config: dict[str, Any], workdirs: list[str], settings: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The trained configs of the ensemble's other members (``--ensemble``),
+    each checked as ``trained_workdir_config`` checks one, with the same
+    ``settings``; an ``InputError`` names a member whose data, class split
+    or task shape differs from ``config``'s (its held-out classes would
+    differ) or whose problem is not classification."""
+    members = []
+    for workdir in workdirs:
+        member = trained_workdir_config(workdir, settings)
+        for key in ENSEMBLE_KEYS:
+            if member.get(key) != config.get(key):
+                raise InputError(
+                    f"--ensemble={workdir}: its {key} is {member.get(key)!r}, the run's "
+                    f"{config.get(key)!r}; an ensemble's members share the data, split and task"
+                )
+        if member["dataset"] == "sinusoid":
+            raise InputError(
+                f"--ensemble={workdir}: an ensemble averages class probabilities; "
+                "sinusoid runs regress"
+            )
+        members.append(member)
+    return members
+
+
 def trained_workdir_config(
     workdir: str, settings: dict[str, Any] | None = None
 ) -> dict[str, Any]:

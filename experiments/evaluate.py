@@ -1,7 +1,7 @@
 """Evaluates a training workdir on its fixed meta-test tasks.
 
   python -m experiments.evaluate --workdir=/tmp/tfmeta_runs/maml [--checkpoint=best|latest] \
-      [--support_copies=8 --support_augment=1]
+      [--support_copies=8 --support_augment=1] [--ensemble=RUN2,RUN3]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for
@@ -17,18 +17,22 @@ The served mode's query outputs are written to
 ``--support_copies`` and ``--support_augment`` replace the run's own
 (``tfmeta.Learner``: distorted copies of each support set at evaluation and
 serving); an export given the same serves the figure reported.
+``--ensemble`` adds other runs of the same data, split and task: the runs
+answer as one (mean of their class probabilities), in the served mode only.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 
 from tfmeta.configs.build import build_learner, build_model
+from tfmeta.core.ensemble import Ensemble
 from tfmeta.data.tasks import TaskSets, task_sets
 from tfmeta.export.signatures import uses_batch_statistics
 from tfmeta.training import (
@@ -45,6 +49,12 @@ from .flags import FLAGS
 
 PREDICTIONS_FILE = "test_predictions.npz"
 
+flags.DEFINE_list(
+    "ensemble",
+    None,
+    "other runs' workdirs (same data, split and task) to answer with --workdir's as one "
+    "ensemble: the mean of their class probabilities",
+)
 flags.DEFINE_enum(
     "checkpoint",
     "best",
@@ -94,6 +104,21 @@ def learner_in_mode(config, data, learner, transductive, run, which):
     return other
 
 
+def restore_members(
+    members: Sequence[tuple[str, dict[str, Any]]], input_shape, which: str
+) -> list:
+    """The learners of ensemble members ((workdir, config)), each restored
+    from its own ``which`` checkpoint."""
+    restored = []
+    for workdir, config in members:
+        member = build_learner(config, build_model(config, input_shape))
+        restore_checkpoint(
+            workdir, member, which, print_fn=lambda line: print(line, flush=True)
+        )
+        restored.append(member)
+    return restored
+
+
 def evaluate_workdir(
     workdir: str,
     *,
@@ -101,10 +126,14 @@ def evaluate_workdir(
     data: TaskSets | None = None,
     config: dict[str, Any] | None = None,
     which: str = "best",
+    ensemble: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> dict[str, Any]:
     """Meta-tests the run's best (or latest) checkpoint in the served mode,
     and transductively beside it where that differs; writes results.json and
-    the served mode's query outputs (``test_predictions.npz``)."""
+    the served mode's query outputs (``test_predictions.npz``). With
+    ``ensemble`` ((workdir, config) of the other members, from
+    ``checks.ensemble_configs``), the run and its members answer as one
+    (``tfmeta.core.ensemble.Ensemble``), in the served mode only."""
     run = Workdir(workdir)
     config = config or run.read_config()
     data = data or task_sets(config)
@@ -116,30 +145,46 @@ def evaluate_workdir(
     steps = [config["eval_inner_steps"]] + [
         s for s in config["report_inner_steps"] if s != config["eval_inner_steps"]
     ]
+    modes = normalization_modes(learner)
+    if ensemble:  # each member adapts as it was trained to
+        learner = Ensemble(
+            [learner, *restore_members(ensemble, data.input_shape, which)]
+        )
+        modes = [("served", None)]
+        steps = [None]
     by_mode: dict[str, list] = {}
-    for mode, transductive in normalization_modes(learner):
+    for mode, transductive in modes:
         evaluated = learner_in_mode(config, data, learner, transductive, run, which)
-        normalization = describe_normalization(evaluated, transductive)
+        normalization = (
+            "each member's own"
+            if ensemble
+            else describe_normalization(evaluated, transductive)
+        )
         evaluations = by_mode.setdefault(mode, [])
         for inner_steps in steps:
             start = time.perf_counter()
-            keep = mode == "served" and inner_steps == config["eval_inner_steps"]
+            keep = mode == "served" and inner_steps in (
+                None,
+                config["eval_inner_steps"],
+            )
             result = evaluate(
                 evaluated, data.test(), inner_steps=inner_steps, keep_outputs=keep
             )
+            if inner_steps is None:  # an ensemble's members, each its own
+                result["inner_steps"] = "each member's own"
             if keep:
                 np.savez(
                     os.path.join(workdir, PREDICTIONS_FILE),
                     outputs=result.pop("outputs"),
                     labels=result.pop("labels"),
-                    inner_steps=inner_steps,
+                    inner_steps=-1 if inner_steps is None else inner_steps,
                 )
             result["seconds"] = round(time.perf_counter() - start, 1)
             result["normalization"] = normalization
             evaluations.append(result)
             print(
-                f"meta-test, {mode} ({normalization}), {inner_steps} inner steps: "
-                f"{format_result(result)}",
+                f"meta-test, {mode} ({normalization}), {result['inner_steps']} "
+                f"inner steps: {format_result(result)}",
                 flush=True,
             )
     timing = run.read_timing()
@@ -150,6 +195,7 @@ def evaluate_workdir(
         "transductive": config["transductive"],
         "support_copies": int(config["support_copies"]),
         "support_augment": float(config["support_augment"]),
+        "ensemble": [member for member, _ in ensemble],
         "checkpoint": path,
         "checkpoint_step": int(path.rsplit("-", 1)[-1]),
         "trained_steps": timing.get("step"),
@@ -177,6 +223,7 @@ def main(argv):
         if FLAGS[key].value is not None
     }
     config = checks.trained_workdir_config(FLAGS.workdir, settings)
+    members = checks.ensemble_configs(config, FLAGS.ensemble or [], settings)
     try:  # results.json and the predictions are written there at the end
         checks.check_output_folder(FLAGS.workdir, "workdir")
     except checks.FOLDER_ERRORS as error:
@@ -191,7 +238,11 @@ def main(argv):
         raise InputError(str(error)) from error
     try:
         evaluate_workdir(
-            FLAGS.workdir, config=config, data=data, which=FLAGS.checkpoint
+            FLAGS.workdir,
+            config=config,
+            data=data,
+            which=FLAGS.checkpoint,
+            ensemble=list(zip(FLAGS.ensemble or [], members)),
         )
     except CheckpointError as error:  # every checkpoint damaged: say which
         raise InputError(str(error)) from error

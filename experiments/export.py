@@ -5,7 +5,7 @@
       [--base_path=/models/omniglot_maml] [--transductive] \
       [--max_support_examples=1000] [--max_query_examples=1000] \
       [--max_image_pixels=16777216] [--max_abs_input=1e6] \
-      [--support_copies=8] [--support_augment=1]
+      [--support_copies=8] [--support_augment=1] [--ensemble=RUN2,RUN3]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and writes the next version
@@ -23,12 +23,14 @@ before anything is read or written.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
 
 from tfmeta.configs import BASE
 from tfmeta.configs.build import build_learner, build_model
+from tfmeta.core.ensemble import Ensemble
 from tfmeta.data.tasks import task_sets
 from tfmeta.errors import DiskFullError
 from tfmeta.export import (
@@ -82,6 +84,12 @@ def define_flags() -> None:
         "models_config",
         None,
         "TF Serving model config file to update (default: <export_dir>/../models.config)",
+    )
+    flags.DEFINE_list(
+        "ensemble",
+        None,
+        "other runs' workdirs (same data, split and task) exported with --workdir's as one "
+        "ensemble: the mean of their class probabilities",
     )
     flags.DEFINE_integer(
         "support_copies",
@@ -188,11 +196,15 @@ def export_workdir(
     models_config: str | None = None,
     limits: ServingLimits | None = None,
     settings: dict[str, Any] | None = None,
+    ensemble: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Exports the next version of ``workdir``'s learner to ``export_dir``; updates models.config.
 
     ``settings``: values of ``experiments.checks.SERVING_KEYS`` in place of
-    the run's (checked by ``checks.trained_workdir_config``).
+    the run's (checked by ``checks.trained_workdir_config``). ``ensemble``:
+    other runs' workdirs (checked by ``checks.ensemble_configs``) exported
+    with this one as one ``tfmeta.core.ensemble.Ensemble``, each from its own
+    ``which`` checkpoint.
 
     Returns {"version", "path", "checkpoint", "models_config", "model_name",
     "base_path", "metadata"}.
@@ -210,6 +222,20 @@ def export_workdir(
     # Keys added to the configs after the run was trained take their neutral defaults.
     config = {**BASE, **Workdir(workdir).read_config(), **(settings or {})}
     learner, checkpoint = restore_learner(workdir, config, which)
+    if ensemble:
+        if transductive:
+            raise ValueError(
+                "--transductive: an ensemble serves each member's own normalization"
+            )
+        members = [
+            restore_learner(
+                member,
+                {**BASE, **Workdir(member).read_config(), **(settings or {})},
+                which,
+            )[0]
+            for member in ensemble
+        ]
+        learner = Ensemble([learner, *members])
     metadata = {
         "dataset": config["dataset"],
         "k_shot": int(config["k_shot"]),
@@ -263,7 +289,12 @@ def main(argv):
         for key in checks.SERVING_KEYS
         if FLAGS[key].value is not None
     }
-    checks.trained_workdir_config(FLAGS.workdir, settings)
+    config = checks.trained_workdir_config(FLAGS.workdir, settings)
+    checks.ensemble_configs(config, FLAGS.ensemble or [], settings)
+    if FLAGS.ensemble and FLAGS.transductive:
+        raise InputError(
+            "--transductive: an ensemble serves each member's own normalization"
+        )
     try:
         export_paths(
             FLAGS.export_dir, FLAGS.model_name, FLAGS.base_path, FLAGS.models_config
@@ -285,6 +316,7 @@ def main(argv):
             models_config=FLAGS.models_config,
             limits=limits,
             settings=settings,
+            ensemble=FLAGS.ensemble or (),
         )
     except ModelsConfigError as error:  # before the export: its message only
         raise InputError(f"{error} (--models_config)") from None
@@ -319,6 +351,8 @@ def adaptation_summary(metadata: dict[str, Any]) -> str:
     family, LEO), what adapts (``adapt_variables``: weights, prototypes,
     latent codes), and how queries are normalized."""
     parts = [str(metadata.get("dataset", metadata.get("problem", "")))]
+    if metadata.get("ensemble_size"):
+        parts.append(f"an ensemble of {metadata['ensemble_size']} runs")
     steps = metadata.get("inner_steps")
     if steps:
         alpha = metadata.get("inner_lr")

@@ -144,6 +144,8 @@ EVALUATE = [
     ("--workdir={run}", "run/checkpoints can be restored"),
     ("--workdir={run} --checkpoint=bogus", "flag --checkpoint=bogus"),
     ("--workdir={run} --support_copies=2", "--support_copies distorts images; --dataset=sinusoid has none"),
+    ("--workdir={run} --ensemble={run}", "an ensemble averages class probabilities; sinusoid runs regress"),
+    ("--workdir={run} --ensemble={tmp}/absent", "no config.json in workdir '{tmp}/absent'"),
     ("--workdir={run}_unsaved", "has this run saved one yet?"),
 ]
 # fmt: on

@@ -21,8 +21,13 @@ TEST_TASKS = 12
 
 
 @pytest.fixture(scope="module")
-def maml(tmp_path_factory):
-    return trained_exports(tmp_path_factory.getbasetemp() / "trained_exports")["maml"]
+def runs(tmp_path_factory):
+    return trained_exports(tmp_path_factory.getbasetemp() / "trained_exports")
+
+
+@pytest.fixture(scope="module")
+def maml(runs):
+    return runs["maml"]
 
 
 def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
@@ -88,6 +93,49 @@ def test_support_copies_are_served_as_reported(maml, tmp_path):
     )
     assert exported["metadata"]["support_copies"] == 2
     assert exported["metadata"]["support_augment"] == 1.5
+    serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
+    support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
+    for i in range(support_x.shape[0]):
+        answer = serve(
+            support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
+        )["logits"].numpy()
+        np.testing.assert_allclose(answer, outputs[i], rtol=1e-4, atol=1e-4)
+
+
+def test_an_ensemble_is_served_as_reported(runs, tmp_path):
+    """Two runs as one: the reported predictions are the log of the mean of
+    the runs' own probabilities, and the export of the two serves them."""
+    from experiments.export import export_workdir
+
+    first, second = runs["maml"], runs["reptile"]
+    config = {**first.config, "test_tasks": 4}
+    own = []
+    for exported in (first, second):
+        workdir = tmp_path / exported.workdir.name
+        shutil.copytree(exported.workdir, workdir)
+        evaluate_workdir(str(workdir), config={**exported.config, "test_tasks": 4})
+        own.append(np.load(workdir / PREDICTIONS_FILE)["outputs"])
+    results = evaluate_workdir(
+        str(tmp_path / first.workdir.name),
+        config=config,
+        ensemble=[(str(second.workdir), second.config)],
+    )
+    assert results["ensemble"] == [str(second.workdir)]
+    assert results["transductive_evaluations"] is None  # each member's own
+    outputs = np.load(tmp_path / first.workdir.name / PREDICTIONS_FILE)["outputs"]
+    probabilities = [np.exp(o - o.max(-1, keepdims=True)) for o in own]
+    probabilities = [p / p.sum(-1, keepdims=True) for p in probabilities]
+    np.testing.assert_allclose(
+        outputs, np.log(np.mean(probabilities, axis=0)), rtol=1e-4, atol=1e-4
+    )
+
+    exported = export_workdir(
+        str(first.workdir),
+        str(tmp_path / "models" / "m"),
+        ensemble=[str(second.workdir)],
+    )
+    assert exported["metadata"]["ensemble_size"] == 2
+    assert exported["metadata"]["members"] == "maml,reptile"
     serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
     support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
     for i in range(support_x.shape[0]):
