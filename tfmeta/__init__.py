@@ -24,6 +24,7 @@ _EXPORTS = {
     "NearestCentroid": "tfmeta.algorithms",
     "ProtoMAML": "tfmeta.algorithms",
     "PrototypicalNetwork": "tfmeta.algorithms",
+    "Ensemble": "tfmeta.core",
     "FastWeightLearner": "tfmeta.core",
     "Learner": "tfmeta.core",
     "Reptile": "tfmeta.algorithms",
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         get_algorithm,
     )
     from tfmeta.configs import build_learner, get_config
-    from tfmeta.core import FastWeightLearner, Learner
+    from tfmeta.core import Ensemble, FastWeightLearner, Learner
     from tfmeta.data import (
         Episode,
         TaskSets,
@@ -125,6 +126,7 @@ __all__ = [
     "FOMAML",
     "LEO",
     "MAML",
+    "Ensemble",
     "Episode",
     "FastWeightLearner",
     "Learner",

@@ -1,8 +1,10 @@
 """What every learner shares and no learner owns: the stateless forward,
 loss and metric over fast weights, the inner loop and inner optimizers, the
-ways of forming a meta-gradient, and the meta-step executor."""
+ways of forming a meta-gradient, the meta-step executor, and ensembles of
+trained learners."""
 
 from tfmeta.core.algorithm import Algorithm
+from tfmeta.core.ensemble import Ensemble
 from tfmeta.core.executor import TASK_EXECUTIONS, MetaStep, TaskResult
 from tfmeta.core.fast_weight_learner import FastWeightLearner
 from tfmeta.core.inner_loop import InnerLoop, SupportTask
@@ -15,6 +17,7 @@ from tfmeta.core.second_order import MetaGradient
 __all__ = [
     "TASK_EXECUTIONS",
     "Algorithm",
+    "Ensemble",
     "FastWeightLearner",
     "InnerAdam",
     "InnerLoop",

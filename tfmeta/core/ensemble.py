@@ -19,8 +19,6 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfmeta.export.servable import tracked
-
 
 def mean_probability_logits(outputs: Sequence[tf.Tensor]) -> tf.Tensor:
     """``log(mean_m softmax(outputs[m]))`` over the last axis, computed in
@@ -80,6 +78,8 @@ class Ensemble:
     def saved_variables(self) -> list[tf.Variable]:
         """Every member's variables besides member 0's model's, which an
         export saves as ``model.variables``."""
+        from tfmeta.export.servable import tracked  # the export imports core
+
         variables = list(tracked(self.members[0].saved_variables))
         for member in self.members[1:]:
             variables += tracked(member.model.variables)
