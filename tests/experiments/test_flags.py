@@ -49,6 +49,19 @@ def test_a_variant_is_a_config_argument():
         get_config("maml", "omniglot", "maml_omniglot:30way")
 
 
+
+def test_the_alphabet_recipe_builds_its_learner():
+    config = get_config("protonet", "omniglot", "protonet_omniglot:alphabet")
+    assert (config["split_protocol"], config["n_way"], config["augment"]) == (
+        "alphabet",
+        20,
+        1.0,
+    )
+    learner = build_learner(config, (28, 28, 1))
+    assert (learner.n_way, learner.train_n_way) == (20, 60)
+    assert (learner.support_copies, learner.support_augment) == (8, 1.0)
+
+
 def test_the_pretrained_recipes_build_their_learners():
     from tfmeta.algorithms import UnicornMAML, UnicornReptile
 

@@ -23,11 +23,23 @@ Where we differ from the paper:
 
   python -m experiments.train --algorithm=protonet --dataset=omniglot \
       --k_shot=1 --workdir=/tmp/tfmeta_runs/protonet_omniglot
+
+Variant "alphabet": tfmeta's measured recipe for 20-way 1-shot within one
+held-out alphabet (docs/results.md, "One-shot on alphabets never seen"):
+whole alphabets held out (``--split_protocol=alphabet``; ``--split_seed``
+picks the split), small affine distortions of the training images
+(``augment`` 1), 2000 episodes, and 8 distorted copies of every support set
+at validation, test and serving (``support_copies``).
+
+  python -m experiments.train --algorithm=protonet --dataset=omniglot \
+      --config=protonet_omniglot:alphabet --workdir=/tmp/tfmeta_runs/protonet_alphabet
 """
 
+VARIANTS = ("alphabet",)
 
-def get_config() -> dict:
-    return {
+
+def get_config(variant: str = "") -> dict:
+    config = {
         "n_way": 5,
         "train_n_way": 60,
         "k_shot": 1,
@@ -46,3 +58,16 @@ def get_config() -> dict:
         "inner_steps": 0,
         "eval_inner_steps": 0,
     }
+    if variant == "alphabet":
+        config.update(
+            split_protocol="alphabet",
+            n_way=20,
+            augment=1.0,
+            num_steps=2000,
+            eval_every=500,
+            checkpoint_every=500,
+            log_every=100,
+            val_tasks=100,
+            support_copies=8,
+        )
+    return config
