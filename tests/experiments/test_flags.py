@@ -49,7 +49,6 @@ def test_a_variant_is_a_config_argument():
         get_config("maml", "omniglot", "maml_omniglot:30way")
 
 
-
 def test_the_alphabet_recipe_builds_its_learner():
     config = get_config("protonet", "omniglot", "protonet_omniglot:alphabet")
     assert (config["split_protocol"], config["n_way"], config["augment"]) == (
