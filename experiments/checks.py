@@ -54,7 +54,7 @@ def check_output_folder(path: str, flag: str, value: str | None = None) -> str:
 
 # What evaluate and export may set for a trained run: how the support set is
 # used after training (its distorted copies), which the trained theta allows.
-SERVING_KEYS = ("support_copies", "support_augment")
+SERVING_KEYS = ("support_copies", "support_augment", "query_copies", "query_augment")
 
 
 # What the members of an ensemble must share with the run it is evaluated or

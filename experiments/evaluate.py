@@ -14,9 +14,10 @@ transductive figure is reported beside it, whatever the run trained with.
 The served mode's query outputs are written to
 ``<workdir>/test_predictions.npz`` (``outputs [tasks, n_query, ...]``,
 ``labels``), so an export can be checked against the reported figure.
-``--support_copies`` and ``--support_augment`` replace the run's own
-(``tfmeta.Learner``: distorted copies of each support set at evaluation and
-serving); an export given the same serves the figure reported.
+``--support_copies``, ``--support_augment``, ``--query_copies`` and
+``--query_augment`` replace the run's own (``tfmeta.Learner``: distorted
+copies of each support set, and of each query, at evaluation and serving);
+an export given the same serves the figure reported.
 ``--ensemble`` adds other runs of the same data, split and task: the runs
 answer as one (mean of their class probabilities), in the served mode only.
 """
@@ -195,6 +196,8 @@ def evaluate_workdir(
         "transductive": config["transductive"],
         "support_copies": int(config["support_copies"]),
         "support_augment": float(config["support_augment"]),
+        "query_copies": int(config["query_copies"]),
+        "query_augment": float(config["query_augment"]),
         "ensemble": [member for member, _ in ensemble],
         "checkpoint": path,
         "checkpoint_step": int(path.rsplit("-", 1)[-1]),

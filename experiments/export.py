@@ -5,7 +5,8 @@
       [--base_path=/models/omniglot_maml] [--transductive] \
       [--max_support_examples=1000] [--max_query_examples=1000] \
       [--max_image_pixels=16777216] [--max_abs_input=1e6] \
-      [--support_copies=8] [--support_augment=1] [--ensemble=RUN2,RUN3]
+      [--support_copies=8] [--support_augment=1] [--query_copies=8] \
+      [--query_augment=1] [--ensemble=RUN2,RUN3]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and writes the next version
@@ -101,6 +102,17 @@ def define_flags() -> None:
         "support_augment",
         None,
         "strength of the support copies' affine maps (default: the run's own)",
+    )
+    flags.DEFINE_integer(
+        "query_copies",
+        None,
+        "distorted copies of each query whose mean class probabilities answer it "
+        "(default: the run's own)",
+    )
+    flags.DEFINE_float(
+        "query_augment",
+        None,
+        "strength of the query copies' affine maps (default: the run's own)",
     )
     limits = ServingLimits()
     flags.DEFINE_integer(
@@ -362,11 +374,12 @@ def adaptation_summary(metadata: dict[str, Any]) -> str:
         )
     if "adapt_variables" in metadata:
         parts.append(f"adapts {metadata['adapt_variables']}")
-    if metadata.get("support_copies"):
-        parts.append(
-            f"{metadata['support_copies']} support copies at strength "
-            f"{metadata['support_augment']:g}"
-        )
+    for kind in ("support", "query"):
+        if metadata.get(f"{kind}_copies"):
+            parts.append(
+                f"{metadata[f'{kind}_copies']} {kind} copies at strength "
+                f"{metadata[f'{kind}_augment']:g}"
+            )
     parts.append(f"transductive={metadata.get('transductive', False)}")
     return "; ".join(part for part in parts if part)
 

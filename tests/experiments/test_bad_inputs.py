@@ -123,6 +123,7 @@ TRAIN = [
     (OMNIGLOT, "--malloc_arenas=0", "flag --malloc_arenas=0"),
     (OMNIGLOT, "--n_way=abc", "flag --n_way=abc"),
     (OMNIGLOT, "--support_copies=-1", "--support_copies must be in [0, 64], got -1"),
+    (OMNIGLOT, "--query_copies=65", "--query_copies must be in [0, 64], got 65"),
     (SINUSOID, "--support_copies=2", "--support_copies distorts images; --dataset=sinusoid has none"),
     (OMNIGLOT, "--no_such_flag=1", "no_such_flag"),
 ]

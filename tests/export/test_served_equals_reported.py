@@ -70,15 +70,20 @@ def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
     assert task == TEST_TASKS and compared > TEST_TASKS
 
 
-def test_support_copies_are_served_as_reported(maml, tmp_path):
-    """``support_copies`` set for a trained run: evaluation reports it, the
+def test_copies_are_served_as_reported(maml, tmp_path):
+    """Support and query copies set for a trained run: evaluation reports it, the
     export given the same serves the very predictions, and they differ from
     the run's own (no copies)."""
     from experiments.export import export_workdir
 
     workdir = tmp_path / "run"
     shutil.copytree(maml.workdir, workdir)
-    settings = {"support_copies": 2, "support_augment": 1.5}
+    settings = {
+        "support_copies": 2,
+        "support_augment": 1.5,
+        "query_copies": 2,
+        "query_augment": 1.0,
+    }
     config = {**maml.config, "test_tasks": 4, **settings}
     results = evaluate_workdir(str(workdir), config=config)
     assert (results["support_copies"], results["support_augment"]) == (2, 1.5)
@@ -93,6 +98,7 @@ def test_support_copies_are_served_as_reported(maml, tmp_path):
     )
     assert exported["metadata"]["support_copies"] == 2
     assert exported["metadata"]["support_augment"] == 1.5
+    assert exported["metadata"]["query_copies"] == 2
     serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
     support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
     for i in range(support_x.shape[0]):

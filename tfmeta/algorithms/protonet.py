@@ -106,8 +106,8 @@ class PrototypicalNetwork(Learner):
       train_n_way: classes per meta-training task (default N).
       transductive: see the module doc (default False).
       task_weighting: must be "uniform".
-      task_execution, jit_compile, seed, support_copies, support_augment:
-        see ``Learner``.
+      task_execution, jit_compile, seed, support_copies, support_augment,
+        query_copies, query_augment: see ``Learner``.
     """
 
     name = "protonet"
@@ -128,6 +128,8 @@ class PrototypicalNetwork(Learner):
         seed: int = 0,
         support_copies: int = 0,
         support_augment: float = 1.0,
+        query_copies: int = 0,
+        query_augment: float = 1.0,
     ):
         PrototypicalNetwork.check_arguments(
             distance=distance, temperature=temperature, train_n_way=train_n_way
@@ -144,6 +146,8 @@ class PrototypicalNetwork(Learner):
             seed=seed,
             support_copies=support_copies,
             support_augment=support_augment,
+            query_copies=query_copies,
+            query_augment=query_augment,
         )
         self.embedding, self._embedding_positions = embedding_network(model)
         self.distance = distance

@@ -82,6 +82,8 @@ BASE: dict[str, Any] = {
     "augment": 0.0,
     "support_copies": 0,
     "support_augment": 1.0,
+    "query_copies": 0,
+    "query_augment": 1.0,
     "data_dir": "",
     "data_source": "",
     "image_size": 28,

@@ -80,10 +80,11 @@ def check_config(config: dict[str, Any], *, stored: bool = False) -> None:
         )
     if config["dataset"] in IMAGE_DATASETS and int(config["image_size"]) < 1:
         raise ValueError(f"--image_size must be >= 1, got {config['image_size']}")
-    if config["support_copies"] and config["dataset"] not in IMAGE_DATASETS:
-        raise ValueError(
-            f"--support_copies distorts images; --dataset={config['dataset']} has none"
-        )
+    for kind in ("support", "query"):
+        if config[f"{kind}_copies"] and config["dataset"] not in IMAGE_DATASETS:
+            raise ValueError(
+                f"--{kind}_copies distorts images; --dataset={config['dataset']} has none"
+            )
     if config["dataset"] == "folder" and not config["data_dir"]:
         raise ValueError(
             "--dataset=folder needs --data_dir=<root> holding train/, val/ and test/ class folders"

@@ -62,6 +62,8 @@ HELP: dict[str, str] = {
     "augment": "strength of random affine distortions of meta-training images (1: rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%; 0: none; at most 3)",
     "support_copies": "at meta-validation, meta-test and serving, adapt to the support set joined by this many distorted copies of it (each copy one affine map of --support_augment strength for every example; queries untouched); images only, at most 64",
     "support_augment": "strength of the support copies' affine maps (as --augment: 1 is rotation up to 10 degrees, shear 0.1, scale 0.9-1.1, shift 10%), in (0, 3]",
+    "query_copies": "at meta-validation, meta-test and serving, answer each query with the mean class probabilities of it and this many distorted copies of it (maps as --support_copies', at --query_augment strength; a query's answer still independent of the others); images only, at most 64",
+    "query_augment": "strength of the query copies' affine maps (as --augment), in (0, 3]",
     "inner_optimizer": "sgd | adam",
     "outer_optimizer": "adam | sgd | annealed_sgd | cosine_adam",
     "pooling": "stride | max",

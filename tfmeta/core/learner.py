@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta.core import weighting
+from tfmeta.core.ensemble import mean_probability_logits
 from tfmeta.core.executor import (
     TASK_EXECUTIONS,
     MetaStep,
@@ -67,6 +68,8 @@ class Learner:
         the support set joined by this many distorted copies of it, affine
         maps of this strength (``tfmeta.data.augment.with_support_copies``;
         images only; 0: none). Meta-training is not changed.
+      query_copies / query_augment: the same for each query, its answer the
+        mean of its copies' class probabilities (classification only).
     """
 
     name = "learner"
@@ -91,6 +94,8 @@ class Learner:
         state_variables: Sequence[tf.Variable] = (),
         support_copies: int = 0,
         support_augment: float = 1.0,
+        query_copies: int = 0,
+        query_augment: float = 1.0,
     ):
         if not model.built or not model.trainable_variables:
             raise ValueError(
@@ -101,11 +106,19 @@ class Learner:
             eval_inner_steps=eval_inner_steps,
             support_copies=support_copies,
             support_augment=support_augment,
+            query_copies=query_copies,
+            query_augment=query_augment,
         )
-        if support_copies and len(model.input_shape) != 4:
+        for kind, copies in (("support", support_copies), ("query", query_copies)):
+            if copies and len(model.input_shape) != 4:
+                raise ValueError(
+                    f"{kind}_copies={copies} distorts images, but the model takes "
+                    f"inputs of shape {tuple(model.input_shape[1:])}"
+                )
+        if query_copies and problem != "classification":
             raise ValueError(
-                f"support_copies={support_copies} distorts images, but the model takes "
-                f"inputs of shape {tuple(model.input_shape[1:])}"
+                f"query_copies={query_copies} averages class probabilities; "
+                f"a {problem} learner has none"
             )
         self.check_capabilities(task_weighting, task_execution)
         self.model = model
@@ -119,6 +132,8 @@ class Learner:
         self.seed = seed
         self.support_copies = support_copies
         self.support_augment = support_augment
+        self.query_copies = query_copies
+        self.query_augment = query_augment
         self.own_variables = list(own_variables)
         self.variables = list(model.trainable_variables) + self.own_variables
         self.state_variables = list(state_variables)
@@ -138,15 +153,18 @@ class Learner:
         eval_inner_steps: int | None,
         support_copies: int = 0,
         support_augment: float = 1.0,
+        query_copies: int = 0,
+        query_augment: float = 1.0,
         **_,
     ) -> None:
         """Raises ValueError naming a bad argument of this class's own. Each
         learner class checks the arguments it adds in a ``check_arguments``
         of its own, run by its constructor and, for a config, by
         ``Algorithm.check_config`` (``**_``: the other classes' arguments)."""
-        from tfmeta.data.augment import check_support_copies  # data imports core
+        from tfmeta.data.augment import check_copies  # data imports core
 
-        check_support_copies(support_copies, support_augment)
+        check_copies("support", support_copies, support_augment)
+        check_copies("query", query_copies, query_augment)
         check_inner_steps(inner_steps, eval_inner_steps)
         check_inner_step_bound("inner_steps", inner_steps)
         if eval_inner_steps is not None:
@@ -252,15 +270,20 @@ class Learner:
         self, support_x, support_y, query_x, steps: int | None = None
     ) -> tf.Tensor:
         """``query_outputs`` after ``steps`` (default ``eval_inner_steps``) on
-        the support set with its ``support_copies``: what evaluation reports
-        and an export answers."""
-        from tfmeta.data.augment import with_support_copies  # data imports core
+        the support set with its ``support_copies``, each query answered with
+        the mean class probabilities of its ``query_copies`` (logits: their
+        log): what evaluation reports and an export answers."""
+        from tfmeta.data.augment import distorted_copies, with_support_copies
 
         support_x, support_y = with_support_copies(
             support_x, support_y, self.support_copies, self.support_augment
         )
         steps = self.eval_inner_steps if steps is None else steps
-        return self.query_outputs(support_x, support_y, query_x, steps)
+        if not self.query_copies:
+            return self.query_outputs(support_x, support_y, query_x, steps)
+        copies = distorted_copies(query_x, self.query_copies, self.query_augment)
+        outputs = self.query_outputs(support_x, support_y, copies, steps)
+        return mean_probability_logits(tf.split(outputs, self.query_copies + 1))
 
     def adapt(self, support_x, support_y, inner_steps: int | None = None):
         """What adapting to one task gives (no variable changes)."""
@@ -282,9 +305,10 @@ class Learner:
     def describe(self) -> dict[str, Any]:
         """What a client of an export needs to know of the adaptation it runs."""
         values = {"algorithm": self.name, "problem": self.problem}
-        if self.support_copies:
-            values["support_copies"] = int(self.support_copies)
-            values["support_augment"] = float(self.support_augment)
+        for kind in ("support", "query"):
+            if getattr(self, f"{kind}_copies"):
+                values[f"{kind}_copies"] = int(getattr(self, f"{kind}_copies"))
+                values[f"{kind}_augment"] = float(getattr(self, f"{kind}_augment"))
         return values
 
     # ---------------------------------------------------- the meta-steps

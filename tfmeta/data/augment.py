@@ -11,10 +11,11 @@ transform: pixels outside the image are filled with 0 (Omniglot's paper
 after inversion). One op for the batch (``ImageProjectiveTransformV3``, on CPU
 and GPU alike).
 
-Support copies (test-time augmentation of the support set): each support
-example is joined by ``copies`` distorted versions under maps drawn once from
-a fixed seed, so an answer is the same for the same request; the queries are
-not touched, so each is still answered independently of the others.
+Copies at evaluation and serving (test-time augmentation): each support
+example, or each query, is joined by ``copies`` distorted versions under maps
+drawn once from a fixed seed, so an answer is the same for the same request;
+a query's copies are its own, so each query is still answered independently
+of the others.
 """
 
 from __future__ import annotations
@@ -103,49 +104,55 @@ def transform(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
     )
 
 
-# The seed of the support copies' maps: fixed, so a request always gets the
-# same answer.
-SUPPORT_COPIES_SEED = (20, 26)
-MAX_SUPPORT_COPIES = 64
+# The seed of the copies' maps: fixed, so a request always gets the same answer.
+COPIES_SEED = (20, 26)
+MAX_COPIES = 64
 
 
-def check_support_copies(copies: int, strength: float) -> None:
-    """ValueError naming the setting for copies outside [0, 64] or a
-    strength outside (0, 3]."""
+def check_copies(kind: str, copies: int, strength: float) -> None:
+    """ValueError naming ``<kind>_copies`` or ``<kind>_augment`` (kind:
+    "support" or "query") for copies outside [0, 64] or a strength outside
+    (0, 3]."""
     if isinstance(copies, bool) or not isinstance(copies, int):
         raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
-            f"support_copies must be an integer, got {copies!r}"
+            f"{kind}_copies must be an integer, got {copies!r}"
         )
-    if not 0 <= copies <= MAX_SUPPORT_COPIES:
-        raise ValueError(
-            f"support_copies must be in [0, {MAX_SUPPORT_COPIES}], got {copies}"
-        )
+    if not 0 <= copies <= MAX_COPIES:
+        raise ValueError(f"{kind}_copies must be in [0, {MAX_COPIES}], got {copies}")
     if isinstance(strength, bool) or not isinstance(strength, (int, float)):
         raise ValueError(  # noqa: TRY004 (the binaries show ValueErrors as one line)
-            f"support_augment must be a number in (0, {MAX_STRENGTH}], got {strength!r}"
+            f"{kind}_augment must be a number in (0, {MAX_STRENGTH}], got {strength!r}"
         )
     if not 0.0 < strength <= MAX_STRENGTH:
         raise ValueError(
-            f"support_augment must be in (0, {MAX_STRENGTH}], got {strength}"
+            f"{kind}_augment must be in (0, {MAX_STRENGTH}], got {strength}"
         )
+
+
+def distorted_copies(images: tf.Tensor, copies: int, strength: float) -> tf.Tensor:
+    """``images [n, ...]`` followed by ``copies`` distorted copies of them,
+    ``[(copies + 1) * n, ...]``: copy j puts every image under the same
+    affine map j (drawn once from a fixed seed at ``strength``), so image i's
+    copies do not depend on the others or their order. ``copies`` 0: the
+    images unchanged."""
+    if copies == 0:
+        return images
+    seed = tf.constant(COPIES_SEED, tf.int64)
+    forward = tf.cast(affine_matrices(copies, seed, strength), images.dtype)
+    count = tf.shape(images)[0]
+    maps = tf.repeat(forward, count, axis=0)  # copy-major, as the tiled images
+    copied = transform(tf.tile(images, [copies, 1, 1, 1]), maps)
+    return tf.concat([images, copied], axis=0)
 
 
 def with_support_copies(
     support_x: tf.Tensor, support_y: tf.Tensor, copies: int, strength: float
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The support set followed by ``copies`` distorted copies of it: copy j
-    puts every example under the same affine map j (drawn once from a fixed
-    seed at ``strength``), so the result does not depend on the order of the
-    examples. Labels repeat. ``copies`` 0: the support set unchanged."""
+    """The support set followed by ``copies`` distorted copies of it
+    (``distorted_copies``), labels repeated."""
     if copies == 0:
         return support_x, support_y
-    seed = tf.constant(SUPPORT_COPIES_SEED, tf.int64)
-    forward = tf.cast(affine_matrices(copies, seed, strength), support_x.dtype)
-    count = tf.shape(support_x)[0]
-    maps = tf.repeat(forward, count, axis=0)  # copy-major, as the tiled images
-    tiled = tf.tile(support_x, [copies, 1, 1, 1])
-    copied = transform(tiled, maps)
     return (
-        tf.concat([support_x, copied], axis=0),
+        distorted_copies(support_x, copies, strength),
         tf.tile(support_y, [copies + 1]),
     )
