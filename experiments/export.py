@@ -231,22 +231,19 @@ def export_workdir(
     export_dir, model_name, base_path, models_config = export_paths(
         export_dir, model_name, base_path, models_config
     )
+
     # Keys added to the configs after the run was trained take their neutral defaults.
-    config = {**BASE, **Workdir(workdir).read_config(), **(settings or {})}
+    def stored(run: str) -> dict[str, Any]:
+        return {**BASE, **Workdir(run).read_config(), **(settings or {})}
+
+    config = stored(workdir)
     learner, checkpoint = restore_learner(workdir, config, which)
     if ensemble:
         if transductive:
             raise ValueError(
                 "--transductive: an ensemble serves each member's own normalization"
             )
-        members = [
-            restore_learner(
-                member,
-                {**BASE, **Workdir(member).read_config(), **(settings or {})},
-                which,
-            )[0]
-            for member in ensemble
-        ]
+        members = [restore_learner(m, stored(m), which)[0] for m in ensemble]
         learner = Ensemble([learner, *members])
     metadata = {
         "dataset": config["dataset"],

@@ -70,6 +70,18 @@ def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
     assert task == TEST_TASKS and compared > TEST_TASKS
 
 
+def assert_served_as_reported(path, config, outputs):
+    """The export at ``path`` answers the first batch of ``config``'s test
+    tasks with the reported ``outputs``."""
+    serve = tf.saved_model.load(path).signatures["adapt_and_predict"]
+    support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
+    for i in range(support_x.shape[0]):
+        answer = serve(
+            support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
+        )["logits"].numpy()
+        np.testing.assert_allclose(answer, outputs[i], rtol=1e-4, atol=1e-4)
+
+
 def test_copies_are_served_as_reported(maml, tmp_path):
     """Support and query copies set for a trained run: evaluation reports it, the
     export given the same serves the very predictions, and they differ from
@@ -99,13 +111,7 @@ def test_copies_are_served_as_reported(maml, tmp_path):
     assert exported["metadata"]["support_copies"] == 2
     assert exported["metadata"]["support_augment"] == 1.5
     assert exported["metadata"]["query_copies"] == 2
-    serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
-    support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
-    for i in range(support_x.shape[0]):
-        answer = serve(
-            support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
-        )["logits"].numpy()
-        np.testing.assert_allclose(answer, outputs[i], rtol=1e-4, atol=1e-4)
+    assert_served_as_reported(exported["path"], config, outputs)
 
 
 def test_an_ensemble_is_served_as_reported(runs, tmp_path):
@@ -142,10 +148,4 @@ def test_an_ensemble_is_served_as_reported(runs, tmp_path):
     )
     assert exported["metadata"]["ensemble_size"] == 2
     assert exported["metadata"]["members"] == "maml,reptile"
-    serve = tf.saved_model.load(exported["path"]).signatures["adapt_and_predict"]
-    support_x, support_y, query_x, _ = next(iter(task_sets(config).test()))
-    for i in range(support_x.shape[0]):
-        answer = serve(
-            support_x=support_x[i], support_y=support_y[i], query_x=query_x[i]
-        )["logits"].numpy()
-        np.testing.assert_allclose(answer, outputs[i], rtol=1e-4, atol=1e-4)
+    assert_served_as_reported(exported["path"], config, outputs)
