@@ -1,7 +1,7 @@
 """Evaluates a training workdir on its fixed meta-test tasks.
 
   python -m experiments.evaluate --workdir=/tmp/tfmeta_runs/maml [--checkpoint=best|latest] \
-      [--support_copies=8 --support_augment=1] [--ensemble=RUN2,RUN3]
+      [--support_copies=8 --support_augment=1] [--ensemble=RUN2,RUN3] [--results_dir=DIR]
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for
@@ -20,6 +20,10 @@ copies of each support set, and of each query, at evaluation and serving);
 an export given the same serves the figure reported.
 ``--ensemble`` adds other runs of the same data, split and task: the runs
 answer as one (mean of their class probabilities), in the served mode only.
+``--results_dir`` writes results.json, the predictions and the config they
+were evaluated with (config.json, so ``experiments.results.summarize`` reads
+the folder) to a folder of their own: the run's figures stay beside its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ flags.DEFINE_list(
     None,
     "other runs' workdirs (same data, split and task) to answer with --workdir's as one "
     "ensemble: the mean of their class probabilities",
+)
+flags.DEFINE_string(
+    "results_dir",
+    None,
+    "folder for results.json and the served predictions (created if absent; "
+    "default --workdir, replacing the run's own)",
 )
 flags.DEFINE_enum(
     "checkpoint",
@@ -128,14 +138,18 @@ def evaluate_workdir(
     config: dict[str, Any] | None = None,
     which: str = "best",
     ensemble: Sequence[tuple[str, dict[str, Any]]] = (),
+    results_dir: str | None = None,
 ) -> dict[str, Any]:
     """Meta-tests the run's best (or latest) checkpoint in the served mode,
     and transductively beside it where that differs; writes results.json and
-    the served mode's query outputs (``test_predictions.npz``). With
+    the served mode's query outputs (``test_predictions.npz``) into
+    ``results_dir`` (created if absent; by default the workdir, else with
+    the ``config`` evaluated as its config.json). With
     ``ensemble`` ((workdir, config) of the other members, from
     ``checks.ensemble_configs``), the run and its members answer as one
     (``tfmeta.core.ensemble.Ensemble``), in the served mode only."""
     run = Workdir(workdir)
+    results_dir = results_dir or workdir
     config = config or run.read_config()
     data = data or task_sets(config)
     if learner is None:
@@ -174,8 +188,9 @@ def evaluate_workdir(
             if inner_steps is None:  # an ensemble's members, each its own
                 result["inner_steps"] = "each member's own"
             if keep:
+                os.makedirs(results_dir, exist_ok=True)
                 np.savez(
-                    os.path.join(workdir, PREDICTIONS_FILE),
+                    os.path.join(results_dir, PREDICTIONS_FILE),
                     outputs=result.pop("outputs"),
                     labels=result.pop("labels"),
                     inner_steps=-1 if inner_steps is None else inner_steps,
@@ -190,6 +205,7 @@ def evaluate_workdir(
             )
     timing = run.read_timing()
     results = {
+        "workdir": os.path.abspath(workdir),
         "algorithm": config["algorithm"],
         "dataset": config["dataset"],
         "protocol": data.description,
@@ -212,7 +228,9 @@ def evaluate_workdir(
     }
     # Strict JSON: a mean made NaN by diverged tasks is written as null (the
     # count of such tasks is nonfinite_tasks).
-    write_json(run.results_path, results)
+    if os.path.abspath(results_dir) != os.path.abspath(workdir):
+        write_json(os.path.join(results_dir, "config.json"), config)
+    write_json(os.path.join(results_dir, os.path.basename(run.results_path)), results)
     return results
 
 
@@ -228,9 +246,18 @@ def main(argv):
     config = checks.trained_workdir_config(FLAGS.workdir, settings)
     members = checks.ensemble_configs(config, FLAGS.ensemble or [], settings)
     try:  # results.json and the predictions are written there at the end
-        checks.check_output_folder(FLAGS.workdir, "workdir")
+        results_dir = checks.check_output_folder(
+            FLAGS.results_dir or FLAGS.workdir,
+            "results_dir" if FLAGS.results_dir else "workdir",
+        )
     except checks.FOLDER_ERRORS as error:
         raise InputError(str(error)) from error
+    other_run = os.path.isdir(os.path.join(results_dir, "checkpoints"))
+    if other_run and results_dir != os.path.abspath(os.path.expanduser(FLAGS.workdir)):
+        raise InputError(
+            f"--results_dir={FLAGS.results_dir} is another run's folder: "
+            "give a folder of its own"
+        )
     jit_compile = config.get("jit_compile", False)
     configure_runtime(
         FLAGS.cpu_threading, FLAGS.malloc_arenas, jit_compile, config["meta_batch_size"]
@@ -246,6 +273,7 @@ def main(argv):
             data=data,
             which=FLAGS.checkpoint,
             ensemble=list(zip(FLAGS.ensemble or [], members)),
+            results_dir=results_dir,
         )
     except CheckpointError as error:  # every checkpoint damaged: say which
         raise InputError(str(error)) from error

@@ -148,6 +148,8 @@ EVALUATE = [
     ("--workdir={run} --ensemble={run}", "an ensemble averages class probabilities; sinusoid runs regress"),
     ("--workdir={run} --ensemble={tmp}/absent", "no config.json in workdir '{tmp}/absent'"),
     ("--workdir={run}_unsaved", "has this run saved one yet?"),
+    ("--workdir={run} --results_dir={tmp}/afile", "--results_dir={tmp}/afile is a file, not a folder"),
+    ("--workdir={run} --results_dir={run}_nan", "--results_dir={run}_nan is another run's folder"),
 ]
 # fmt: on
 # fmt: off

@@ -4,6 +4,7 @@ tasks, and the reported mode is the served one (transductive beside it)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -97,12 +98,22 @@ def test_copies_are_served_as_reported(maml, tmp_path):
         "query_augment": 1.0,
     }
     config = {**maml.config, "test_tasks": 4, **settings}
-    results = evaluate_workdir(str(workdir), config=config)
-    assert (results["support_copies"], results["support_augment"]) == (2, 1.5)
-    outputs = np.load(workdir / PREDICTIONS_FILE)["outputs"]
     plain = evaluate_workdir(str(workdir), config={**maml.config, "test_tasks": 4})
     assert plain["support_copies"] == 0
     without = np.load(workdir / PREDICTIONS_FILE)["outputs"]
+    # Into a folder of their own: the run's figures and predictions stay.
+    copies = tmp_path / "copies"
+    results = evaluate_workdir(str(workdir), config=config, results_dir=str(copies))
+    assert (results["support_copies"], results["support_augment"]) == (2, 1.5)
+    assert json.loads((copies / "results.json").read_text()) == json.loads(
+        json.dumps(results)
+    )
+    assert json.loads((copies / "config.json").read_text())["query_copies"] == 2
+    assert json.loads((workdir / "results.json").read_text())["support_copies"] == 0
+    np.testing.assert_array_equal(
+        np.load(workdir / PREDICTIONS_FILE)["outputs"], without
+    )
+    outputs = np.load(copies / PREDICTIONS_FILE)["outputs"]
     assert np.abs(outputs - without).max() > 1e-3
 
     exported = export_workdir(
