@@ -17,7 +17,8 @@ The served mode's query outputs are written to
 ``--support_copies``, ``--support_augment``, ``--query_copies`` and
 ``--query_augment`` replace the run's own (``tfmeta.Learner``: distorted
 copies of each support set, and of each query, at evaluation and serving);
-an export given the same serves the figure reported.
+an export given the same serves the figure reported. Every other setting is
+the run's own: one given on the command line is refused.
 ``--ensemble`` adds other runs of the same data, split and task: the runs
 answer as one (mean of their class probabilities), in the served mode only.
 ``--results_dir`` writes results.json, the predictions and the config they
@@ -50,7 +51,7 @@ from tfmeta.training import (
 )
 
 from . import InputError, checks, configure_runtime, run_binary
-from .flags import FLAGS
+from .flags import FLAGS, given_settings
 
 PREDICTIONS_FILE = "test_predictions.npz"
 
@@ -238,6 +239,13 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    training = [name for name in given_settings() if name not in checks.SERVING_KEYS]
+    if training:  # the run's own are used: say so rather than ignore them
+        raise InputError(
+            f"--{training[0]}: evaluate meta-tests with the run's own settings (its "
+            "config.json); of them it takes only "
+            + ", ".join(f"--{key}" for key in checks.SERVING_KEYS)
+        )
     settings = {
         key: FLAGS[key].value
         for key in checks.SERVING_KEYS

@@ -84,6 +84,13 @@ def flag_message(error: Exception) -> str:
     return message
 
 
+def given_settings() -> list[str]:
+    """The run settings given on the command line: ``--algorithm``,
+    ``--dataset``, ``--config`` and the config keys' flags."""
+    names = ["algorithm", "dataset", "config", *_CONFIG_FLAGS]
+    return [name for name in names if FLAGS[name].present]
+
+
 def resolved_config() -> dict[str, Any]:
     """The algorithm/dataset defaults with every flag given on the command line applied."""
     config = get_config(FLAGS.algorithm, FLAGS.dataset, FLAGS.config)

@@ -150,6 +150,8 @@ EVALUATE = [
     ("--workdir={run}_unsaved", "has this run saved one yet?"),
     ("--workdir={run} --results_dir={tmp}/afile", "--results_dir={tmp}/afile is a file, not a folder"),
     ("--workdir={run} --results_dir={run}_nan", "--results_dir={run}_nan is another run's folder"),
+    ("--workdir={run} --test_tasks=100", "--test_tasks: evaluate meta-tests with the run's own settings"),
+    ("--workdir={run} --algorithm=protonet", "only --support_copies, --support_augment, --query_copies, --query_augment"),
 ]
 # fmt: on
 # fmt: off
