@@ -164,13 +164,10 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
             f"--curves={','.join(roots)}: no classification run folder with a "
             "validation.json below it"
         )
-    columns = min(len(panels), 2)
-    rows = -(-len(panels) // columns)
+    # One panel a row, its legend to its right: a setting may have dozens of runs.
     figure, axes = plt.subplots(
-        rows, columns, figsize=(7.5 * columns, 4.6 * rows), squeeze=False
+        len(panels), 1, figsize=(9.0, 4.6 * len(panels)), squeeze=False
     )
-    for axis in axes.flat[len(panels) :]:
-        axis.set_visible(False)
     for axis, (title, runs) in zip(axes.flat, panels.items()):
         # The seeds of one row share a colour and a legend entry.
         row_of = {label: re.sub(r"_seed\d+$", "", label) for label, _ in runs}
@@ -216,13 +213,13 @@ def accuracy_curves(roots: list[str], out: pathlib.Path) -> str:
         axis.set_ylabel("accuracy (%)")
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle(
         "meta-validation accuracy (lines) and meta-test accuracy, served (stars, 95% CI)"
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.985))  # room for the title
     target = out / "accuracy_curves.png"
-    figure.savefig(target, dpi=110)
+    figure.savefig(target, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return str(target)
 
