@@ -151,6 +151,7 @@ def evaluate_workdir(
     (``tfmeta.core.ensemble.Ensemble``), in the served mode only."""
     run = Workdir(workdir)
     results_dir = results_dir or workdir
+    os.makedirs(results_dir, exist_ok=True)
     config = config or run.read_config()
     data = data or task_sets(config)
     if learner is None:
@@ -189,7 +190,6 @@ def evaluate_workdir(
             if inner_steps is None:  # an ensemble's members, each its own
                 result["inner_steps"] = "each member's own"
             if keep:
-                os.makedirs(results_dir, exist_ok=True)
                 np.savez(
                     os.path.join(results_dir, PREDICTIONS_FILE),
                     outputs=result.pop("outputs"),
@@ -231,7 +231,7 @@ def evaluate_workdir(
     # count of such tasks is nonfinite_tasks).
     if os.path.abspath(results_dir) != os.path.abspath(workdir):
         write_json(os.path.join(results_dir, "config.json"), config)
-    write_json(os.path.join(results_dir, os.path.basename(run.results_path)), results)
+    write_json(os.path.join(results_dir, "results.json"), results)
     return results
 
 
