@@ -14,7 +14,10 @@ RSS and the growth of peak RSS after the model and learner are built, a
 tfmeta row's ratio to the faster of its algorithm's yardsticks, and for
 second-order MAML and Prototypical Networks rows the FLOPs of a step
 (``experiments.bench.flops``, each implementation's own network), GFLOP/s
-achieved and their share of this CPU's FP32 peak. Where a tfmeta worker also
+achieved and their share of this CPU's FP32 peak (from its listed clock and
+vector units, or the rate a 2048x2048 float32 matmul reaches in each round
+where that is more: a CPU can run above its listed clock; ``--matmul``
+times it in a process of its own). Where a tfmeta worker also
 timed the training binary's own loop (``loop_ms_per_step_median``:
 experiments.train's Trainer on Omniglot episodes read from files, the same
 settings), a "tfmeta training loop" row follows its compiled step's, with a
@@ -194,12 +197,20 @@ def define_flags() -> None:
         "plan", False, "internal: check each algorithm's configuration, one JSON line"
     )
     flags.DEFINE_bool("jit_compile", False, "internal: XLA setting of --worker")
+    flags.DEFINE_bool(
+        "matmul", False, "internal: time a large float32 matmul, one JSON line"
+    )
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     settings = Settings.from_flags(FLAGS)
+    if FLAGS.matmul:
+        from .bench import roof
+
+        print(json.dumps(roof.measure_matmul()), flush=True)
+        return
     if FLAGS.worker or FLAGS.plan:
         from .bench import learners, worker
 

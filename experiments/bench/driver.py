@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 from typing import Any
@@ -103,6 +104,11 @@ def yardstick_run(
     result = run_json(command, f"yardstick {stick.name}")
     result.update(yardstick=stick.name, peak_rss_mib=float(result["peak_rss_mib"]))
     return result
+
+
+def matmul_run() -> dict[str, Any]:
+    """The rate of a large float32 matmul here (``roof``), in its own process."""
+    return run_json([sys.executable, "-m", BINARY, "--matmul"], "the matmul")
 
 
 def torch_import_rss_mib(torch_python: str) -> float:
@@ -194,7 +200,17 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     torch_import_rss = _torch_import(options, jobs)
     alpha = {entry["algorithm"]: entry["inner_lr"] for entry in planned}
     results: dict[Any, list[dict[str, Any]]] = {job: [] for job in jobs}
+    counted = any(entry["algorithm"] in flops.COUNTED for entry in planned)
+    matmuls: list[float] = []
     for round_index in range(options.repeats):
+        if counted:
+            matmul = matmul_run()
+            matmuls.append(matmul["matmul_gflops_median"])
+            print(
+                f"round {round_index + 1}/{options.repeats} a {matmul['matmul_n']}"
+                f"x{matmul['matmul_n']} float32 matmul: {matmuls[-1]:.1f} GFLOP/s",
+                flush=True,
+            )
         for kind, key in jobs:
             if kind == "tfmeta":
                 algorithm, xla = key
@@ -217,7 +233,8 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
         print(line)
     print()
     print(report.SPEED_NOTE)
-    print("\n".join(report.flop_notes(rows, settings)))
+    matmul_gflops = statistics.median(matmuls) if matmuls else None
+    print("\n".join(report.flop_notes(rows, settings, matmul_gflops)))
     names = ("meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps")
     names += ("inner_lr", "filters", "steps", "threads", "cpu_threading")
     summary = {
@@ -236,6 +253,8 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
             for algorithm in flops.COUNTED
         },
         "torch_import_rss_mib": torch_import_rss,
+        "matmul_gflops": matmul_gflops,
+        "cpu_peak_gflops": flops.cpu_peak_gflops(),
         "summary": rows,
         "measurements": [run for runs in results.values() for run in runs],
     }

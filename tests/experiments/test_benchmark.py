@@ -171,6 +171,42 @@ def test_cpu_peak_from_cpuinfo():
     assert flops.cpu_peak_gflops(avx512, cores=1) == pytest.approx(160.0)
     assert flops.cpu_peak_gflops("flags : sse2\ncpu MHz : 1000\n", cores=4) == 32.0
     assert flops.cpu_peak_gflops("flags : avx2 fma\n", cores=2) is None
+    # Zen 4 (AMD family 25) runs AVX-512 on 256-bit FMA pipes: 32 per cycle;
+    # Zen 5 (family 26) and Intel's AVX-512 cores: 64.
+    amd = "vendor_id : AuthenticAMD\ncpu family : {}\n" + avx512
+    assert flops.cpu_peak_gflops(amd.format(25), cores=2) == pytest.approx(160.0)
+    assert flops.cpu_peak_gflops(amd.format(26), cores=2) == pytest.approx(320.0)
+    intel = "vendor_id : GenuineIntel\ncpu family : 6\n" + avx512
+    assert flops.cpu_peak_gflops(intel, cores=2) == pytest.approx(320.0)
+
+
+def test_the_peak_is_the_matmul_rate_where_the_cpu_runs_above_its_listed_clock():
+    assert flops.peak_gflops(160.0, 210.0) == 210.0
+    assert flops.peak_gflops(320.0, 210.0) == 320.0
+    assert flops.peak_gflops(None, 210.0) == 210.0
+    assert flops.peak_gflops(160.0, None) == 160.0
+    assert flops.peak_gflops(None, None) is None
+    assert flops.matmul_flops(2048) == 2 * 2048**3
+
+
+def test_matmul_prints_one_json_line_of_its_rate():
+    command = [sys.executable, "-m", "experiments.benchmark", "--matmul"]
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    done = subprocess.run(
+        command,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0])
+    assert result["matmul_n"] == flops.MATMUL_SIZE
+    assert 0 < result["matmul_gflops_median"] <= result["matmul_gflops_best"]
 
 
 def test_forward_multiply_adds_max_pool_by_hand():
@@ -474,7 +510,7 @@ def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
         "360 images)"
     )
     assert "~21.20 GFLOP for its rows" in lines[0]
-    assert lines[1].startswith("CPU FP32 peak ~100 GFLOP/s")
+    assert lines[1].startswith("CPU FP32 peak ~100 GFLOP/s listed")
     assert lines[2:] == [
         "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 44% of peak",
         "  PyTorch 2.13.0+cpu protonet (eager): 10.60 GFLOP/s achieved, 11% of peak",
@@ -484,6 +520,21 @@ def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
         ),
     ]
     assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 100)
+    # A matmul above the listed peak: the shares are of the matmul's rate.
+    lines = report.flop_notes(rows, settings, matmul_gflops=200.0)
+    assert lines[2] == (
+        "a 2048x2048 float32 matmul reached 200 GFLOP/s (median over rounds): "
+        "above the listed peak, so the CPU runs above its listed clock and "
+        "shares are of the matmul's rate"
+    )
+    assert lines[3] == "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 22% of peak"
+    assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 200)
+    # Below it: the listed peak stays, the matmul's rate is printed beside it.
+    lines = report.flop_notes(rows, settings, matmul_gflops=80.0)
+    assert (
+        lines[2] == "a 2048x2048 float32 matmul reached 80 GFLOP/s (median over rounds)"
+    )
+    assert lines[3].endswith("44% of peak")
     # Algorithms not counted (FOMAML here) get no FLOP figures.
     assert flops.step_flops("fomaml", settings) is None
 
