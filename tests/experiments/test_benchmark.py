@@ -32,6 +32,25 @@ FIELDS = (
 )
 
 
+def _one_json_line(command, extra_env=None):
+    """Runs ``command`` from the checkout; its one JSON line, parsed."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env.update(extra_env or {})
+    done = subprocess.run(
+        command,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
 @pytest.mark.parametrize(
     "algorithm,extra",
     [
@@ -52,23 +71,10 @@ def test_worker_prints_one_json_line_of_positive_figures(algorithm, extra):
     command = [sys.executable, "-m", "experiments.benchmark", f"--worker={algorithm}"]
     command += ["--meta_batch_size=2", "--filters=8", "--steps=1", "--threads=1"]
     command += ["--leo_embedding_dim=16", *extra]
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    extra_env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
     if algorithm == "maml":  # as the memory mode runs its workers
-        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
-    done = subprocess.run(
-        command,
-        check=False,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout
-    result = json.loads(lines[0])
+        extra_env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    result = _one_json_line(command, extra_env)
     assert (result["impl"], result["algorithm"], result["xla"]) == (
         "tfmeta",
         algorithm,
@@ -190,21 +196,7 @@ def test_the_peak_is_the_matmul_rate_where_the_cpu_runs_above_its_listed_clock()
 
 
 def test_matmul_prints_one_json_line_of_its_rate():
-    command = [sys.executable, "-m", "experiments.benchmark", "--matmul"]
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-    done = subprocess.run(
-        command,
-        check=False,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout
-    result = json.loads(lines[0])
+    result = _one_json_line([sys.executable, "-m", "experiments.benchmark", "--matmul"])
     assert result["matmul_n"] == flops.MATMUL_SIZE
     assert 0 < result["matmul_gflops_median"] <= result["matmul_gflops_best"]
 
