@@ -46,6 +46,7 @@ from tfmeta.core import functional
 from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.learner import Learner
+from tfmeta.models.conv import up_to_head
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -84,7 +85,7 @@ def embedding_network(model: keras.Model) -> tuple[keras.Model, list[int]]:
             "an embedding before the model's last (head) layer"
         )
     try:
-        embedding = keras.Model(model.inputs, model.layers[-2].output, name="f_phi")
+        embedding = up_to_head(model, name="f_phi")
     except (AttributeError, ValueError) as error:
         raise ValueError(
             f"{model.name} must be built from a keras.Input (a Sequential or functional "

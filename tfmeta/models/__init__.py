@@ -1,9 +1,10 @@
 from tfmeta.models.batch_norm import MetaBatchNorm, normalization_reference
-from tfmeta.models.conv import conv4, mlp
+from tfmeta.models.conv import ConvNet, conv4, mlp
 from tfmeta.models.leo import LEOModel, LEOParameters, leo_model, linear_classifier
 from tfmeta.models.resnet import resnet12
 
 __all__ = [
+    "ConvNet",
     "LEOModel",
     "LEOParameters",
     "MetaBatchNorm",

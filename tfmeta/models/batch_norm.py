@@ -99,6 +99,32 @@ def collect_statistics() -> Iterator[dict]:
         _state.collected = previous
 
 
+def statistics_context(name: str) -> bool:
+    """Whether a context sets what the normalization layer ``name`` takes its
+    moments from (reference rows, fixed statistics for it, or collection)."""
+    return (
+        current_normalization_reference() is not None
+        or name in (getattr(_state, "fixed", None) or {})
+        or getattr(_state, "collected", None) is not None
+    )
+
+
+def context_moments(name: str, dtype, moments):
+    """The ``(mean, variance)`` the normalization layer ``name`` normalizes
+    with in the current context: the fixed ones given for it, else
+    ``moments(num_reference)`` (the statistics of the first ``num_reference``
+    rows of its input; ``None``: of all rows); recorded while collecting."""
+    fixed = (getattr(_state, "fixed", None) or {}).get(name)
+    if fixed is not None:
+        mean, variance = (ops.cast(m, dtype) for m in fixed)
+    else:
+        mean, variance = moments(current_normalization_reference())
+    collected = getattr(_state, "collected", None)
+    if collected is not None:
+        collected[name] = (mean, variance)
+    return mean, variance
+
+
 def batch_norm_grad_grad(x, scale, dy, ddx, ddscale, ddoffset, epsilon):
     """The gradient of training-mode batch norm's backward pass, in closed form.
 
@@ -444,25 +470,19 @@ class MetaBatchNorm(keras.layers.Layer):
         return scale, offset
 
     def call(self, inputs):
-        reference = inputs
-        num_reference = current_normalization_reference()
-        fixed = (getattr(_state, "fixed", None) or {}).get(self.name)
-        collected = getattr(_state, "collected", None)
         fuse = self._can_fuse(inputs)
-        if fuse and fixed is None and collected is None and num_reference is None:
+        if fuse and not statistics_context(self.name):
             return fused_batch_norm(
                 inputs, *self._scale_and_offset(inputs), self.epsilon
             )
         axes = tuple(range(len(inputs.shape) - 1))
-        if fixed is not None:
-            mean, variance = (ops.cast(m, inputs.dtype) for m in fixed)
-        else:
-            if num_reference is not None:
-                reference = inputs[:num_reference]
+
+        def moments(num_reference):
+            reference = inputs if num_reference is None else inputs[:num_reference]
             mean = ops.mean(reference, axis=axes)
-            variance = ops.mean(ops.square(reference - mean), axis=axes)
-        if collected is not None:
-            collected[self.name] = (mean, variance)
+            return mean, ops.mean(ops.square(reference - mean), axis=axes)
+
+        mean, variance = context_moments(self.name, inputs.dtype, moments)
         if fuse:
             return normalize_with_moments(
                 inputs, mean, variance, *self._scale_and_offset(inputs), self.epsilon

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfmeta.models import pool_first
 from tfmeta.models.batch_norm import MetaBatchNorm
 
 POOLINGS = ("stride", "max")
@@ -31,6 +32,53 @@ def check_mlp(hidden: tuple[int, ...]) -> None:
         raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
 
 
+@keras.saving.register_keras_serializable(package="tfmeta")
+class ConvNet(keras.Sequential):
+    """A ``keras.Sequential`` stack whose first block, where it is a 3x3
+    conv, batch norm, ReLU and 2x2 max pooling over an input of few channels,
+    runs as ``tfmeta.models.pool_first`` computes it: the same function and
+    derivatives, with the pooling before the normalization. Its layers and
+    weights are those of the plain stack (``pool_first=False`` runs them one
+    by one)."""
+
+    def __init__(self, *args, pool_first: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pool_first = pool_first
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        layers = self.layers
+        if not (self.pool_first and pool_first.applies(layers, inputs.shape)):
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        outputs = pool_first.block(inputs, layers[0], layers[1])
+        for layer in layers[4:]:
+            outputs = layer(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "pool_first": self.pool_first}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        setting = config.pop("pool_first", True)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.pool_first = setting
+        return model
+
+
+def up_to_head(model: keras.Model, name: str) -> keras.Model:
+    """A model sharing ``model``'s layers but its last (the head), as
+    ``model`` runs them (a ``ConvNet``'s pooling first block included).
+    ``model`` must be built from a ``keras.Input``."""
+    if isinstance(model, ConvNet):
+        return ConvNet(
+            [keras.Input(shape=model.input_shape[1:]), *model.layers[:-1]],
+            name=name,
+            pool_first=model.pool_first,
+        )
+    return keras.Model(model.inputs, model.layers[-2].output, name=name)
+
+
 def conv4(
     num_classes: int,
     input_shape: tuple[int, int, int] = (28, 28, 1),
@@ -41,7 +89,8 @@ def conv4(
     seed: int | None = None,
     name: str = "conv4",
     fused_batch_norm: bool = True,
-) -> keras.Sequential:
+    pool_first: bool = True,
+) -> ConvNet:
     """``depth`` blocks of 3x3 conv (``filters`` channels), batch norm, ReLU.
 
     pooling="stride": each convolution has stride 2 and the last feature map is
@@ -53,6 +102,8 @@ def conv4(
     Input ``[batch, H, W, C]``; output logits ``[batch, num_classes]``.
     Batch norm is ``MetaBatchNorm`` (exact second derivatives, batch statistics;
     ``fused_batch_norm=False`` keeps it off TensorFlow's fused kernel).
+    With max pooling the first block pools before it normalizes
+    (``ConvNet``; ``pool_first=False`` runs the layers one by one).
     """
     check_conv4(filters, depth, pooling)
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
@@ -85,7 +136,7 @@ def conv4(
             num_classes, kernel_initializer=_glorot(seed, depth), name="head"
         )
     )
-    return keras.Sequential(layers, name=name)
+    return ConvNet(layers, name=name, pool_first=pool_first)
 
 
 def mlp(

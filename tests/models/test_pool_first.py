@@ -1,0 +1,170 @@
+"""The first block pooled before it normalizes (tfmeta.models.pool_first):
+the function and first and second derivatives of the layers run one by one,
+in every statistics context, and where it applies."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import classification_task, floatx
+from tfmeta.algorithms import MAML
+from tfmeta.core import functional
+from tfmeta.models import conv4, pool_first
+from tfmeta.models.conv import ConvNet, up_to_head
+
+MODES = ("transductive", "reference_rows", "support_statistics")
+
+
+def _model(channels=3, size=9, seed=0):
+    """Odd maps (9 -> 5 -> 3): the "same" pooling's partial windows; three
+    input channels: the patches' layout; gammas of both signs."""
+    model = conv4(
+        4,
+        input_shape=(size, size, channels),
+        filters=6,
+        depth=2,
+        pooling="max",
+        seed=seed,
+    )
+    rng = np.random.default_rng(seed)
+    for name in ("norm0", "norm1"):
+        layer = model.get_layer(name)
+        layer.gamma.assign(rng.choice([-1.0, 1.0], 6) * rng.uniform(0.5, 2.0, 6))
+        layer.beta.assign(rng.normal(0.0, 0.5, 6))
+    return model
+
+
+def _outputs(model, params, x, mode):
+    if mode == "transductive":
+        return functional.forward(model, params, x)
+    if mode == "reference_rows":
+        return functional.forward(model, params, x, num_reference=5)
+    support, query = functional.support_and_query(model, params, x[:5], x[5:])
+    return tf.concat([support, query], 0)
+
+
+def _derivatives(model, x, mode, pool):
+    """Outputs, the gradient of a loss and the gradient of a function of that
+    gradient (second derivatives), as one flat vector each."""
+    model.pool_first = pool
+    params = [v.value for v in model.trainable_variables]
+    weights = tf.sin(tf.range(4, dtype=x.dtype))
+    with tf.GradientTape() as outer:
+        outer.watch(params)
+        with tf.GradientTape() as inner:
+            inner.watch(params)
+            outputs = _outputs(model, params, x, mode)
+            loss = tf.reduce_sum(tf.square(outputs) * weights)
+        grads = inner.gradient(loss, params)
+        of_grads = tf.add_n([tf.reduce_sum(tf.sin(g)) for g in grads])
+    second = outer.gradient(of_grads, params)
+    flat = lambda ts: np.concatenate([np.ravel(t) for t in ts])
+    return outputs.numpy(), flat(grads), flat(second)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_equals_the_layers_one_by_one_to_second_order(mode):
+    with floatx("float64"):
+        model = _model()
+        x = tf.constant(np.random.default_rng(1).uniform(size=(12, 9, 9, 3)))
+        pooled = _derivatives(model, x, mode, pool=True)
+        plain = _derivatives(model, x, mode, pool=False)
+    np.testing.assert_allclose(pooled[0], plain[0], rtol=1e-11, atol=1e-12)
+    for got, want in zip(pooled[1:], plain[1:]):
+        # Global norms: a conv bias before batch norm has an exactly-zero
+        # gradient, so its entries are round-off on both sides.
+        assert np.linalg.norm(got - want) < 1e-11 * np.linalg.norm(want)
+        assert np.linalg.norm(want) > 1.0
+
+
+def test_maml_meta_gradient_and_the_block_runs(monkeypatch):
+    """Second-order MAML through the learner's compiled step: the same
+    meta-gradient in float64 with the block and without; the block ran."""
+    calls = []
+    block = pool_first.block
+    monkeypatch.setattr(
+        pool_first, "block", lambda *args: calls.append(1) or block(*args)
+    )
+    task = classification_task(np.random.default_rng(3), dtype="float64")
+    gradients = {}
+    with floatx("float64"):
+        for pool in (True, False):
+            model = conv4(
+                3, input_shape=(8, 8, 1), filters=4, depth=2, pooling="max", seed=2
+            )
+            model.pool_first = pool
+            learner = MAML(
+                model, keras.optimizers.SGD(1.0), inner_lr=0.4, inner_steps=2
+            )
+            before = len(calls)
+            result = learner.meta_step.task(*task, tf.constant([0, 0], tf.int64))
+            gradients[pool] = np.concatenate(
+                [np.ravel(g) for g in result.meta_gradient]
+            )
+            assert (len(calls) > before) == pool
+    want = gradients[False]
+    assert np.linalg.norm(gradients[True] - want) < 1e-11 * np.linalg.norm(want)
+
+
+def test_float32_moments_come_from_the_patches_exactly():
+    """float32 against the layers one by one in float64: the moments of 150
+    Omniglot-like binary images (117,600 positions) from the patches'
+    covariance, no sum over every position."""
+    rng = np.random.default_rng(4)
+    images = (rng.uniform(size=(150, 28, 28, 1)) > 0.85).astype(np.float64)
+    with floatx("float64"):
+        exact_model = conv4(5, pooling="max", seed=0, pool_first=False)
+        exact = exact_model(tf.constant(images)).numpy()
+    model = conv4(5, pooling="max", seed=0)
+    model.set_weights([w.astype(np.float32) for w in exact_model.get_weights()])
+    got = model(tf.constant(images, tf.float32)).numpy()
+    np.testing.assert_allclose(got, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+
+
+def test_where_it_applies():
+    shape = (None, 28, 28, 1)
+    assert pool_first.applies(conv4(5, pooling="max").layers, shape)
+    assert pool_first.applies(
+        conv4(5, (28, 28, 3), pooling="max").layers, (None, 28, 28, 3)
+    )
+    assert not pool_first.applies(conv4(5, pooling="stride").layers, shape)
+    wide = conv4(5, (14, 14, 16), pooling="max")
+    assert not pool_first.applies(wide.layers, (None, 14, 14, 16))
+    capped = [
+        keras.layers.Conv2D(8, 3, padding="same"),
+        *conv4(5, pooling="max").layers[1:],
+    ]
+    capped[2] = keras.layers.ReLU(max_value=6.0)
+    assert not pool_first.applies(capped, shape)
+    # Where it does not apply the stack runs its layers: same outputs.
+    x = tf.constant(np.random.default_rng(5).normal(size=(4, 14, 14, 16)), tf.float32)
+    out = wide(x)
+    wide.pool_first = False
+    np.testing.assert_array_equal(out, wide(x))
+
+
+def test_the_embedding_up_to_the_head_shares_weights_and_pools_first(monkeypatch):
+    calls = []
+    block = pool_first.block
+    monkeypatch.setattr(
+        pool_first, "block", lambda *args: calls.append(1) or block(*args)
+    )
+    model = conv4(5, pooling="max", seed=0)
+    embedding = up_to_head(model, "f_phi")
+    assert isinstance(embedding, ConvNet)
+    assert [id(v) for v in embedding.trainable_variables] == [
+        id(v) for v in model.trainable_variables[:-2]
+    ]
+    x = tf.constant(np.random.default_rng(6).uniform(size=(6, 28, 28, 1)), tf.float32)
+    features = embedding(x)
+    assert calls and features.shape == (6, 256)
+    reference = keras.Model(model.inputs, model.layers[-2].output)
+    np.testing.assert_allclose(features, reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_setting_round_trips_through_the_config():
+    model = conv4(5, pooling="max", pool_first=False)
+    copy = ConvNet.from_config(model.get_config())
+    assert isinstance(copy, ConvNet) and copy.pool_first is False
+    assert [w.shape for w in copy.weights] == [w.shape for w in model.weights]

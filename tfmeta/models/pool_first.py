@@ -1,0 +1,115 @@
+"""A network's first block, 3x3 conv, batch norm, ReLU, 2x2 max pooling,
+computed with the pooling first and the moments from the input's patches.
+
+Batch norm followed by ReLU is, per channel, a monotone map: increasing
+where the channel's scale ``gamma`` is positive, decreasing where it is
+negative. Max pooling commutes with it, so
+
+    maxpool(relu(bn(y))) = relu(|gamma| r (maxpool(s y) - s mean) + beta)
+
+with ``y = conv(x)``, ``r = rsqrt(variance + epsilon)`` and ``s = sign(gamma)``
+(``s y`` is the convolution with the kernel and bias times ``s``). Normalizing
+and the ReLU then run on the pooled maps, a quarter of the size. The moments
+of ``y`` follow from those of the input's 3x3 patches (zero-padded as the
+convolution's "same"): ``mean = K^T mean(p) + b``, ``variance = sum(K * (C
+K))`` for the patches' covariance ``C``, which has ``9 * channels_in`` rows;
+so no full-size map is read for them and none gets their gradient. What
+stays at full size is the convolution, the pooling and their gradients: on
+the first block, whose input has few channels and whose maps are the
+network's largest, the passes saved are the normalization's, the ReLU's and
+their gradients' (timed in docs/performance.md). Its moments are also closer to exact in float32 than
+a fused kernel's sums over every position.
+
+Every step is a TensorFlow op with its registered gradients (second order
+included): the function is the composed block's, its derivatives those of
+the composed ops wherever the pooled maximum is unique (ties differ only in
+which tied position gets the gradient). The statistics contexts of
+``tfmeta.models.batch_norm`` (reference rows, fixed and collected moments)
+apply as for the block's ``MetaBatchNorm``, under its name.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfmeta.models.batch_norm import MetaBatchNorm, context_moments
+
+# Patches of inputs with more channels than this: the covariance (9 rows a
+# channel) would cost more than the moments of the full-size maps.
+MAX_INPUT_CHANNELS = 4
+
+
+def applies(layers, input_shape) -> bool:
+    """Whether ``layers`` start with a block this module computes: a 3x3
+    stride-1 "same" convolution with bias and no activation over at most
+    ``MAX_INPUT_CHANNELS`` channels, a MetaBatchNorm, a plain ReLU and a 2x2
+    stride-2 max pooling, all channels-last."""
+    if len(layers) < 4 or len(input_shape) != 4:
+        return False
+    conv, norm, relu, pool = layers[:4]
+    return (
+        type(conv) is keras.layers.Conv2D
+        and tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.strides) == (1, 1)
+        and tuple(conv.dilation_rate) == (1, 1)
+        and conv.padding == "same"
+        and conv.groups == 1
+        and conv.use_bias
+        and conv.activation is keras.activations.linear
+        and conv.data_format == "channels_last"
+        and input_shape[-1] is not None
+        and int(input_shape[-1]) <= MAX_INPUT_CHANNELS
+        and type(norm) is MetaBatchNorm
+        and type(relu) is keras.layers.ReLU
+        and relu.max_value is None
+        and float(relu.negative_slope) == 0.0
+        and float(relu.threshold) == 0.0
+        and type(pool) is keras.layers.MaxPooling2D
+        and tuple(pool.pool_size) == (2, 2)
+        and tuple(pool.strides) == (2, 2)
+        and pool.padding == "same"
+        and pool.data_format == "channels_last"
+    )
+
+
+def patch_moments(x, kernel, bias):
+    """Mean and variance over every position of ``conv(x, kernel) + bias``
+    (3x3, "same"), from the mean and covariance of ``x``'s 3x3 patches."""
+    import tensorflow as tf
+
+    channels_in = kernel.shape[2]
+    size = 9 * channels_in
+    identity = tf.reshape(tf.eye(size, dtype=x.dtype), [3, 3, channels_in, size])
+    patches = tf.reshape(tf.nn.conv2d(x, identity, 1, "SAME"), [-1, size])
+    patch_mean = tf.reduce_mean(patches, axis=0)
+    centered = patches - patch_mean
+    count = tf.cast(tf.shape(patches)[0], x.dtype)
+    covariance = tf.matmul(centered, centered, transpose_a=True) / count
+    flat = tf.reshape(kernel, [size, -1])
+    mean = tf.linalg.matvec(flat, patch_mean, transpose_a=True) + bias
+    variance = tf.reduce_sum(flat * tf.matmul(covariance, flat), axis=0)
+    return mean, variance
+
+
+def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
+    """``pool(relu(norm(conv(x))))`` for the layers ``applies`` accepts, with
+    their current weights (those of ``stateless_call`` inside one)."""
+    import tensorflow as tf
+
+    kernel, bias = conv.kernel.value, conv.bias.value
+    channels = kernel.shape[-1]
+    gamma = norm.gamma.value if norm.gamma is not None else tf.ones([channels], x.dtype)
+    beta = norm.beta.value if norm.beta is not None else tf.zeros([channels], x.dtype)
+
+    def moments(num_reference):
+        reference = x if num_reference is None else x[:num_reference]
+        return patch_moments(reference, kernel, bias)
+
+    mean, variance = context_moments(norm.name, x.dtype, moments)
+    sign = tf.stop_gradient(
+        tf.where(gamma >= 0, tf.ones_like(gamma), -tf.ones_like(gamma))
+    )
+    signed = tf.nn.bias_add(tf.nn.conv2d(x, kernel * sign, 1, "SAME"), bias * sign)
+    pooled = tf.nn.max_pool2d(signed, 2, 2, "SAME")
+    scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
+    return tf.nn.relu(scale * (pooled - sign * mean) + beta)
