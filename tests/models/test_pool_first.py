@@ -123,25 +123,38 @@ def test_float32_moments_come_from_the_patches_exactly():
 
 
 def test_where_it_applies():
-    shape = (None, 28, 28, 1)
-    assert pool_first.applies(conv4(5, pooling="max").layers, shape)
-    assert pool_first.applies(
-        conv4(5, (28, 28, 3), pooling="max").layers, (None, 28, 28, 3)
+    one, three, wide = (
+        tf.zeros([2, 28, 28, 1]),
+        tf.zeros([2, 28, 28, 3]),
+        tf.zeros([2, 14, 14, 16]),
     )
-    assert not pool_first.applies(conv4(5, pooling="stride").layers, shape)
-    wide = conv4(5, (14, 14, 16), pooling="max")
-    assert not pool_first.applies(wide.layers, (None, 14, 14, 16))
+    assert pool_first.applies(conv4(5, pooling="max").layers, one)
+    assert pool_first.applies(conv4(5, (28, 28, 3), pooling="max").layers, three)
+    assert not pool_first.applies(conv4(5, pooling="stride").layers, one)
+    assert not pool_first.applies(
+        conv4(5, pooling="max").layers, tf.cast(one, tf.float64)
+    )
     capped = [
         keras.layers.Conv2D(8, 3, padding="same"),
         *conv4(5, pooling="max").layers[1:],
     ]
     capped[2] = keras.layers.ReLU(max_value=6.0)
-    assert not pool_first.applies(capped, shape)
+    assert not pool_first.applies(capped, one)
+    model = conv4(5, (14, 14, 16), pooling="max")
+    assert not pool_first.applies(model.layers, wide)
     # Where it does not apply the stack runs its layers: same outputs.
     x = tf.constant(np.random.default_rng(5).normal(size=(4, 14, 14, 16)), tf.float32)
-    out = wide(x)
-    wide.pool_first = False
-    np.testing.assert_array_equal(out, wide(x))
+    out = model(x)
+    model.pool_first = False
+    np.testing.assert_array_equal(out, model(x))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = conv4(5, pooling="max")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert not pool_first.applies(mixed.layers, tf.cast(one, tf.float16))
+    assert mixed(one).shape == (2, 5)
 
 
 def test_the_embedding_up_to_the_head_shares_weights_and_pools_first(monkeypatch):

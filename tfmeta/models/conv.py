@@ -47,7 +47,7 @@ class ConvNet(keras.Sequential):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         layers = self.layers
-        if not (self.pool_first and pool_first.applies(layers, inputs.shape)):
+        if not (self.pool_first and pool_first.applies(layers, inputs)):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         outputs = pool_first.block(inputs, layers[0], layers[1])
         for layer in layers[4:]:

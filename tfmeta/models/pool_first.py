@@ -39,16 +39,23 @@ from tfmeta.models.batch_norm import MetaBatchNorm, context_moments
 MAX_INPUT_CHANNELS = 4
 
 
-def applies(layers, input_shape) -> bool:
-    """Whether ``layers`` start with a block this module computes: a 3x3
-    stride-1 "same" convolution with bias and no activation over at most
-    ``MAX_INPUT_CHANNELS`` channels, a MetaBatchNorm, a plain ReLU and a 2x2
-    stride-2 max pooling, all channels-last."""
+def applies(layers, inputs) -> bool:
+    """Whether ``layers`` start with a block this module computes on
+    ``inputs``: a 3x3 stride-1 "same" convolution with bias and no
+    activation over at most ``MAX_INPUT_CHANNELS`` channels, a MetaBatchNorm,
+    a plain ReLU and a 2x2 stride-2 max pooling, all channels-last, computing
+    in the weights' and the inputs' dtype (no mixed precision)."""
+    input_shape = inputs.shape
     if len(layers) < 4 or len(input_shape) != 4:
         return False
     conv, norm, relu, pool = layers[:4]
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
     return (
-        type(conv) is keras.layers.Conv2D
+        all(
+            layer.compute_dtype == layer.variable_dtype == dtype
+            for layer in (conv, norm)
+        )
+        and type(conv) is keras.layers.Conv2D
         and tuple(conv.kernel_size) == (3, 3)
         and tuple(conv.strides) == (1, 1)
         and tuple(conv.dilation_rate) == (1, 1)
