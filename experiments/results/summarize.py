@@ -6,7 +6,9 @@ python -m experiments.results.summarize --by_seed /tmp/tfmeta_ablation [served|t
 Each run gives a row per test inner-step count and normalization mode: the
 served one (as an export answers), and the transductive one beside it where
 the run's meta-test reported it. ``--by_seed`` groups runs that differ only
-in their seed, in the mode named (default: served).
+in their seed, in the mode named (default: served), one row per test
+inner-step count (runs that reported different counts are never averaged
+together).
 """
 
 from __future__ import annotations
@@ -59,36 +61,40 @@ def row_name(run: pathlib.Path) -> str:
 
 
 def by_seed(root: pathlib.Path, mode: str = "served") -> list[str]:
-    """The markdown lines of one row per run folder name without its seed:
-    the mean over seeds with its 95% t-interval, or, for one seed, that run's
-    own interval over its test tasks."""
+    """The markdown lines of one row per run folder name without its seed and
+    test inner-step count: the mean over seeds with its 95% t-interval, or,
+    for one seed, that run's own interval over its test tasks."""
     groups = collections.defaultdict(list)
     for path in sorted(root.glob("*/results.json")):
         result = json.loads(path.read_text())
         config = json.loads((path.parent / "config.json").read_text())
-        key = (
-            row_name(path.parent),
-            config["algorithm"],
-            config["task_weighting"],
-            config["noisy_task_fraction"],
-            result.get("trained_steps", config["num_steps"]),
+        evaluations = (
+            result.get("transductive_evaluations") or result["evaluations"]
+            if mode == "transductive"
+            else result["evaluations"]
         )
-        groups[key].append(
-            (
-                config["seed"],
-                (
-                    result.get("transductive_evaluations") or result["evaluations"]
-                    if mode == "transductive"
-                    else result["evaluations"]
-                )[0],
-                (result.get("train_seconds") or 0) / 60,
+        for evaluation in evaluations:
+            key = (
+                row_name(path.parent),
+                config["algorithm"],
+                config["task_weighting"],
+                config["noisy_task_fraction"],
+                result.get("trained_steps", config["num_steps"]),
+                evaluation["inner_steps"],
             )
-        )
+            groups[key].append(
+                (
+                    config["seed"],
+                    evaluation,
+                    (result.get("train_seconds") or 0) / 60,
+                )
+            )
     lines = [
-        "| row | algorithm | weighting | noisy tasks | steps | seeds | accuracy (95% CI) | per seed | train min (mean) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| row | algorithm | weighting | noisy tasks | steps | test steps | seeds | accuracy (95% CI) | per seed | train min (mean) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for (row, algorithm, weighting, noise, steps), runs in sorted(groups.items()):
+    for key, runs in sorted(groups.items()):
+        row, algorithm, weighting, noise, steps, test_steps = key
         accuracies = [100 * e["mean"] for _, e, _ in runs]
         mean = statistics.mean(accuracies)
         if len(runs) > 1:
@@ -102,7 +108,8 @@ def by_seed(root: pathlib.Path, mode: str = "served") -> list[str]:
         )
         minutes = statistics.mean(m for _, _, m in runs)
         lines.append(
-            f"| {row} | {algorithm} | {weighting} | {noise:.0%} | {steps} | {len(runs)} "
+            f"| {row} | {algorithm} | {weighting} | {noise:.0%} | {steps} "
+            f"| {test_steps} | {len(runs)} "
             f"| {mean:.2f}% +- {half} | {seeds} | {minutes:.1f} |"
         )
     return lines
