@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pathlib
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfmeta.models import conv4, mlp
+from tfmeta.models.batch_norm import MetaBatchNorm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,6 +77,28 @@ def tiny_conv(n_way: int = 3, seed: int = 1, pooling: str = "stride") -> keras.M
     return conv4(
         n_way, input_shape=(8, 8, 1), filters=4, depth=2, pooling=pooling, seed=seed
     )
+
+
+def zero_step_sizes(model: keras.Model) -> set[str]:
+    """Names (``alpha_<i>``) of the learned step sizes whose meta-gradient is
+    an exact zero: those of the convolution biases ``model`` hands to the
+    batch norm after them (``ConvNet``'s ``fold_bias``), whose inner gradient
+    is an exact zero with the maps' own moments."""
+    if not getattr(model, "fold_bias", False):
+        return set()
+    layers = model.layers
+    handed = {
+        layer.bias.path
+        for layer, following in itertools.pairwise(layers)
+        if isinstance(layer, keras.layers.Conv2D)
+        and layer.use_bias
+        and isinstance(following, MetaBatchNorm)
+    }
+    return {
+        f"alpha_{i}"
+        for i, variable in enumerate(model.trainable_variables)
+        if variable.path in handed
+    }
 
 
 def classification_task(

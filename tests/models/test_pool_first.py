@@ -1,6 +1,8 @@
-"""The first block pooled before it normalizes (tfmeta.models.pool_first):
-the function and first and second derivatives of the layers run one by one,
-in every statistics context, and where it applies."""
+"""ConvNet's two ways of running conv4 with less work, the first block
+pooled before it normalizes (tfmeta.models.pool_first) and the
+convolutions' biases handed to the batch norm after them: the function and
+first and second derivatives of the layers run one by one, in every
+statistics context, and where each applies."""
 
 import keras
 import numpy as np
@@ -10,15 +12,17 @@ import tensorflow as tf
 from tests.helpers import classification_task, floatx
 from tfmeta.algorithms import MAML
 from tfmeta.core import functional
-from tfmeta.models import conv4, pool_first
+from tfmeta.models import batch_norm, conv4, pool_first
 from tfmeta.models.conv import ConvNet, up_to_head
 
-MODES = ("transductive", "reference_rows", "support_statistics")
+MODES = ("transductive", "reference_rows", "support_statistics", "given_statistics")
+# (pool_first, fold_bias), each against the layers one by one
+SETTINGS = ((True, True), (True, False), (False, True))
 
 
 def _model(channels=3, size=9, seed=0):
     """Odd maps (9 -> 5 -> 3): the "same" pooling's partial windows; three
-    input channels: the patches' layout; gammas of both signs."""
+    input channels: the patches' layout; gammas of both signs; biases."""
     model = conv4(
         4,
         input_shape=(size, size, channels),
@@ -32,6 +36,8 @@ def _model(channels=3, size=9, seed=0):
         layer = model.get_layer(name)
         layer.gamma.assign(rng.choice([-1.0, 1.0], 6) * rng.uniform(0.5, 2.0, 6))
         layer.beta.assign(rng.normal(0.0, 0.5, 6))
+    for name in ("conv0", "conv1"):
+        model.get_layer(name).bias.assign(rng.normal(0.0, 0.5, 6))
     return model
 
 
@@ -40,14 +46,24 @@ def _outputs(model, params, x, mode):
         return functional.forward(model, params, x)
     if mode == "reference_rows":
         return functional.forward(model, params, x, num_reference=5)
-    support, query = functional.support_and_query(model, params, x[:5], x[5:])
-    return tf.concat([support, query], 0)
+    if mode == "support_statistics":
+        support, query = functional.support_and_query(model, params, x[:5], x[5:])
+        return tf.concat([support, query], 0)
+    # Moments given (as MAML++'s running statistics): the bias counts.
+    rng = np.random.default_rng(7)
+    given = {
+        name: (rng.normal(0.0, 1.0, 6), rng.uniform(0.5, 2.0, 6))
+        for name in ("norm0", "norm1")
+    }
+    with batch_norm.fixed_statistics(given):
+        return functional.forward(model, params, x)
 
 
-def _derivatives(model, x, mode, pool):
+def _derivatives(model, x, mode, setting=(False, False)):
     """Outputs, the gradient of a loss and the gradient of a function of that
-    gradient (second derivatives), as one flat vector each."""
-    model.pool_first = pool
+    gradient (second derivatives), as one flat vector each, and the biases'
+    gradient."""
+    model.pool_first, model.fold_bias = setting
     params = [v.value for v in model.trainable_variables]
     weights = tf.sin(tf.range(4, dtype=x.dtype))
     with tf.GradientTape() as outer:
@@ -60,22 +76,34 @@ def _derivatives(model, x, mode, pool):
         of_grads = tf.add_n([tf.reduce_sum(tf.sin(g)) for g in grads])
     second = outer.gradient(of_grads, params)
     flat = lambda ts: np.concatenate([np.ravel(t) for t in ts])
-    return outputs.numpy(), flat(grads), flat(second)
+    names = [v.path for v in model.trainable_variables]
+    biases = [g.numpy() for g, n in zip(grads, names) if n.endswith("bias")]
+    return outputs.numpy(), flat(grads), flat(second), biases
 
 
+@pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("mode", MODES)
-def test_equals_the_layers_one_by_one_to_second_order(mode):
+def test_equals_the_layers_one_by_one_to_second_order(mode, setting):
     with floatx("float64"):
         model = _model()
         x = tf.constant(np.random.default_rng(1).uniform(size=(12, 9, 9, 3)))
-        pooled = _derivatives(model, x, mode, pool=True)
-        plain = _derivatives(model, x, mode, pool=False)
-    np.testing.assert_allclose(pooled[0], plain[0], rtol=1e-11, atol=1e-12)
-    for got, want in zip(pooled[1:], plain[1:]):
-        # Global norms: a conv bias before batch norm has an exactly-zero
-        # gradient, so its entries are round-off on both sides.
+        run = _derivatives(model, x, mode, setting)
+        plain = _derivatives(model, x, mode)
+    np.testing.assert_allclose(run[0], plain[0], rtol=1e-11, atol=1e-12)
+    for got, want in zip(run[1:3], plain[1:3]):
+        # Global norms: a conv bias before batch norm with the maps' own
+        # moments has an exactly-zero gradient, round-off on the plain side.
         assert np.linalg.norm(got - want) < 1e-11 * np.linalg.norm(want)
         assert np.linalg.norm(want) > 1.0
+    # The biases handed to the batch norm (conv0's by the pooled block too):
+    # with the maps' own moments their gradient is an exact zero, with given
+    # moments it is not.
+    handed = run[3][: 2 if setting[1] else 1]
+    for got in handed:
+        if mode == "given_statistics":
+            assert np.abs(got).max() > 1e-3
+        else:
+            assert np.all(got == 0.0)
 
 
 def test_maml_meta_gradient_and_the_block_runs(monkeypatch):
@@ -176,8 +204,19 @@ def test_the_embedding_up_to_the_head_shares_weights_and_pools_first(monkeypatch
     np.testing.assert_allclose(features, reference(x), rtol=1e-4, atol=1e-4)
 
 
-def test_the_setting_round_trips_through_the_config():
-    model = conv4(5, pooling="max", pool_first=False)
+def test_the_settings_round_trip_through_the_config():
+    model = conv4(5, pooling="max", pool_first=False, fold_bias=False)
     copy = ConvNet.from_config(model.get_config())
     assert isinstance(copy, ConvNet) and copy.pool_first is False
+    assert copy.fold_bias is False
     assert [w.shape for w in copy.weights] == [w.shape for w in model.weights]
+
+
+def test_keras_fit_gets_a_gradient_for_every_weight(recwarn):
+    """The handed biases' gradient is a zero, not missing: Keras' own
+    training step warns of no variable."""
+    model = conv4(3, input_shape=(8, 8, 1), filters=4, depth=2, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(8).uniform(size=(6, 8, 8, 1)).astype("float32")
+    model.fit(x, np.array([0, 1, 2] * 2), epochs=1, verbose=0)
+    assert not [w for w in recwarn if "Gradients do not exist" in str(w.message)]

@@ -38,6 +38,14 @@ normalizes on the fused kernels' inference mode with the moments as inputs
 (``normalize_with_moments``): one op forward, one backward plus per-channel
 terms for the moments, and a closed-form gradient of that backward, so the
 support set's statistics cost about what the query batch's own do.
+
+A bias left to the layer (``input_bias``): a convolution's bias before batch
+norm shifts the input and its mean alike, so with the input's own moments it
+cancels. ``ConvNet`` runs such a convolution without it and hands the bias
+to the layer, which subtracts it from the fixed moments and adds it to those
+it records; elsewhere it drops out, with an exact zero gradient, where a
+bias added at every position costs a full-size add, its gradient's
+reduction and, in second order, that reduction's gradient.
 ``fused=False`` keeps the composed ops; float64 always uses them.
 """
 
@@ -109,19 +117,30 @@ def statistics_context(name: str) -> bool:
     )
 
 
-def context_moments(name: str, dtype, moments):
+def context_moments(name: str, dtype, moments, input_bias=None):
     """The ``(mean, variance)`` the normalization layer ``name`` normalizes
     with in the current context: the fixed ones given for it, else
     ``moments(num_reference)`` (the statistics of the first ``num_reference``
-    rows of its input; ``None``: of all rows); recorded while collecting."""
+    rows of its input; ``None``: of all rows); recorded while collecting.
+
+    ``input_bias``: a per-channel bias the layer's input is meant to carry
+    but was computed without (``MetaBatchNorm``'s ``input_bias``). Fixed and
+    recorded moments are those of the input with it; the mean returned is
+    the input's own, so the bias is subtracted from a vector instead of
+    added to every position. With the input's own moments it cancels, and
+    its gradient is an exact zero."""
     fixed = (getattr(_state, "fixed", None) or {}).get(name)
     if fixed is not None:
         mean, variance = (ops.cast(m, dtype) for m in fixed)
     else:
         mean, variance = moments(current_normalization_reference())
+        if input_bias is not None:
+            mean = mean + input_bias
     collected = getattr(_state, "collected", None)
     if collected is not None:
         collected[name] = (mean, variance)
+    if input_bias is not None:
+        mean = mean - input_bias
     return mean, variance
 
 
@@ -469,12 +488,17 @@ class MetaBatchNorm(keras.layers.Layer):
         offset = self.beta.value if self.beta is not None else tf.zeros([channels])
         return scale, offset
 
-    def call(self, inputs):
+    def call(self, inputs, input_bias=None):
+        """Normalizes ``inputs``, or ``inputs + input_bias`` where the layer
+        before leaves its per-channel bias to this one (``ConvNet``): the
+        function and derivatives are the sum's, without the sum at every
+        position (``context_moments``)."""
         fuse = self._can_fuse(inputs)
         if fuse and not statistics_context(self.name):
-            return fused_batch_norm(
-                inputs, *self._scale_and_offset(inputs), self.epsilon
-            )
+            scale, offset = self._scale_and_offset(inputs)
+            if input_bias is not None:  # cancels: an exact zero gradient
+                offset = offset + 0.0 * input_bias
+            return fused_batch_norm(inputs, scale, offset, self.epsilon)
         axes = tuple(range(len(inputs.shape) - 1))
 
         def moments(num_reference):
@@ -482,7 +506,7 @@ class MetaBatchNorm(keras.layers.Layer):
             mean = ops.mean(reference, axis=axes)
             return mean, ops.mean(ops.square(reference - mean), axis=axes)
 
-        mean, variance = context_moments(self.name, inputs.dtype, moments)
+        mean, variance = context_moments(self.name, inputs.dtype, moments, input_bias)
         if fuse:
             return normalize_with_moments(
                 inputs, mean, variance, *self._scale_and_offset(inputs), self.epsilon

@@ -32,37 +32,81 @@ def check_mlp(hidden: tuple[int, ...]) -> None:
         raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
 
 
+def hands_bias_to(conv, norm, inputs) -> bool:
+    """Whether ``conv`` can run without its bias and hand it to ``norm``
+    (``MetaBatchNorm``'s ``input_bias``): a channels-last convolution with a
+    bias and no activation, computing in the weights' and the inputs' dtype,
+    followed by a MetaBatchNorm."""
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    return (
+        isinstance(conv, keras.layers.Conv2D)
+        and conv.use_bias
+        and conv.activation is keras.activations.linear
+        and conv.data_format == "channels_last"
+        and conv.compute_dtype == conv.variable_dtype == dtype
+        and type(norm) is MetaBatchNorm
+    )
+
+
 @keras.saving.register_keras_serializable(package="tfmeta")
 class ConvNet(keras.Sequential):
-    """A ``keras.Sequential`` stack whose first block, where it is a 3x3
-    conv, batch norm, ReLU and 2x2 max pooling over an input of few channels,
-    runs as ``tfmeta.models.pool_first`` computes it: the same function and
-    derivatives, with the pooling before the normalization. Its layers and
-    weights are those of the plain stack (``pool_first=False`` runs them one
-    by one)."""
+    """A ``keras.Sequential`` stack run as the same function with less work:
 
-    def __init__(self, *args, pool_first: bool = True, **kwargs):
+    - each convolution followed by batch norm runs without its bias and
+      hands it to the normalization (``MetaBatchNorm``'s ``input_bias``),
+      where it cancels against the maps' own moments (``fold_bias``);
+    - the first block, where it is a 3x3 conv, batch norm, ReLU and 2x2 max
+      pooling over an input of few channels, runs as
+      ``tfmeta.models.pool_first`` computes it, with the pooling before the
+      normalization (``pool_first``).
+
+    Its layers and weights are those of the plain stack; with both settings
+    off it runs them one by one."""
+
+    def __init__(
+        self, *args, pool_first: bool = True, fold_bias: bool = True, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.pool_first = pool_first
+        self.fold_bias = fold_bias
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         layers = self.layers
-        if not (self.pool_first and pool_first.applies(layers, inputs)):
+        pooled = self.pool_first and pool_first.applies(layers, inputs)
+        if not (pooled or self.fold_bias):
             return super().call(inputs, training=training, mask=mask, **kwargs)
-        outputs = pool_first.block(inputs, layers[0], layers[1])
-        for layer in layers[4:]:
-            outputs = layer(outputs)
+        outputs, index = inputs, 0
+        if pooled:
+            outputs, index = pool_first.block(inputs, layers[0], layers[1]), 4
+        while index < len(layers):
+            layer = layers[index]
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            if self.fold_bias and hands_bias_to(layer, following, outputs):
+                convolved = layer.convolution_op(outputs, layer.kernel.value)
+                outputs = following(convolved, input_bias=layer.bias.value)
+                index += 2
+            else:
+                outputs = layer(outputs, training=training)
+                index += 1
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), "pool_first": self.pool_first}
+        return {
+            **super().get_config(),
+            "pool_first": self.pool_first,
+            "fold_bias": self.fold_bias,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        setting = config.pop("pool_first", True)
+        settings = {
+            "pool_first": config.pop("pool_first", True),
+            "fold_bias": config.pop("fold_bias", True),
+        }
         model = super().from_config(config, custom_objects=custom_objects)
-        model.pool_first = setting
+        model.pool_first = settings["pool_first"]
+        model.fold_bias = settings["fold_bias"]
         return model
 
 
@@ -75,6 +119,7 @@ def up_to_head(model: keras.Model, name: str) -> keras.Model:
             [keras.Input(shape=model.input_shape[1:]), *model.layers[:-1]],
             name=name,
             pool_first=model.pool_first,
+            fold_bias=model.fold_bias,
         )
     return keras.Model(model.inputs, model.layers[-2].output, name=name)
 
@@ -90,6 +135,7 @@ def conv4(
     name: str = "conv4",
     fused_batch_norm: bool = True,
     pool_first: bool = True,
+    fold_bias: bool = True,
 ) -> ConvNet:
     """``depth`` blocks of 3x3 conv (``filters`` channels), batch norm, ReLU.
 
@@ -102,8 +148,10 @@ def conv4(
     Input ``[batch, H, W, C]``; output logits ``[batch, num_classes]``.
     Batch norm is ``MetaBatchNorm`` (exact second derivatives, batch statistics;
     ``fused_batch_norm=False`` keeps it off TensorFlow's fused kernel).
-    With max pooling the first block pools before it normalizes
-    (``ConvNet``; ``pool_first=False`` runs the layers one by one).
+    Run as a ``ConvNet``: the convolutions' biases go to the batch norm
+    after them (``fold_bias``) and, with max pooling, the first block pools
+    before it normalizes (``pool_first``); with both off the layers run one
+    by one.
     """
     check_conv4(filters, depth, pooling)
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
@@ -136,7 +184,7 @@ def conv4(
             num_classes, kernel_initializer=_glorot(seed, depth), name="head"
         )
     )
-    return ConvNet(layers, name=name, pool_first=pool_first)
+    return ConvNet(layers, name=name, pool_first=pool_first, fold_bias=fold_bias)
 
 
 def mlp(

@@ -8,10 +8,12 @@ negative. Max pooling commutes with it, so
     maxpool(relu(bn(y))) = relu(|gamma| r (maxpool(s y) - s mean) + beta)
 
 with ``y = conv(x)``, ``r = rsqrt(variance + epsilon)`` and ``s = sign(gamma)``
-(``s y`` is the convolution with the kernel and bias times ``s``). Normalizing
+(``s y`` is the convolution with the kernel times ``s``; the convolution's
+bias goes to the normalization as its ``input_bias``, where it cancels
+against the maps' own moments). Normalizing
 and the ReLU then run on the pooled maps, a quarter of the size. The moments
 of ``y`` follow from those of the input's 3x3 patches (zero-padded as the
-convolution's "same"): ``mean = K^T mean(p) + b``, ``variance = sum(K * (C
+convolution's "same"): ``mean = K^T mean(p)``, ``variance = sum(K * (C
 K))`` for the patches' covariance ``C``, which has ``9 * channels_in`` rows;
 so no full-size map is read for them and none gets their gradient. What
 stays at full size is the convolution, the pooling and their gradients: on
@@ -79,9 +81,9 @@ def applies(layers, inputs) -> bool:
     )
 
 
-def patch_moments(x, kernel, bias):
-    """Mean and variance over every position of ``conv(x, kernel) + bias``
-    (3x3, "same"), from the mean and covariance of ``x``'s 3x3 patches."""
+def patch_moments(x, kernel):
+    """Mean and variance over every position of ``conv(x, kernel)`` (3x3,
+    "same"), from the mean and covariance of ``x``'s 3x3 patches."""
     import tensorflow as tf
 
     channels_in = kernel.shape[2]
@@ -93,7 +95,7 @@ def patch_moments(x, kernel, bias):
     count = tf.cast(tf.shape(patches)[0], x.dtype)
     covariance = tf.matmul(centered, centered, transpose_a=True) / count
     flat = tf.reshape(kernel, [size, -1])
-    mean = tf.linalg.matvec(flat, patch_mean, transpose_a=True) + bias
+    mean = tf.linalg.matvec(flat, patch_mean, transpose_a=True)
     variance = tf.reduce_sum(flat * tf.matmul(covariance, flat), axis=0)
     return mean, variance
 
@@ -110,13 +112,13 @@ def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
 
     def moments(num_reference):
         reference = x if num_reference is None else x[:num_reference]
-        return patch_moments(reference, kernel, bias)
+        return patch_moments(reference, kernel)
 
-    mean, variance = context_moments(norm.name, x.dtype, moments)
+    mean, variance = context_moments(norm.name, x.dtype, moments, bias)
     sign = tf.stop_gradient(
         tf.where(gamma >= 0, tf.ones_like(gamma), -tf.ones_like(gamma))
     )
-    signed = tf.nn.bias_add(tf.nn.conv2d(x, kernel * sign, 1, "SAME"), bias * sign)
+    signed = tf.nn.conv2d(x, kernel * sign, 1, "SAME")
     pooled = tf.nn.max_pool2d(signed, 2, 2, "SAME")
     scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
     return tf.nn.relu(scale * (pooled - sign * mean) + beta)
