@@ -38,6 +38,7 @@ normalizes on the fused kernels' inference mode with the moments as inputs
 (``normalize_with_moments``): one op forward, one backward plus per-channel
 terms for the moments, and a closed-form gradient of that backward, so the
 support set's statistics cost about what the query batch's own do.
+``fused=False`` keeps the composed ops; float64 always uses them.
 
 A bias left to the layer (``input_bias``): a convolution's bias before batch
 norm shifts the input and its mean alike, so with the input's own moments it
@@ -46,7 +47,6 @@ to the layer, which subtracts it from the fixed moments and adds it to those
 it records; elsewhere it drops out, with an exact zero gradient, where a
 bias added at every position costs a full-size add, its gradient's
 reduction and, in second order, that reduction's gradient.
-``fused=False`` keeps the composed ops; float64 always uses them.
 """
 
 from __future__ import annotations

@@ -100,13 +100,9 @@ class ConvNet(keras.Sequential):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        settings = {
-            "pool_first": config.pop("pool_first", True),
-            "fold_bias": config.pop("fold_bias", True),
-        }
+        pool, fold = config.pop("pool_first", True), config.pop("fold_bias", True)
         model = super().from_config(config, custom_objects=custom_objects)
-        model.pool_first = settings["pool_first"]
-        model.fold_bias = settings["fold_bias"]
+        model.pool_first, model.fold_bias = pool, fold
         return model
 
 
