@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfmeta.models import pool_first
+from tfmeta.models import max_pool, pool_first
 from tfmeta.models.batch_norm import MetaBatchNorm
 
 POOLINGS = ("stride", "max")
@@ -58,7 +58,10 @@ class ConvNet(keras.Sequential):
     - the first block, where it is a 3x3 conv, batch norm, ReLU and 2x2 max
       pooling over an input of few channels, runs as
       ``tfmeta.models.pool_first`` computes it, with the pooling before the
-      normalization (``pool_first``).
+      normalization (``pool_first``);
+    - with either setting on, each 2x2 stride-2 max pooling runs as
+      ``tfmeta.models.max_pool`` computes it (the same figures and
+      derivatives, a cheaper second derivative).
 
     Its layers and weights are those of the plain stack; with both settings
     off it runs them one by one."""
@@ -85,6 +88,8 @@ class ConvNet(keras.Sequential):
                 convolved = layer.convolution_op(outputs, layer.kernel.value)
                 outputs = following(convolved, input_bias=layer.bias.value)
                 index += 2
+            elif max_pool.replaces(layer):
+                outputs, index = max_pool.max_pool(outputs), index + 1
             else:
                 outputs = layer(outputs, training=training)
                 index += 1

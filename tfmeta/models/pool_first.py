@@ -23,9 +23,10 @@ their gradients' (timed in docs/performance.md). Its moments are also closer to 
 a fused kernel's sums over every position.
 
 Every step is a TensorFlow op with its registered gradients (second order
-included): the function is the composed block's, its derivatives those of
-the composed ops wherever the pooled maximum is unique (ties differ only in
-which tied position gets the gradient). The statistics contexts of
+included), the pooling ``tfmeta.models.max_pool``'s: the function is the
+composed block's, its derivatives those of the composed ops wherever the
+pooled maximum is unique (ties differ only in which tied position gets the
+gradient). The statistics contexts of
 ``tfmeta.models.batch_norm`` (reference rows, fixed and collected moments)
 apply as for the block's ``MetaBatchNorm``, under its name.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import keras
 
+from tfmeta.models import max_pool
 from tfmeta.models.batch_norm import MetaBatchNorm, context_moments
 
 # Patches of inputs with more channels than this: the covariance (9 rows a
@@ -73,11 +75,7 @@ def applies(layers, inputs) -> bool:
         and relu.max_value is None
         and float(relu.negative_slope) == 0.0
         and float(relu.threshold) == 0.0
-        and type(pool) is keras.layers.MaxPooling2D
-        and tuple(pool.pool_size) == (2, 2)
-        and tuple(pool.strides) == (2, 2)
-        and pool.padding == "same"
-        and pool.data_format == "channels_last"
+        and max_pool.replaces(pool)
     )
 
 
@@ -119,6 +117,6 @@ def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
         tf.where(gamma >= 0, tf.ones_like(gamma), -tf.ones_like(gamma))
     )
     signed = tf.nn.conv2d(x, kernel * sign, 1, "SAME")
-    pooled = tf.nn.max_pool2d(signed, 2, 2, "SAME")
+    pooled = max_pool.max_pool(signed)
     scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
     return tf.nn.relu(scale * (pooled - sign * mean) + beta)

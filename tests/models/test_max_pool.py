@@ -1,0 +1,79 @@
+"""tfmeta.models.max_pool: the function and first and second derivatives of
+tf.nn.max_pool2d(x, 2, 2, "SAME") and its registered gradients, bit for bit,
+ties included, on even and odd maps; and where ConvNet uses it."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmeta.models import conv4, max_pool
+
+
+def _derivatives(pool, x):
+    """The pooled maps, the gradient of a loss of them and the gradient of a
+    function of that gradient (the second derivative MAML takes)."""
+    weights = tf.cos(tf.range(tf.size(pool(x)), dtype=x.dtype))
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = pool(x)
+            loss = tf.reduce_sum(tf.square(y) * tf.reshape(weights, tf.shape(y)))
+        grad = inner.gradient(loss, x)
+        of_grad = tf.reduce_sum(tf.sin(3.0 * grad) * x)
+    return y, grad, outer.gradient(of_grad, x)
+
+
+def _plain(x):
+    return tf.nn.max_pool2d(x, 2, 2, "SAME")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (1, 1)])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_the_same_figures_as_max_pool2d_ties_included(size, dtype):
+    rng = np.random.default_rng(sum(size))
+    # Values from {0, 1, 2}: most windows hold a tie, some at their maximum.
+    x = tf.constant(rng.integers(0, 3, (3, *size, 4)), dtype)
+    for got, want in zip(_derivatives(max_pool.max_pool, x), _derivatives(_plain, x)):
+        np.testing.assert_array_equal(got, want)
+    # The second derivative is not all zeros: the comparison means something.
+    assert np.abs(_derivatives(_plain, x)[2]).max() > 0.1
+
+
+def test_in_a_compiled_function_with_unknown_batch_and_sizes():
+    spec = tf.TensorSpec([None, None, None, 2], tf.float32)
+    compiled = tf.function(lambda x: _derivatives(max_pool.max_pool, x))
+    concrete = compiled.get_concrete_function(spec)
+    x = tf.constant(np.random.default_rng(0).integers(0, 3, (2, 5, 6, 2)), tf.float32)
+    for got, want in zip(concrete(x), _derivatives(_plain, x)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_window_sum_pads_like_same():
+    x = tf.constant(np.arange(2 * 3 * 5 * 2, dtype=np.float64).reshape(2, 3, 5, 2))
+    want = np.zeros((2, 2, 3, 2))
+    for i in range(3):
+        for j in range(5):
+            want[:, i // 2, j // 2] += x.numpy()[:, i, j]
+    np.testing.assert_array_equal(max_pool.window_sum(x), want)
+
+
+def test_which_layers_it_replaces_and_conv_net_uses_it(monkeypatch):
+    assert max_pool.replaces(keras.layers.MaxPooling2D(2, padding="same"))
+    assert not max_pool.replaces(keras.layers.MaxPooling2D(2))  # "valid"
+    assert not max_pool.replaces(keras.layers.MaxPooling2D(3, 2, padding="same"))
+    assert not max_pool.replaces(
+        keras.layers.MaxPooling2D(2, padding="same", data_format="channels_first")
+    )
+    assert not max_pool.replaces(keras.layers.AveragePooling2D(2, padding="same"))
+    calls = []
+    pool = max_pool.max_pool
+    monkeypatch.setattr(max_pool, "max_pool", lambda x: calls.append(1) or pool(x))
+    model = conv4(5, pooling="max", seed=0)
+    x = tf.constant(np.random.default_rng(1).uniform(size=(2, 28, 28, 1)), tf.float32)
+    out = model(x)
+    assert len(calls) == 4  # the pooled first block's and the three layers'
+    model.pool_first = model.fold_bias = False
+    np.testing.assert_allclose(model(x), out, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 4  # the layers one by one: Keras's pooling

@@ -1,0 +1,75 @@
+"""2x2 stride-2 "same" max pooling, the function and first derivative of
+``tf.nn.max_pool2d``, with a cheaper second derivative.
+
+The gradient of max pooling is ``MaxPoolGrad``: each window's incoming
+gradient goes to the window's first maximum. That is linear in the incoming
+gradient, so its own gradient (what second-order MAML takes through every
+inner step) places nothing new: it reads, for each window, the value at the
+same first maximum. TensorFlow's registered op for it, ``MaxPoolGradGrad``,
+searches every window for its maximum again; here the first maxima come as
+a 0/1 mask, ``MaxPoolGrad`` of ones (the same op, so ties resolve the same
+way), and the read is the mask times the values summed over each window.
+Every figure, ties included, is that of ``tf.nn.max_pool2d`` and its
+registered gradients (tests/models/test_max_pool.py); only the work differs
+(timed in docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import keras
+
+WINDOW = {"ksize": [1, 2, 2, 1], "strides": [1, 2, 2, 1], "padding": "SAME"}
+
+
+def replaces(layer) -> bool:
+    """Whether ``layer`` is a pooling ``max_pool`` computes: a channels-last
+    2x2 stride-2 "same" ``keras.layers.MaxPooling2D``."""
+    return (
+        type(layer) is keras.layers.MaxPooling2D
+        and tuple(layer.pool_size) == (2, 2)
+        and tuple(layer.strides) == (2, 2)
+        and layer.padding == "same"
+        and layer.data_format == "channels_last"
+    )
+
+
+def window_sum(values):
+    """The sum over each 2x2 window of a channels-last ``values``, padded
+    with zeros at the bottom and right to even sizes (as "same" pads)."""
+    import tensorflow as tf
+
+    shape = tf.shape(values)
+    values = tf.pad(values, [[0, 0], [0, shape[1] % 2], [0, shape[2] % 2], [0, 0]])
+    blocks = tf.nn.space_to_depth(values, 2)
+    blocks_shape = tf.shape(blocks)
+    split = tf.concat([blocks_shape[:3], [4, shape[3]]], axis=0)
+    return tf.reduce_sum(tf.reshape(blocks, split), axis=3)
+
+
+def max_pool(x):
+    """``tf.nn.max_pool2d(x, 2, 2, "SAME")`` for a channels-last ``x``."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def pool(x):
+        y = tf.nn.max_pool2d(x, 2, 2, "SAME")
+
+        def gradient(upstream):
+            @tf.custom_gradient
+            def scatter(upstream):
+                def read(values):
+                    first = tf.raw_ops.MaxPoolGrad(
+                        orig_input=x, orig_output=y, grad=tf.ones_like(y), **WINDOW
+                    )
+                    return window_sum(values * first)
+
+                scattered = tf.raw_ops.MaxPoolGrad(
+                    orig_input=x, orig_output=y, grad=upstream, **WINDOW
+                )
+                return scattered, read
+
+            return scatter(upstream)
+
+        return y, gradient
+
+    return pool(x)
