@@ -59,6 +59,20 @@ def test_the_alphabet_recipe_builds_its_learner():
     learner = build_learner(config, (28, 28, 1))
     assert (learner.n_way, learner.train_n_way) == (20, 60)
     assert (learner.support_copies, learner.support_augment) == (8, 1.0)
+    assert learner.query_copies == 0
+
+
+def test_the_characters_recipe_builds_its_learner():
+    config = get_config("protonet", "omniglot", "protonet_omniglot:characters")
+    assert (config["split_protocol"], config["n_way"], config["augment"]) == (
+        get_config("protonet", "omniglot")["split_protocol"],
+        5,
+        1.0,
+    )
+    assert config["num_steps"] == 2000
+    learner = build_learner(config, (28, 28, 1))
+    assert (learner.n_way, learner.train_n_way) == (5, 60)
+    assert (learner.support_copies, learner.query_copies) == (8, 8)
 
 
 def test_the_pretrained_recipes_build_their_learners():
