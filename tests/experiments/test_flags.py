@@ -59,7 +59,7 @@ def test_the_alphabet_recipe_builds_its_learner():
     learner = build_learner(config, (28, 28, 1))
     assert (learner.n_way, learner.train_n_way) == (20, 60)
     assert (learner.support_copies, learner.support_augment) == (8, 1.0)
-    assert learner.query_copies == 0
+    assert learner.query_copies == 0 and config["num_steps"] == 6000
 
 
 def test_the_characters_recipe_builds_its_learner():

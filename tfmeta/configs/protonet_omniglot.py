@@ -28,8 +28,9 @@ Variant "alphabet": tfmeta's measured recipe for 20-way 1-shot within one
 held-out alphabet (docs/results.md, "One-shot on alphabets never seen"):
 whole alphabets held out (``--split_protocol=alphabet``; ``--split_seed``
 picks the split), small affine distortions of the training images
-(``augment`` 1), 2000 episodes, and 8 distorted copies of every support set
-at validation, test and serving (``support_copies``).
+(``augment`` 1), 6000 episodes (the learning rate halved at 2000 and 4000),
+and 8 distorted copies of every support set at validation, test and serving
+(``support_copies``).
 
   python -m experiments.train --algorithm=protonet --dataset=omniglot \
       --config=protonet_omniglot:alphabet --workdir=/tmp/tfmeta_runs/protonet_alphabet
@@ -48,7 +49,7 @@ answered on its own). An ensemble of two seeds (``experiments.evaluate`` and
 
 VARIANTS = ("alphabet", "characters")
 
-# The test-time copies and the training budget both recipes share.
+# The distortions, test-time copies and evaluation both recipes share.
 _MEASURED = {
     "augment": 1.0,
     "num_steps": 2000,
@@ -81,7 +82,7 @@ def get_config(variant: str = "") -> dict:
         "eval_inner_steps": 0,
     }
     if variant == "alphabet":
-        config.update(_MEASURED, split_protocol="alphabet", n_way=20)
+        config.update(_MEASURED, split_protocol="alphabet", n_way=20, num_steps=6000)
     if variant == "characters":
         config.update(_MEASURED, query_copies=8)
     return config
