@@ -147,21 +147,24 @@ def user_path(tmp_path_factory):
             for name in images
         ],
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "experiments.serve_local",
-            f"--models_config={models / 'models.config'}",
-            "--rest_port=0",
-            "--grpc_port=0",
-        ],
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Its log goes to a file: a pipe nobody reads blocks the server once full
+    # (loading many exports logs more than a pipe holds).
+    with open(root / "serve_local.log", "w") as log:  # the child keeps its copy
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "experiments.serve_local",
+                f"--models_config={models / 'models.config'}",
+                "--rest_port=0",
+                "--grpc_port=0",
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     try:
         ports = {}
         for line in server.stdout:
@@ -170,7 +173,7 @@ def user_path(tmp_path_factory):
                 ports[match[1]] = match[2]
             if len(ports) == 2:
                 break
-        assert len(ports) == 2, server.stderr.read()[-3000:]
+        assert len(ports) == 2, (root / "serve_local.log").read_text()[-3000:]
         yield {
             "root": root,
             "data": data,
