@@ -52,7 +52,6 @@ VARIANTS = ("alphabet", "characters")
 # The distortions, test-time copies and evaluation both recipes share.
 _MEASURED = {
     "augment": 1.0,
-    "num_steps": 2000,
     "eval_every": 500,
     "checkpoint_every": 500,
     "log_every": 100,
@@ -84,5 +83,5 @@ def get_config(variant: str = "") -> dict:
     if variant == "alphabet":
         config.update(_MEASURED, split_protocol="alphabet", n_way=20, num_steps=6000)
     if variant == "characters":
-        config.update(_MEASURED, query_copies=8)
+        config.update(_MEASURED, num_steps=2000, query_copies=8)
     return config
