@@ -1,6 +1,7 @@
 """tfmeta.models.max_pool: the function and first and second derivatives of
 tf.nn.max_pool2d(x, 2, 2, "SAME") and its registered gradients, bit for bit,
-ties included, on even and odd maps; and where ConvNet uses it."""
+ties included, on even and odd maps; a ReLU moved after it changes none of
+them; and where ConvNet uses both."""
 
 import keras
 import numpy as np
@@ -41,6 +42,26 @@ def test_the_same_figures_as_max_pool2d_ties_included(size, dtype):
     assert np.abs(_derivatives(_plain, x)[2]).max() > 0.1
 
 
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (1, 1)])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_a_relu_after_it_gives_the_figures_of_the_relu_before_it(size, dtype):
+    rng = np.random.default_rng(sum(size))
+    # Ties at negative, zero and positive maxima.
+    x = tf.constant(rng.integers(-2, 3, (3, *size, 4)), dtype)
+
+    def after(x):
+        return tf.nn.relu(max_pool.max_pool(x))
+
+    def before(x):
+        return _plain(tf.nn.relu(x))
+
+    want = _derivatives(before, x)
+    for got, expected in zip(_derivatives(after, x), want):
+        np.testing.assert_array_equal(got, expected)
+    assert np.abs(want[2]).max() > 0.1
+    assert (want[1].numpy() == 0).mean() < 0.95  # gradients pass as well
+
+
 def test_in_a_compiled_function_with_unknown_batch_and_sizes():
     spec = tf.TensorSpec([None, None, None, 2], tf.float32)
     compiled = tf.function(lambda x: _derivatives(max_pool.max_pool, x))
@@ -67,6 +88,15 @@ def test_which_layers_it_replaces_and_conv_net_uses_it(monkeypatch):
         keras.layers.MaxPooling2D(2, padding="same", data_format="channels_first")
     )
     assert not max_pool.replaces(keras.layers.AveragePooling2D(2, padding="same"))
+    assert max_pool.commutes(keras.layers.ReLU())
+    for layer in (
+        keras.layers.ReLU(max_value=6.0),
+        keras.layers.ReLU(negative_slope=0.1),
+        keras.layers.ReLU(threshold=0.5),
+        keras.layers.LeakyReLU(),
+        keras.layers.Activation("tanh"),
+    ):
+        assert not max_pool.commutes(layer)
     calls = []
     pool = max_pool.max_pool
     monkeypatch.setattr(max_pool, "max_pool", lambda x: calls.append(1) or pool(x))
@@ -77,3 +107,10 @@ def test_which_layers_it_replaces_and_conv_net_uses_it(monkeypatch):
     model.pool_first = model.fold_bias = False
     np.testing.assert_allclose(model(x), out, rtol=1e-5, atol=1e-5)
     assert len(calls) == 4  # the layers one by one: Keras's pooling
+    model.pool_first = model.fold_bias = True
+    graph = tf.function(model).get_concrete_function(x).graph
+    relus = [op.outputs[0].shape for op in graph.get_operations() if op.type == "Relu"]
+    # Every ReLU runs on pooled maps: 28 -> 14 -> 7 -> 4 -> 2.
+    assert [tuple(shape) for shape in relus] == [
+        (2, size, size, 64) for size in (14, 7, 4, 2)
+    ]

@@ -12,6 +12,12 @@ way), and the read is the mask times the values summed over each window.
 Every figure, ties included, is that of ``tf.nn.max_pool2d`` and its
 registered gradients (tests/models/test_max_pool.py); only the work differs
 (timed in docs/performance.md).
+
+A plain ReLU before the pooling can run after it instead, on a quarter of
+the values: ``relu(maxpool(x)) = maxpool(relu(x))``, as the ReLU is
+increasing. The gradients agree too: a window whose maximum is positive
+sends its gradient to the same first maximum either way, and one whose
+maximum is not positive sends none.
 """
 
 from __future__ import annotations
@@ -30,6 +36,17 @@ def replaces(layer) -> bool:
         and tuple(layer.strides) == (2, 2)
         and layer.padding == "same"
         and layer.data_format == "channels_last"
+    )
+
+
+def commutes(layer) -> bool:
+    """Whether ``layer`` is a plain ``keras.layers.ReLU`` (no cap, slope or
+    threshold), which may run after a pooling ``max_pool`` computes."""
+    return (
+        type(layer) is keras.layers.ReLU
+        and layer.max_value is None
+        and not layer.negative_slope
+        and not layer.threshold
     )
 
 
