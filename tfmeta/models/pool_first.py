@@ -119,4 +119,5 @@ def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
     signed = tf.nn.conv2d(x, kernel * sign, 1, "SAME")
     pooled = max_pool.max_pool(signed)
     scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
-    return tf.nn.relu(scale * (pooled - sign * mean) + beta)
+    # One scale and one shift over the pooled maps; the rest is per channel.
+    return tf.nn.relu(pooled * scale + (beta - scale * sign * mean))
