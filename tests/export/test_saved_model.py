@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ from tests.export import (
 from tfmeta.data import load_image_folder, preprocess_omniglot_image
 from tfmeta.export import METADATA_FILE
 from tfmeta.export.signatures import decode_folder_image
+from tfmeta.serving.local_server import LocalModels
 
 # The trained exports are built once per worker: their tests run on one.
 pytestmark = pytest.mark.xdist_group("trained_exports")
@@ -556,3 +558,21 @@ def test_bad_leo_request_is_an_invalid_argument(exports, case, signature):
     request = {"support_x": _LSX, "support_y": _LSY, "query_x": _LQX, **change}
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _call(loaded, signature, **request)
+
+
+def test_exports_carry_no_gradient_functions_and_serving_loads_them_quietly(
+    exports, caplog
+):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    exported = exports["maml"]  # adapts by gradient steps inside its signatures
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((exported.path / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library
+    assert library.function and not library.registered_gradients
+    with caplog.at_level(logging.WARNING):
+        models = LocalModels({"maml": str(exported.export_dir)})
+    assert models.versions("maml")
+    assert not [r for r in caplog.records if "custom gradients" in r.getMessage()]
+    # The filter is gone afterwards: TensorFlow's own warnings still reach users.
+    assert not logging.getLogger("absl").filters

@@ -4,7 +4,8 @@
 For trying an export where ``tensorflow_model_server`` is not installed (a
 laptop, a CI machine), not for production: it loads every version of every
 model with ``tf.saved_model.load`` (the loader TF Serving uses for
-SavedModels) and runs one request per thread. A client written against it
+SavedModels; ``load``, without its warnings of gradients never taken) and
+runs one request per thread. A client written against it
 works unchanged against TF Serving.
 
 * REST: ``POST /v1/models/<name>[/versions/<v>]:predict`` with the columnar
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import os
 import re
 import threading
@@ -41,6 +43,27 @@ _PREDICT_PATH = re.compile(
 )
 _STATUS_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(/versions/(?P<version>\d+))?$")
 MAX_BODY_BYTES = 256 * 2**20  # a REST body larger than this is refused unread
+
+
+class _WithoutGradientWarnings(logging.Filter):
+    """Drops TensorFlow's load-time warning that a function's custom
+    gradients were not saved: exports carry none (``tfmeta.export``), and
+    serving never asks for a gradient."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "with ops with unsaved custom gradients" not in record.getMessage()
+
+
+def load(path: str):
+    """``tf.saved_model.load(path)`` without the warnings of gradients
+    serving never takes."""
+    quiet = _WithoutGradientWarnings()
+    logger = logging.getLogger("absl")
+    logger.addFilter(quiet)
+    try:
+        return tf.saved_model.load(path)
+    finally:
+        logger.removeFilter(quiet)
 
 
 class RequestError(ValueError):
@@ -68,7 +91,7 @@ class LocalModels:
                 )
             for version in versions:
                 path = os.path.join(base_path, str(version))
-                self.loaded[(name, version)] = tf.saved_model.load(path)
+                self.loaded[(name, version)] = load(path)
 
     def versions(self, name: str) -> list[int]:
         return sorted(v for n, v in self.loaded if n == name)
