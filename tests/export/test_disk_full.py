@@ -24,9 +24,8 @@ def test_a_full_disk_while_exporting_is_one_line_and_leaves_no_version(
     save = tf.saved_model.save
 
     def full_disk_save(module, folder, signatures=None, options=None):
-        save(
-            module, folder, signatures=signatures, options=options
-        )  # a partial version, then full
+        # A partial version, then the disk is full.
+        save(module, folder, signatures=signatures, options=options)
         raise tf.errors.ResourceExhaustedError(
             None, None, f"{folder}/saved_model.pb.tmp; No space left on device"
         )
