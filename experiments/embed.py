@@ -43,6 +43,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from tfmeta import data as tfmeta_data
+from tfmeta.data.augment import check_strength, distort
 from tfmeta.data.class_images import ClassImages
 from tfmeta.data.embeddings import INFO_FILE
 from tfmeta.data.tasks import resolve_data_dir
@@ -85,6 +86,12 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("batch_size", 128, "Training batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+    flags.DEFINE_float(
+        "augment",
+        0.0,
+        "Strength of the small random affine distortions of each training "
+        "image (tfmeta.data.augment, as experiments.train's --augment; 0: none).",
+    )
     flags.DEFINE_integer("seed", 0, "Seed of initialization and batch order.")
     flags.DEFINE_enum("format", "pkl", ["pkl", "npz"], "File format.")
     flags.DEFINE_integer(
@@ -175,11 +182,12 @@ def train_backbone(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    augment: float = 0.0,
     verbose: int = 2,
 ) -> tuple[keras.Sequential, keras.layers.Dense, dict[str, float]]:
     """Softmax classification over ``classes``; returns the backbone, the
     classifier head and the last epoch's loss and accuracy (on the training
-    images)."""
+    images, distorted where ``augment`` > 0)."""
     keras.utils.set_random_seed(seed)
     features = backbone(classes.image_shape, filters, depth, seed)
     head = keras.layers.Dense(
@@ -194,13 +202,7 @@ def train_backbone(
         metrics=["accuracy"],
     )
     total = len(classes.images)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((classes.images, class_labels(classes)))
-        .shuffle(total, seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    dataset = training_batches(classes, batch_size, seed, augment)
     steps = max_steps if max_steps > 0 else math.ceil(total / batch_size)
     history = model.fit(
         dataset,
@@ -218,6 +220,32 @@ def train_backbone(
             "accuracy": float(history.history["accuracy"][-1]),
         },
     )
+
+
+def training_batches(
+    classes: ClassImages, batch_size: int, seed: int, augment: float = 0.0
+) -> tf.data.Dataset:
+    """Endless shuffled ``(images, labels)`` batches of ``classes`` (seeded);
+    with ``augment`` > 0 batch ``step`` is distorted under the stateless seed
+    ``(seed, step)``, so the same run sees the same images."""
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((classes.images, class_labels(classes)))
+        .shuffle(len(classes.images), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size)
+    )
+    if augment > 0:
+        dataset = dataset.enumerate().map(
+            lambda step, batch: (
+                distort(
+                    batch[0], tf.stack([tf.constant(seed, tf.int64), step]), augment
+                ),
+                batch[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 class BatchProgress(keras.callbacks.Callback):
@@ -308,6 +336,10 @@ def check_embed_config(config: dict[str, Any]) -> None:
     """Raises ValueError naming the first setting that cannot work (and
     ``check_output_dir``'s errors), before any data is read."""
     check_conv4(int(config["filters"]), int(config["depth"]), "max")
+    try:
+        check_strength(config["augment"])
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None
     for name in ("image_size", "batch_size", "eval_tasks"):
         if int(config[name]) < 1:
             raise ValueError(f"--{name} must be >= 1, got {config[name]}")
@@ -389,6 +421,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
         batch_size=config["batch_size"],
         learning_rate=config["learning_rate"],
         seed=config["seed"],
+        augment=config["augment"],
     )
     training["seconds"] = round(time.perf_counter() - start, 1)
     split = tfmeta_data.describe_split(characters, protocol=protocol, seed=split_seed)
@@ -406,6 +439,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
             "split_seed": split_seed,
             "data_source": split,  # the run's data_source, as experiments.train finds it
             "rotations": config["rotations"],
+            "augment": config["augment"],
             "seed": config["seed"],
             "training": training,
         },
@@ -423,6 +457,7 @@ def write_embeddings(config: dict[str, Any]) -> dict[str, Any]:
                 "max_steps",
                 "batch_size",
                 "learning_rate",
+                "augment",
                 "seed",
             )
         },
@@ -483,6 +518,7 @@ def main(argv):
             "max_steps",
             "batch_size",
             "learning_rate",
+            "augment",
             "seed",
             "format",
             "eval_tasks",

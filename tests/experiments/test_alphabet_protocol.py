@@ -176,6 +176,7 @@ def test_tasks_within_one_alphabet_on_embeddings_of_the_alphabet_split(
             "max_steps": 1,
             "batch_size": 64,
             "learning_rate": 1e-3,
+            "augment": 0.0,
             "seed": 0,
             "format": "npz",
             "eval_tasks": 2,

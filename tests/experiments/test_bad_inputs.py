@@ -189,6 +189,7 @@ EMBED = [
     ("--learning_rate=-1", "got -1.0"),
     ("--max_steps=0 --epochs=0", "--epochs must be >= 1"),
     ("--eval_tasks=0", "--eval_tasks must be >= 1, got 0"),
+    ("--augment=4", "--augment must be in [0, 3.0], got 4.0"),
     ("--split_protocol=bogus", "got 'bogus'"),
     ("--embedding_dataset=", "--embedding_dataset must be one folder's name"),
     ("--embedding_crop=../x", "got '../x'"),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from experiments import checks, embed
 from tests.experiments.test_train import fake_omniglot
@@ -9,6 +10,7 @@ from tfmeta.algorithms import LEO, MAML
 from tfmeta.configs import CONFIG_CHOICES, get_config
 from tfmeta.configs.build import build_learner, build_model
 from tfmeta.data import ClassImages, load_embedding_file
+from tfmeta.data.augment import distort
 from tfmeta.data.embeddings import class_of_key
 from tfmeta.data.tasks import task_sets
 from tfmeta.training import Trainer, evaluate
@@ -64,6 +66,27 @@ def test_nearest_centroid_accuracy_on_separated_and_identical_classes():
     assert accuracy == pytest.approx(0.2)
 
 
+def test_distorted_batches_are_the_seeded_distortions_of_the_same_batches():
+    images = np.random.default_rng(0).random((12, 8, 8, 1)).astype(np.float32)
+    classes = ClassImages.from_list(
+        ["a", "b", "c"], [images[:4], images[4:8], images[8:]]
+    )
+
+    def batches(augment):
+        dataset = embed.training_batches(classes, 5, seed=3, augment=augment)
+        return [(x.numpy(), y.numpy()) for x, y in dataset.take(3)]
+
+    plain, distorted = batches(0.0), batches(1.0)
+    for step, ((x, y), (x_aug, y_aug)) in enumerate(zip(plain, distorted)):
+        np.testing.assert_array_equal(y_aug, y)
+        expected = distort(tf.constant(x), tf.constant([3, step], tf.int64), 1.0)
+        np.testing.assert_array_equal(x_aug, expected.numpy())
+        assert np.abs(x_aug - x).max() > 0.1  # each batch is distorted
+    again = batches(1.0)
+    for (x, _), (x_again, _) in zip(distorted, again):
+        np.testing.assert_array_equal(x_again, x)
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("omniglot")
@@ -84,6 +107,7 @@ def written(tmp_path_factory):
         "max_steps": 3,
         "batch_size": 32,
         "learning_rate": 1e-3,
+        "augment": 0.0,
         "seed": 0,
         "format": "pkl",
         "eval_tasks": 10,

@@ -55,6 +55,7 @@ def backbone(tmp_path_factory):
             "max_steps": 3,
             "batch_size": 32,
             "learning_rate": 1e-2,
+            "augment": 0.0,
             "seed": 0,
             "format": "npz",
             "eval_tasks": 10,
