@@ -5,8 +5,11 @@
 
 Reads the run's stored config, restores the best checkpoint by
 meta-validation (or the latest), and prints the mean query accuracy (MSE for
-sinusoid) with its 95% interval at the evaluation inner-step count and at any
-``report_inner_steps``; writes them to ``<workdir>/results.json``. The mode
+sinusoid) with its 95% interval on the validation tasks, then on the test
+tasks at the evaluation inner-step count and at any ``report_inner_steps``;
+writes them to ``<workdir>/results.json`` ("validation": the served figure
+with the copies the run is evaluated with, an ensemble's own; null after
+training, whose validation history holds it). The mode
 reported first is the one an export serves (every query normalized with the
 support set's statistics, or the learner's running statistics); where batch
 norm would normalize a query batch by its own statistics instead, that
@@ -131,6 +134,22 @@ def restore_members(
     return restored
 
 
+def validate(learner, data: TaskSets, inner_steps, normalization: str) -> dict:
+    """The served figure on the run's validation tasks (``inner_steps`` None:
+    an ensemble's members, each its own), printed."""
+    start = time.perf_counter()
+    result = evaluate(learner, data.val(), inner_steps=inner_steps)
+    if inner_steps is None:
+        result["inner_steps"] = "each member's own"
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(
+        f"meta-validation, served ({normalization}), {result['inner_steps']} inner "
+        f"steps: {format_result(result)}",
+        flush=True,
+    )
+    return result
+
+
 def evaluate_workdir(
     workdir: str,
     *,
@@ -140,9 +159,13 @@ def evaluate_workdir(
     which: str = "best",
     ensemble: Sequence[tuple[str, dict[str, Any]]] = (),
     results_dir: str | None = None,
+    validation_pass: bool = True,
 ) -> dict[str, Any]:
     """Meta-tests the run's best (or latest) checkpoint in the served mode,
-    and transductively beside it where that differs; writes results.json and
+    and transductively beside it where that differs, after a served pass
+    over the validation tasks unless ``validation_pass`` is False or the run
+    has none (``validation``: an ensemble's own figure, or a run's with the
+    copies it is evaluated with; else None); writes results.json and
     the served mode's query outputs (``test_predictions.npz``) into
     ``results_dir`` (created if absent; by default the workdir, else with
     the ``config`` evaluated as its config.json). With
@@ -170,6 +193,7 @@ def evaluate_workdir(
         modes = [("served", None)]
         steps = [None]
     by_mode: dict[str, list] = {}
+    validation = None
     for mode, transductive in modes:
         evaluated = learner_in_mode(config, data, learner, transductive, run, which)
         normalization = (
@@ -178,6 +202,9 @@ def evaluate_workdir(
             else describe_normalization(evaluated, transductive)
         )
         evaluations = by_mode.setdefault(mode, [])
+        if mode == "served" and validation_pass and config["val_tasks"]:
+            # the validation tasks, answered as the test tasks are
+            validation = validate(evaluated, data, steps[0], normalization)
         for inner_steps in steps:
             start = time.perf_counter()
             keep = mode == "served" and inner_steps in (
@@ -220,6 +247,7 @@ def evaluate_workdir(
         "checkpoint_step": int(path.rsplit("-", 1)[-1]),
         "trained_steps": timing.get("step"),
         "train_seconds": timing.get("train_seconds"),
+        "validation": validation,
         "evaluations": by_mode["served"],
         "transductive_evaluations": by_mode.get("transductive"),
         "predictions": PREDICTIONS_FILE,

@@ -172,7 +172,14 @@ def main(argv):
                 "training finished: %s (%.0f s)", summary, time.perf_counter() - start
             )
             if FLAGS.evaluate and workdir == FLAGS.workdir:  # the chief evaluates
-                evaluate_workdir(workdir, learner=learner, data=data, config=config)
+                # the run's validation history holds the best checkpoint's figure
+                evaluate_workdir(
+                    workdir,
+                    learner=learner,
+                    data=data,
+                    config=config,
+                    validation_pass=False,
+                )
     except (WorkdirLockedError, CheckpointError) as error:
         raise InputError(str(error)) from error
     except NonFiniteLossError as error:  # exits non-zero, results untouched

@@ -144,9 +144,10 @@ def per_task_accuracy(learner, episodes) -> np.ndarray:
 
 
 def study(
-    workdir: str, tasks: str, variants, copies: int, strength: float
+    workdir: str, tasks: str, variants, copies: int, strength: float, print_fn=print
 ) -> list[str]:
-    """The printed lines: the served figure, then each variant's, paired."""
+    """The lines printed (each as it is measured): the served figure, then
+    each variant's, paired."""
     from tfmeta.data.tasks import task_sets
 
     config = checks.trained_workdir_config(
@@ -160,6 +161,7 @@ def study(
     mean, ci = mean_confidence_interval(base)
     served = f"served, {copies} support copies: {100 * mean:.2f} +- {100 * ci:.2f}"
     lines = [f"{served} ({base.size} {tasks} tasks)"]
+    print_fn(lines[-1])
     for variant in variants:
         accuracy = per_task_accuracy(restored(workdir, config, variant), episodes)
         diff, diff_ci = mean_confidence_interval(accuracy - base)
@@ -168,6 +170,7 @@ def study(
             f"{kind}, lr {lr:g}, {steps} steps: {100 * accuracy.mean():.2f} "
             f"(paired {100 * diff:+.2f} +- {100 * diff_ci:.2f})"
         )
+        print_fn(lines[-1])
     return lines
 
 

@@ -42,6 +42,13 @@ def test_exported_answers_equal_the_reported_predictions(maml, tmp_path):
     beside = results["transductive_evaluations"][0]
     assert beside["normalization"] == "each query batch's own statistics"
     assert served["num_tasks"] == beside["num_tasks"] == TEST_TASKS
+    # The validation pass answers as served: the figure training recorded for
+    # the restored (best) checkpoint.
+    history = json.loads((workdir / "validation.json").read_text())
+    best = [entry for entry in history if entry["step"] == results["checkpoint_step"]]
+    validation = results["validation"]
+    assert validation["num_tasks"] == config["val_tasks"] == best[0]["num_tasks"]
+    assert validation["mean"] == pytest.approx(best[0]["mean"], abs=1e-6)
 
     stored = np.load(workdir / PREDICTIONS_FILE)
     outputs, labels = stored["outputs"], stored["labels"]
@@ -145,6 +152,8 @@ def test_an_ensemble_is_served_as_reported(runs, tmp_path):
     )
     assert results["ensemble"] == [str(second.workdir)]
     assert results["transductive_evaluations"] is None  # each member's own
+    assert results["validation"]["inner_steps"] == "each member's own"
+    assert results["validation"]["num_tasks"] == config["val_tasks"]
     outputs = np.load(tmp_path / first.workdir.name / PREDICTIONS_FILE)["outputs"]
     probabilities = [np.exp(o - o.max(-1, keepdims=True)) for o in own]
     probabilities = [p / p.sum(-1, keepdims=True) for p in probabilities]
