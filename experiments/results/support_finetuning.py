@@ -41,11 +41,16 @@ from tfmeta.core import functional
 from tfmeta.training import evaluate, mean_confidence_interval
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A trained protonet run.")
-flags.DEFINE_enum("tasks", "val", ["val", "test"], "The run's tasks to measure on.")
-flags.DEFINE_list("variants", [], "KIND:LR:STEPS, KIND align or full.")
-flags.DEFINE_integer("support_copies", 8, "Distorted copies of the support set.")
-flags.DEFINE_float("support_augment", 1.0, "Their strength.")
+
+
+def define_flags() -> None:
+    """Defined when run as a binary only, so importing this module registers no flags."""
+    flags.DEFINE_string("workdir", None, "A trained protonet run.")
+    flags.DEFINE_enum("tasks", "val", ["val", "test"], "The run's tasks to measure on.")
+    flags.DEFINE_list("variants", [], "KIND:LR:STEPS, KIND align or full.")
+    flags.DEFINE_integer("support_copies", 8, "Distorted copies of the support set.")
+    flags.DEFINE_float("support_augment", 1.0, "Their strength.")
+
 
 KINDS = ("align", "full")
 
@@ -155,6 +160,11 @@ def study(
     )
     if config["algorithm"] != "protonet":
         raise InputError(f"{workdir} is a {config['algorithm']} run, not protonet")
+    if config["k_shot"] == 1 and not copies:
+        raise InputError(
+            "--support_copies=0 with one shot: a row's class mean without it is "
+            "not defined; give at least one copy"
+        )
     data = task_sets(config)
     episodes = data.val() if tasks == "val" else data.test()
     base = per_task_accuracy(restored(workdir, config), episodes)
@@ -193,4 +203,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     run_binary(__name__, main)

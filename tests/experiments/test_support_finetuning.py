@@ -80,3 +80,8 @@ def test_another_algorithms_run_is_refused(tmp_path):
     workdir = str(train_workdir(tmp_path / "run", config))
     with pytest.raises(InputError, match="is a maml run, not protonet"):
         study.study(workdir, "test", [], copies=2, strength=1.0)
+
+
+def test_one_shot_without_copies_is_refused(protonet_run):
+    with pytest.raises(InputError, match="--support_copies=0 with one shot"):
+        study.study(protonet_run, "test", [], copies=0, strength=1.0)
