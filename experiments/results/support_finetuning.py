@@ -75,7 +75,7 @@ def leave_one_out_loss(z: tf.Tensor, y: tf.Tensor, n_way: int) -> tf.Tensor:
 def aligned_outputs(learner, lr, steps, support_x, support_y, query_x, _steps):
     """The queries' logits under a map A of the embeddings fitted to the
     support set (backbone fixed)."""
-    weights = [learner.parameters()[i] for i in learner._embedding_positions]
+    weights = learner.embedding_weights()
     support, query = functional.support_and_query(
         learner.embedding, weights, support_x, query_x
     )
@@ -93,7 +93,7 @@ def fine_tuned_weights(learner, lr, steps, support_x, support_y) -> list[tf.Tens
     """The embedding's weights after ``steps`` gradient steps of ``lr`` on
     the support rows' ``leave_one_out_loss`` (batch norm on their own
     statistics, as the support set always is)."""
-    weights = [learner.parameters()[i] for i in learner._embedding_positions]
+    weights = learner.embedding_weights()
     for _ in range(steps):
         with tf.GradientTape() as tape:
             tape.watch(weights)
@@ -192,14 +192,14 @@ def main(argv):
         variants = [parse_variant(v) for v in FLAGS.variants]
     except ValueError as error:
         raise InputError(str(error)) from None
-    for line in study(
+    study(
         FLAGS.workdir,
         FLAGS.tasks,
         variants,
         FLAGS.support_copies,
         FLAGS.support_augment,
-    ):
-        print(line, flush=True)
+        print_fn=functools.partial(print, flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_fine_tuning_lowers_the_support_loss(protonet_run):
         z = study.functional.forward(learner.embedding, weights, support_x)
         return study.leave_one_out_loss(z, support_y, 3).numpy()
 
-    weights = [learner.parameters()[i] for i in learner._embedding_positions]
+    weights = learner.embedding_weights()
     before = support_loss(weights)
     after = support_loss(
         study.fine_tuned_weights(learner, 0.01, 3, support_x, support_y)

@@ -166,11 +166,16 @@ class PrototypicalNetwork(Learner):
         check_optional_count("train_n_way", train_n_way, minimum=2)
 
     # --------------------------------------------------------------- pieces
+    def embedding_weights(self, params=None) -> list[tf.Tensor]:
+        """f_phi's weights from theta ``params`` (aligned with ``variables``;
+        default: one snapshot read of them)."""
+        params = self.parameters() if params is None else params
+        return [params[i] for i in self._embedding_positions]
+
     def embed(self, params, x: tf.Tensor) -> tf.Tensor:
         """f_phi(x) ``[batch, d]`` under theta ``params`` (aligned with
         ``variables``), normalized with its own batch statistics."""
-        weights = [params[i] for i in self._embedding_positions]
-        return functional.forward(self.embedding, weights, x)
+        return functional.forward(self.embedding, self.embedding_weights(params), x)
 
     def embed_task(self, params, support_x, query_x) -> tuple[tf.Tensor, tf.Tensor]:
         """(f_phi(support_x) ``[S, d]``, f_phi(query_x) ``[Q, d]``) as ``adapt``
@@ -178,8 +183,9 @@ class PrototypicalNetwork(Learner):
         norm statistics come from the support rows."""
         if self.transductive:
             return self.embed(params, support_x), self.embed(params, query_x)
-        weights = [params[i] for i in self._embedding_positions]
-        return functional.support_and_query(self.embedding, weights, support_x, query_x)
+        return functional.support_and_query(
+            self.embedding, self.embedding_weights(params), support_x, query_x
+        )
 
     def logits(self, query_embeddings, prototypes) -> tf.Tensor:
         return prototype_logits(
@@ -201,9 +207,12 @@ class PrototypicalNetwork(Learner):
         """Logits ``[Q, N]`` of ``query_x`` ``[Q, H, W, C]`` against c_k
         ``[N, d]``; non-transductive needs ``support_x`` for the statistics."""
         del steps
-        weights = [self.parameters()[i] for i in self._embedding_positions]
         query = functional.predict(
-            self.embedding, weights, query_x, support_x, self.transductive
+            self.embedding,
+            self.embedding_weights(),
+            query_x,
+            support_x,
+            self.transductive,
         )
         return self.logits(query, prototypes)
 
