@@ -30,8 +30,12 @@ setup(
     )
     + ["tfmeta.experiments", "tfmeta.experiments.bench"],
     package_dir={"tfmeta.experiments": "experiments"},
-    # The native kernel's source, compiled on first use (tfmeta.models.kernels).
-    package_data={"tfmeta.models.kernels": ["*.cc"]},
+    # Native sources, compiled where they run: the kernel on first use
+    # (tfmeta.models.kernels), the benchmark's FMA loop (experiments/bench/roof.py).
+    package_data={
+        "tfmeta.models.kernels": ["*.cc"],
+        "tfmeta.experiments.bench": ["*.cc"],
+    },
     entry_points={
         "console_scripts": [
             f"tfmeta-{name.replace('_', '-')}=tfmeta.experiments.{name}:run"

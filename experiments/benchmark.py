@@ -14,10 +14,12 @@ RSS and the growth of peak RSS after the model and learner are built, a
 tfmeta row's ratio to the faster of its algorithm's yardsticks, and for
 second-order MAML and Prototypical Networks rows the FLOPs of a step
 (``experiments.bench.flops``, each implementation's own network), GFLOP/s
-achieved and their share of this CPU's FP32 peak (from its listed clock and
-vector units, or the rate a 2048x2048 float32 matmul reaches in each round
-where that is more: a CPU can run above its listed clock; ``--matmul``
-times it in a process of its own). Where a tfmeta worker also
+achieved and their share of this CPU's FP32 peak: the highest of the peak
+from its listed clock and vector units, the rate a 2048x2048 float32 matmul
+reaches in each round (``--matmul`` times it in a process of its own) and
+the rate of fused multiply-adds on registers, one thread per core
+(``experiments/bench/fma_loop.cc``, built with ``$CXX`` or g++), since a CPU
+can run above its listed clock. Where a tfmeta worker also
 timed the training binary's own loop (``loop_ms_per_step_median``:
 experiments.train's Trainer on Omniglot episodes read from files, the same
 settings), a "tfmeta training loop" row follows its compiled step's, with a

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import flops, memory, report, yardstick
+from . import flops, memory, report, roof, yardstick
 from .settings import Options, Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -109,6 +109,20 @@ def yardstick_run(
 def matmul_run() -> dict[str, Any]:
     """The rate of a large float32 matmul here (``roof``), in its own process."""
     return run_json([sys.executable, "-m", BINARY, "--matmul"], "the matmul")
+
+
+def fma_run(note: str | None) -> tuple[float | None, str | None]:
+    """The FMA loop's rate here (``roof.measure_fma``) and, where it cannot
+    run, None and the reason, printed once (``note``: the reason already
+    printed): the shares are then of the listed peak and the matmul's."""
+    if note is not None:
+        return None, note
+    try:
+        return roof.measure_fma()["fma_gflops"], None
+    except RuntimeError as error:
+        note = f"the FMA loop is not timed ({error}); shares leave it out"
+        print(note, flush=True)
+        return None, note
 
 
 def torch_import_rss_mib(torch_python: str) -> float:
@@ -202,13 +216,18 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     results: dict[Any, list[dict[str, Any]]] = {job: [] for job in jobs}
     counted = any(entry["algorithm"] in flops.COUNTED for entry in planned)
     matmuls: list[float] = []
+    fmas: list[float] = []
+    fma_note = None
     for round_index in range(options.repeats):
         if counted:
             matmul = matmul_run()
             matmuls.append(matmul["matmul_gflops_median"])
+            fma, fma_note = fma_run(fma_note)
+            fmas += [fma] if fma else []
             print(
                 f"round {round_index + 1}/{options.repeats} a {matmul['matmul_n']}"
-                f"x{matmul['matmul_n']} float32 matmul: {matmuls[-1]:.1f} GFLOP/s",
+                f"x{matmul['matmul_n']} float32 matmul: {matmuls[-1]:.1f} GFLOP/s"
+                + (f"; the FMA loop: {fma:.1f} GFLOP/s" if fma else ""),
                 flush=True,
             )
         for kind, key in jobs:
@@ -234,7 +253,8 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     print()
     print(report.SPEED_NOTE)
     matmul_gflops = statistics.median(matmuls) if matmuls else None
-    print("\n".join(report.flop_notes(rows, settings, matmul_gflops)))
+    fma_gflops = max(fmas) if fmas else None
+    print("\n".join(report.flop_notes(rows, settings, matmul_gflops, fma_gflops)))
     names = ("meta_batch_size", "n_way", "k_shot", "q_query", "inner_steps")
     names += ("inner_lr", "filters", "steps", "threads", "cpu_threading")
     summary = {
@@ -254,6 +274,7 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
         },
         "torch_import_rss_mib": torch_import_rss,
         "matmul_gflops": matmul_gflops,
+        "fma_gflops": fma_gflops,
         "cpu_peak_gflops": flops.cpu_peak_gflops(),
         "summary": rows,
         "measurements": [run for runs in results.values() for run in runs],

@@ -1,17 +1,27 @@
-"""The FP32 rate this CPU reaches on a large matmul, in a process of its
-own (``--matmul``, one JSON line): the roof a step's GFLOP/s are read
-against where the listed clock understates the CPU (``flops.peak_gflops``).
+"""What this CPU's FP32 units reach, the roof a step's GFLOP/s are read
+against (``flops.peak_gflops``) where the listed clock understates it: a
+large matmul in a process of its own (``--matmul``, one JSON line), and
+fused multiply-adds on registers (``fma_loop.cc``, built here with the C++
+compiler), the vector units' own rate with no memory traffic.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 import statistics
+import subprocess
+import tempfile
 import time
 from typing import Any
 
 from . import flops
 
 REPEATS = 20
+FMA_SOURCE = pathlib.Path(__file__).with_name("fma_loop.cc")
+# Each of the FMA loop's three timings runs every core this long.
+FMA_SECONDS = 1.0
 
 
 def measure_matmul(n: int = flops.MATMUL_SIZE) -> dict[str, Any]:
@@ -38,3 +48,31 @@ def measure_matmul(n: int = flops.MATMUL_SIZE) -> dict[str, Any]:
         "matmul_gflops_median": rate / statistics.median(seconds),
         "matmul_gflops_best": rate / min(seconds),
     }
+
+
+def measure_fma(seconds: float = FMA_SECONDS) -> dict[str, Any]:
+    """The best GFLOP/s of three timings of ``fma_loop.cc``, one thread per
+    core, built with ``$CXX`` (else ``g++``) for this CPU (``-march=native``).
+    RuntimeError, in one line, where it cannot be built or run."""
+    compiler = os.environ.get("CXX", "g++")
+    threads = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="tfmeta-fma-") as folder:
+        binary = os.path.join(folder, "fma_loop")
+        build = [compiler, "-O2", "-march=native", "-ffp-contract=fast", "-pthread"]
+        for command in (
+            [*build, str(FMA_SOURCE), "-o", binary],
+            [binary, str(threads), str(seconds)],
+        ):
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=300, check=False
+                )
+            except OSError as error:
+                raise RuntimeError(f"{command[0]}: {error.strerror}") from error
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise RuntimeError(
+                    f"{os.path.basename(command[0])} failed ({done.returncode}): {last}"
+                )
+    result = json.loads(done.stdout)
+    return {"fma_threads": result["fma_threads"], "fma_gflops": result["fma_gflops"]}

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -186,13 +187,43 @@ def test_cpu_peak_from_cpuinfo():
     assert flops.cpu_peak_gflops(intel, cores=2) == pytest.approx(320.0)
 
 
-def test_the_peak_is_the_matmul_rate_where_the_cpu_runs_above_its_listed_clock():
+def test_the_peak_is_the_highest_of_the_listed_and_measured_rates():
     assert flops.peak_gflops(160.0, 210.0) == 210.0
     assert flops.peak_gflops(320.0, 210.0) == 320.0
     assert flops.peak_gflops(None, 210.0) == 210.0
     assert flops.peak_gflops(160.0, None) == 160.0
     assert flops.peak_gflops(None, None) is None
+    # The FMA loop above both (an Intel running AVX-512 above its listed clock).
+    assert flops.peak_gflops(269.0, 280.0, 350.0) == 350.0
+    assert flops.peak_gflops(269.0, 280.0, 100.0) == 280.0
+    assert flops.peak_gflops(None, None, 350.0) == 350.0
     assert flops.matmul_flops(2048) == 2 * 2048**3
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler (g++)")
+def test_fma_loop_builds_and_reports_every_core(monkeypatch):
+    from experiments.bench import roof
+
+    monkeypatch.delenv("CXX", raising=False)
+    result = roof.measure_fma(seconds=0.05)
+    assert result["fma_threads"] == len(os.sched_getaffinity(0))
+    assert 0 < result["fma_gflops"] < 1e6
+
+
+def test_an_fma_loop_that_cannot_build_is_one_note_and_leaves_the_peak(
+    monkeypatch, capsys
+):
+    from experiments.bench import driver, roof
+
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(RuntimeError, match="^/nonexistent/g\\+\\+: No such file"):
+        roof.measure_fma(seconds=0.05)
+    fma, note = driver.fma_run(None)
+    assert fma is None
+    assert note.startswith("the FMA loop is not timed (/nonexistent/g++: No such")
+    # Later rounds neither retry nor print it again.
+    assert driver.fma_run(note) == (None, note)
+    assert capsys.readouterr().out.splitlines() == [note]
 
 
 def test_matmul_prints_one_json_line_of_its_rate():
@@ -514,19 +545,30 @@ def test_protonet_rows_get_their_network_flops_and_share_of_peak(monkeypatch):
     assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 100)
     # A matmul above the listed peak: the shares are of the matmul's rate.
     lines = report.flop_notes(rows, settings, matmul_gflops=200.0)
-    assert lines[2] == (
-        "a 2048x2048 float32 matmul reached 200 GFLOP/s (median over rounds): "
-        "above the listed peak, so the CPU runs above its listed clock and "
-        "shares are of the matmul's rate"
-    )
-    assert lines[3] == "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 22% of peak"
+    assert lines[2:4] == [
+        "a 2048x2048 float32 matmul reached 200 GFLOP/s (median over rounds)",
+        "shares are of the highest, the matmul's rate: 200 GFLOP/s",
+    ]
+    assert lines[4] == "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 22% of peak"
     assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 200)
     # Below it: the listed peak stays, the matmul's rate is printed beside it.
     lines = report.flop_notes(rows, settings, matmul_gflops=80.0)
-    assert (
-        lines[2] == "a 2048x2048 float32 matmul reached 80 GFLOP/s (median over rounds)"
-    )
-    assert lines[3].endswith("44% of peak")
+    assert lines[2:4] == [
+        "a 2048x2048 float32 matmul reached 80 GFLOP/s (median over rounds)",
+        "shares are of the highest, the listed peak: 100 GFLOP/s",
+    ]
+    assert lines[4].endswith("44% of peak")
+    # The FMA loop above both: the shares are of its rate.
+    lines = report.flop_notes(rows, settings, matmul_gflops=80.0, fma_gflops=400.0)
+    assert lines[3:5] == [
+        (
+            "fused multiply-adds on registers, one thread per core, reached "
+            "400 GFLOP/s (best over rounds)"
+        ),
+        "shares are of the highest, the FMA loop's rate: 400 GFLOP/s",
+    ]
+    assert lines[5] == "  tfmeta protonet xla=off: 43.52 GFLOP/s achieved, 11% of peak"
+    assert tfmeta["fraction_of_peak"] == pytest.approx(ceil / 0.5 / 1e9 / 400)
     # Algorithms not counted (FOMAML here) get no FLOP figures.
     assert flops.step_flops("fomaml", settings) is None
 
