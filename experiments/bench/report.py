@@ -134,16 +134,25 @@ def training_loop_row(step_row: dict[str, Any]) -> dict[str, Any]:
 
 
 def loop_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """A line per training-loop row: its ms/step over the compiled step's."""
-    return [
-        f"{row['implementation']} {row['algorithm']} xla={row['xla']} (the "
-        "training binary's Trainer on Omniglot episodes from files): "
-        f"{row['loop_to_compiled']:.2f}x the compiled step's ms/step (median over "
-        f"{row['rounds']} round(s) of {row['loop_steps']} loop steps; target: "
-        "within 10%, at most 1.10x)"
-        for row in rows
-        if "loop_to_compiled" in row
-    ]
+    """A line per training-loop row, its ms/step over the compiled step's;
+    and per tfmeta row whose worker timed no loop, why (``loop_skip``: no
+    Omniglot files, say, with how to give them)."""
+    lines = []
+    for row in rows:
+        if "loop_to_compiled" in row:
+            lines.append(
+                f"{row['implementation']} {row['algorithm']} xla={row['xla']} (the "
+                "training binary's Trainer on Omniglot episodes from files): "
+                f"{row['loop_to_compiled']:.2f}x the compiled step's ms/step "
+                f"(median over {row['rounds']} round(s) of {row['loop_steps']} "
+                "loop steps; target: within 10%, at most 1.10x)"
+            )
+        elif row["implementation"] == "tfmeta" and row.get("loop_skip"):
+            lines.append(
+                f"no training loop row for tfmeta {row['algorithm']} "
+                f"xla={row['xla']}: {row['loop_skip']}"
+            )
+    return lines
 
 
 def algorithm_cell(row: dict[str, Any]) -> str:

@@ -621,6 +621,16 @@ def test_results_without_a_training_loop_print_as_before():
     assert report.describe(results[jobs[0]][0]) == (
         "tfmeta reptile xla=off: 61.8 ms/step, compile 1.5 s, peak RSS 900 MiB (+80)"
     )
+    # A worker that could not time the loop says why, once under the table.
+    skipped = _tfmeta_result("reptile", 61.8)
+    skipped["loop_skip"] = "no Omniglot episodes: set TFMETA_OMNIGLOT_DIR"
+    rows = report.speed_rows(jobs, {jobs[0]: [skipped, dict(skipped)]}, Settings())
+    assert len(rows) == 1
+    (note,) = report.loop_notes(rows)
+    assert note == (
+        "no training loop row for tfmeta reptile xla=off: no Omniglot episodes: "
+        "set TFMETA_OMNIGLOT_DIR"
+    )
 
 
 def torch_python() -> str:
