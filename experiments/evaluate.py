@@ -17,6 +17,9 @@ transductive figure is reported beside it, whatever the run trained with.
 The served mode's query outputs are written to
 ``<workdir>/test_predictions.npz`` (``outputs [tasks, n_query, ...]``,
 ``labels``), so an export can be checked against the reported figure.
+Where every task's classes come from one alphabet (the alphabet protocol),
+each test alphabet's figure follows the whole's (``by_group`` of each
+evaluation in results.json).
 ``--support_copies``, ``--support_augment``, ``--query_copies`` and
 ``--query_augment`` replace the run's own (``tfmeta.Learner``: distorted
 copies of each support set, and of each query, at evaluation and serving);
@@ -194,6 +197,8 @@ def evaluate_workdir(
         steps = [None]
     by_mode: dict[str, list] = {}
     validation = None
+    # tasks within one alphabet: each test alphabet's figure beside the whole
+    groups = data.test_groups() if data.test_groups else None
     for mode, transductive in modes:
         evaluated = learner_in_mode(config, data, learner, transductive, run, which)
         normalization = (
@@ -212,7 +217,11 @@ def evaluate_workdir(
                 config["eval_inner_steps"],
             )
             result = evaluate(
-                evaluated, data.test(), inner_steps=inner_steps, keep_outputs=keep
+                evaluated,
+                data.test(),
+                inner_steps=inner_steps,
+                keep_outputs=keep,
+                task_groups=groups,
             )
             if inner_steps is None:  # an ensemble's members, each its own
                 result["inner_steps"] = "each member's own"

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta.data import ClassImages, Episode, check_episode_spec, episode_dataset
+from tfmeta.data import (
+    ClassImages,
+    Episode,
+    check_episode_spec,
+    episode_dataset,
+    task_groups,
+)
 
 COUNTS = [5, 6, 7, 5, 8, 6, 5]  # images per class: classes differ on purpose.
 
@@ -239,6 +245,17 @@ def test_tasks_within_a_group_draw_it_in_proportion_to_its_classes():
     assert len(virtual_counts) == 28
     for v, count in virtual_counts.items():
         assert abs(count - 560 * 3 / 28) < 25, (v, count)
+
+
+@pytest.mark.parametrize("rotations", [False, True])
+def test_task_groups_name_the_group_every_task_draws_from(rotations):
+    # 8 batches of 40 tasks: both eligible groups and, with rotations, C too.
+    drawn = [group for group, _ in _group_tasks(rotations, num_episodes=8, seed=3)]
+    named = task_groups(GROUPS, 3, seed=3, num_tasks=320, rotations=rotations)
+    assert named == drawn
+    assert set(named) == ({"A", "B", "C"} if rotations else {"A", "B"})
+    # Another seed names other tasks' groups.
+    assert task_groups(GROUPS, 3, seed=4, num_tasks=320, rotations=rotations) != named
 
 
 def test_tasks_within_a_group_are_fixed_by_the_seed():

@@ -105,6 +105,8 @@ def test_alphabet_split_with_20_way_tasks_within_one_alphabet(minimal_like):
     test = _task_alphabets(data.test(), names)
     assert len(test) == 4 and all(len(a) == 1 for a in test)
     assert set().union(*test) <= MINIMAL_SPLIT["test"]
+    # What evaluate reports each test alphabet's figure by: the tasks' own.
+    assert data.test_groups() == [a for (a,) in test]
     # The validation and test tasks are fixed: the same on every call.
     for make in (data.val, data.test):
         first, again = _arrays(make()), _arrays(make())
@@ -117,6 +119,7 @@ def test_tasks_within_alphabet_can_be_turned_off(minimal_like):
     data_dir, names = minimal_like
     data = task_sets(_config(data_dir, tasks_within_alphabet=False, rotations="none"))
     assert "one alphabet" not in data.description
+    assert data.test_groups is None
     train = _task_alphabets(data.train(0).take(2), names)
     assert any(len(a) > 1 for a in train)  # 20 of 168 characters mix alphabets
 

@@ -170,6 +170,31 @@ def test_evaluation_reports_median_and_diverged_tasks():
     assert "median 0.2500" in line and "1 task(s) diverged" in line
 
 
+def test_evaluation_reports_each_groups_figure_beside_the_whole():
+    class Fixed:
+        metric_name = "accuracy"
+        eval_inner_steps = 1
+
+        def meta_eval_step(self, episode, inner_steps):
+            return {"accuracy": tf.constant(episode), "loss": tf.constant(episode)}
+
+    tasks = [[1.0, 0.5, 0.0], [0.5, 1.0]]
+    groups = ["Greek", "Latin", "Greek", "Latin", "Greek"]
+    result = evaluate(Fixed(), tasks, task_groups=groups)
+    assert list(result["by_group"]) == ["Greek", "Latin"]
+    greek, latin = result["by_group"].values()
+    assert (greek["mean"], greek["num_tasks"]) == (pytest.approx(2 / 3), 3)
+    assert greek["ci95"] == pytest.approx(mean_confidence_interval([1, 0, 1])[1])
+    assert (latin["mean"], latin["num_tasks"]) == (pytest.approx(0.5), 2)
+    assert result["mean"] == pytest.approx(0.6)  # the whole is unchanged
+    assert format_result(result) == (
+        "accuracy 60.00% +- 36.67% (95% CI, 5 tasks); Greek 66.67% +- 65.33% "
+        "(3 tasks); Latin 50.00% +- 0.00% (2 tasks)"
+    )
+    with pytest.raises(ValueError, match="^4 task groups for 5 tasks$"):
+        evaluate(Fixed(), tasks, task_groups=groups[:4])
+
+
 def test_short_sinusoid_training_lowers_post_adaptation_mse(tmp_path):
     tf.random.set_seed(0)
     trainer = make_trainer(tmp_path, checkpoint_every=10_000, eval_every=10_000)

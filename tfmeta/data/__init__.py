@@ -11,7 +11,12 @@ from tfmeta.data.embeddings import (
     name_embedding_classes,
     write_embedding_file,
 )
-from tfmeta.data.episodes import Episode, check_episode_spec, episode_dataset
+from tfmeta.data.episodes import (
+    Episode,
+    check_episode_spec,
+    episode_dataset,
+    task_groups,
+)
 from tfmeta.data.folder import load_image_folder
 from tfmeta.data.noise import shuffle_task_labels
 from tfmeta.data.omniglot import (
@@ -54,6 +59,7 @@ __all__ = [
     "sinusoid_function",
     "sinusoid_task_parameters",
     "split_omniglot",
+    "task_groups",
     "task_sets",
     "write_embedding_file",
 ]

@@ -122,6 +122,42 @@ def _virtual_groups(
     return group.astype(np.int64), eligible
 
 
+def _task_group(group_seed: tf.Tensor, group: tf.Tensor, eligible: tf.Tensor):
+    """A task's group index: that of a virtual class drawn uniformly among
+    the groups of >= n_way (``eligible``), i.e. a group drawn with
+    probability proportional to its classes; the task then takes classes of
+    that group only."""
+    group_scores = tf.random.stateless_uniform(tf.shape(group), seed=group_seed)
+    return tf.gather(group, tf.argmax(tf.where(eligible, group_scores, -1.0)))
+
+
+def task_groups(
+    class_groups: Sequence[str],
+    n_way: int,
+    seed: int,
+    num_tasks: int,
+    rotations: bool = False,
+) -> list[str]:
+    """The group (e.g. alphabet) of tasks 0 .. ``num_tasks`` - 1 of
+    ``episode_dataset(..., seed=seed, class_groups=class_groups)``, in the
+    order the dataset yields them, computed by the same draw without
+    building any episode."""
+    names = np.unique(np.asarray(class_groups, dtype=str))
+    group, eligible = (
+        tf.constant(a) for a in _virtual_groups(class_groups, n_way, rotations)
+    )
+    seed = tf.constant(seed, tf.int64)
+
+    def one(task_index):
+        task_seed = tf.stack([seed, task_index])
+        group_seed = tf.random.experimental.stateless_split(task_seed, 3)[0]
+        return _task_group(group_seed, group, eligible)
+
+    indices = tf.range(num_tasks, dtype=tf.int64)
+    drawn = tf.map_fn(one, indices, fn_output_signature=tf.int64)
+    return [str(names[i]) for i in drawn.numpy()]
+
+
 def _task_sampler(
     classes: ClassImages,
     n_way: int,
@@ -159,12 +195,7 @@ def _task_sampler(
         # n_way distinct (virtual) classes in random order; label j <-> chosen[j].
         class_scores = tf.random.stateless_uniform([num_virtual], seed=class_seed)
         if class_groups is not None:
-            # The task's group: that of a virtual class drawn uniformly among
-            # the groups of >= n_way, i.e. a group drawn with probability
-            # proportional to its classes; then classes of that group only.
-            group_scores = tf.random.stateless_uniform([num_virtual], seed=group_seed)
-            first = tf.argmax(tf.where(eligible, group_scores, -1.0))
-            in_group = tf.equal(group, tf.gather(group, first))
+            in_group = tf.equal(group, _task_group(group_seed, group, eligible))
             class_scores = tf.where(in_group, class_scores, -1.0)
         chosen = tf.cast(tf.math.top_k(class_scores, k=n_way).indices, tf.int64)  # [N]
         base = chosen // 4 if rotations else chosen

@@ -33,7 +33,9 @@ class TaskSets:
     ``val()`` and ``test()`` are fixed, finite sets of task batches. Each
     element: (support_x, support_y, query_x, query_y), a meta-batch of tasks.
     ``input_shape``: one example's shape (what ``tfmeta.configs.build_learner``
-    builds the model for); ``description``: the data, split and protocol."""
+    builds the model for); ``description``: the data, split and protocol.
+    ``test_groups()``: where every task's classes come from one group (an
+    alphabet), the group of each test task in ``test()``'s order; else None."""
 
     train: Callable[[int], tf.data.Dataset]
     val: Callable[[], tf.data.Dataset]
@@ -41,6 +43,7 @@ class TaskSets:
     description: str
     input_shape: tuple[int, ...]
     split: str = ""  # the class split, without paths (stored with the run)
+    test_groups: Callable[[], list[str]] | None = None
 
 
 def resolve_data_dir(config: dict[str, Any]) -> str:
@@ -238,6 +241,17 @@ def _classification_data(
         description=description,
         input_shape=tuple(splits["train"].image_shape),
         split=split,
+        test_groups=(
+            lambda: tfmeta_data.task_groups(
+                groups["test"],
+                n_way,
+                config["test_seed"],
+                test_batch * test_count,
+                rotations=eval_rot,
+            )
+        )
+        if groups
+        else None,
     )
 
 
