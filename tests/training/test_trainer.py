@@ -154,15 +154,20 @@ def test_confidence_interval_formula():
     assert ci == pytest.approx(1.96 * np.std(values_, ddof=1) / 2)
 
 
+class FixedMetric:
+    """A learner whose every task's metric (and loss) is given by the episode."""
+
+    eval_inner_steps = 1
+
+    def __init__(self, metric_name: str):
+        self.metric_name = metric_name
+
+    def meta_eval_step(self, episode, inner_steps):
+        return {self.metric_name: tf.constant(episode), "loss": tf.constant(episode)}
+
+
 def test_evaluation_reports_median_and_diverged_tasks():
-    class Fixed:
-        metric_name = "mse"
-        eval_inner_steps = 10
-
-        def meta_eval_step(self, episode, inner_steps):
-            return {"mse": tf.constant(episode), "loss": tf.constant(episode)}
-
-    result = evaluate(Fixed(), [[0.1, 0.3, np.nan], [0.2, 5.0]])
+    result = evaluate(FixedMetric("mse"), [[0.1, 0.3, np.nan], [0.2, 5.0]])
     assert result["num_tasks"] == 5 and result["nonfinite_tasks"] == 1
     assert np.isnan(result["mean"])
     assert result["median"] == pytest.approx(0.25)
@@ -171,16 +176,9 @@ def test_evaluation_reports_median_and_diverged_tasks():
 
 
 def test_evaluation_reports_each_groups_figure_beside_the_whole():
-    class Fixed:
-        metric_name = "accuracy"
-        eval_inner_steps = 1
-
-        def meta_eval_step(self, episode, inner_steps):
-            return {"accuracy": tf.constant(episode), "loss": tf.constant(episode)}
-
     tasks = [[1.0, 0.5, 0.0], [0.5, 1.0]]
     groups = ["Greek", "Latin", "Greek", "Latin", "Greek"]
-    result = evaluate(Fixed(), tasks, task_groups=groups)
+    result = evaluate(FixedMetric("accuracy"), tasks, task_groups=groups)
     assert list(result["by_group"]) == ["Greek", "Latin"]
     greek, latin = result["by_group"].values()
     assert (greek["mean"], greek["num_tasks"]) == (pytest.approx(2 / 3), 3)
@@ -192,7 +190,7 @@ def test_evaluation_reports_each_groups_figure_beside_the_whole():
         "(3 tasks); Latin 50.00% +- 0.00% (2 tasks)"
     )
     with pytest.raises(ValueError, match="^4 task groups for 5 tasks$"):
-        evaluate(Fixed(), tasks, task_groups=groups[:4])
+        evaluate(FixedMetric("accuracy"), tasks, task_groups=groups[:4])
 
 
 def test_short_sinusoid_training_lowers_post_adaptation_mse(tmp_path):
