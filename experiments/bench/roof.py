@@ -7,9 +7,11 @@ compiler), the vector units' own rate with no memory traffic.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -50,29 +52,44 @@ def measure_matmul(n: int = flops.MATMUL_SIZE) -> dict[str, Any]:
     }
 
 
+def _run(command: list[str]) -> str:
+    """``command``'s standard output; RuntimeError, in one line, where it
+    cannot start or fails."""
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, check=False
+        )
+    except OSError as error:
+        raise RuntimeError(f"{command[0]}: {error.strerror}") from error
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(
+            f"{os.path.basename(command[0])} failed ({done.returncode}): {last}"
+        )
+    return done.stdout
+
+
+# The FMA loop built by each compiler, once per process (a benchmark times it
+# every round); the folders go when the process ends.
+_fma_binaries: dict[str, str] = {}
+
+
+def _fma_binary(compiler: str) -> str:
+    if compiler not in _fma_binaries:
+        folder = tempfile.mkdtemp(prefix="tfmeta-fma-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        binary = os.path.join(folder, "fma_loop")
+        flags = ["-O2", "-march=native", "-ffp-contract=fast", "-pthread"]
+        _run([compiler, *flags, str(FMA_SOURCE), "-o", binary])
+        _fma_binaries[compiler] = binary
+    return _fma_binaries[compiler]
+
+
 def measure_fma(seconds: float = FMA_SECONDS) -> dict[str, Any]:
     """The best GFLOP/s of three timings of ``fma_loop.cc``, one thread per
     core, built with ``$CXX`` (else ``g++``) for this CPU (``-march=native``).
     RuntimeError, in one line, where it cannot be built or run."""
-    compiler = os.environ.get("CXX", "g++")
+    binary = _fma_binary(os.environ.get("CXX", "g++"))
     threads = len(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory(prefix="tfmeta-fma-") as folder:
-        binary = os.path.join(folder, "fma_loop")
-        build = [compiler, "-O2", "-march=native", "-ffp-contract=fast", "-pthread"]
-        for command in (
-            [*build, str(FMA_SOURCE), "-o", binary],
-            [binary, str(threads), str(seconds)],
-        ):
-            try:
-                done = subprocess.run(
-                    command, capture_output=True, text=True, timeout=300, check=False
-                )
-            except OSError as error:
-                raise RuntimeError(f"{command[0]}: {error.strerror}") from error
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                raise RuntimeError(
-                    f"{os.path.basename(command[0])} failed ({done.returncode}): {last}"
-                )
-    result = json.loads(done.stdout)
+    result = json.loads(_run([binary, str(threads), str(seconds)]))
     return {"fma_threads": result["fma_threads"], "fma_gflops": result["fma_gflops"]}

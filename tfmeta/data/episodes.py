@@ -122,6 +122,19 @@ def _virtual_groups(
     return group.astype(np.int64), eligible
 
 
+def _task_seed(seed: tf.Tensor, task_index) -> tf.Tensor:
+    """Task ``task_index``'s seed: (seed, task_index), all it depends on."""
+    return tf.stack([seed, tf.cast(task_index, tf.int64)])
+
+
+def _task_seeds(task_seed: tf.Tensor, grouped: bool) -> list[tf.Tensor]:
+    """The seeds split from a task's: the group's (when ``grouped``), the
+    classes' and the images'."""
+    return tf.unstack(
+        tf.random.experimental.stateless_split(task_seed, 3 if grouped else 2)
+    )
+
+
 def _task_group(group_seed: tf.Tensor, group: tf.Tensor, eligible: tf.Tensor):
     """A task's group index: that of a virtual class drawn uniformly among
     the groups of >= n_way (``eligible``), i.e. a group drawn with
@@ -149,8 +162,7 @@ def task_groups(
     seed = tf.constant(seed, tf.int64)
 
     def one(task_index):
-        task_seed = tf.stack([seed, task_index])
-        group_seed = tf.random.experimental.stateless_split(task_seed, 3)[0]
+        group_seed = _task_seeds(_task_seed(seed, task_index), grouped=True)[0]
         return _task_group(group_seed, group, eligible)
 
     indices = tf.range(num_tasks, dtype=tf.int64)
@@ -183,15 +195,11 @@ def _task_sampler(
         )
 
     def sample(task_index: tf.Tensor) -> Episode:
-        task_seed = tf.stack([seed, tf.cast(task_index, tf.int64)])
+        task_seed = _task_seed(seed, task_index)
         if class_groups is None:
-            class_seed, image_seed = tf.unstack(
-                tf.random.experimental.stateless_split(task_seed, 2)
-            )
+            class_seed, image_seed = _task_seeds(task_seed, grouped=False)
         else:
-            group_seed, class_seed, image_seed = tf.unstack(
-                tf.random.experimental.stateless_split(task_seed, 3)
-            )
+            group_seed, class_seed, image_seed = _task_seeds(task_seed, grouped=True)
         # n_way distinct (virtual) classes in random order; label j <-> chosen[j].
         class_scores = tf.random.stateless_uniform([num_virtual], seed=class_seed)
         if class_groups is not None:
