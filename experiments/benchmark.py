@@ -72,6 +72,14 @@ the peak bytes of live tensors during the steps ("peak tensor"): the memory
 the meta-step itself needs, which recomputation lowers, apart from the
 graph, its optimization and the runtime that RSS also holds.
 
+``--mode=flops`` checks the count the shares rest on: each counted
+algorithm's step runs once in a child with oneDNN's log on, and the FLOPs of
+the convolutions it executed are printed beside ``experiments.bench.flops``'s
+count (``experiments.bench.executed``)::
+
+  python -m experiments.benchmark --mode=flops --algorithms=maml,protonet \\
+      --n_way=20 --meta_batch_size=2 --inner_steps=5
+
 The yardsticks' interpreter needs PyTorch, in its own virtual environment:
   python3 -m venv ../.venv-torch && ../.venv-torch/bin/pip install torch==2.13.0 numpy
 """
@@ -153,7 +161,8 @@ def define_flags() -> None:
         list(MODES),
         "speed: every algorithm at each XLA setting beside its yardsticks; memory: "
         "the algorithms with a recompute setting at each --memory_inner_steps, "
-        "with and without it",
+        "with and without it; flops: the FLOPs a counted step executes (from "
+        "oneDNN's log) beside the count",
     )
     flags.DEFINE_list(
         "memory_inner_steps", ["5", "10", "25"], "inner steps of the memory mode"
@@ -200,6 +209,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_bool("jit_compile", False, "internal: XLA setting of --worker")
     flags.DEFINE_bool(
+        "count_flops",
+        False,
+        "internal: --worker runs one step between markers in oneDNN's log",
+    )
+    flags.DEFINE_bool(
         "matmul", False, "internal: time a large float32 matmul, one JSON line"
     )
 
@@ -225,9 +239,19 @@ def main(argv: list[str]) -> None:
             raise InputError(str(error)) from error
         if configuration.skip:
             raise InputError(f"{FLAGS.worker}: {configuration.skip}")
-        print(json.dumps(worker.run_worker(configuration, settings)), flush=True)
+        if FLAGS.count_flops:
+            from .bench import executed
+
+            result = executed.run_counted_step(configuration, settings)
+        else:
+            result = worker.run_worker(configuration, settings)
+        print(json.dumps(result), flush=True)
         return
-    measure = driver.run_memory if FLAGS.mode == "memory" else driver.run_speed
+    measure = {
+        "memory": driver.run_memory,
+        "flops": driver.run_flops,
+        "speed": driver.run_speed,
+    }[FLAGS.mode]
     try:
         measure(settings, Options.from_flags(FLAGS))
     except ValueError as error:  # a setting refused, before any measurement

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import flops, memory, report, roof, yardstick
+from . import executed, flops, memory, report, roof, yardstick
 from .settings import Options, Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -48,6 +48,13 @@ def run_json(
     command: list[str], what: str, extra_env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The last JSON line ``command`` prints; RuntimeError if it fails."""
+    return last_json_line(run_output(command, what, extra_env))
+
+
+def run_output(
+    command: list[str], what: str, extra_env: dict[str, str] | None = None
+) -> str:
+    """What ``command`` prints; RuntimeError if it fails."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
     done = subprocess.run(
         command, check=False, cwd=CHECKOUT, env=env, capture_output=True, text=True
@@ -55,7 +62,7 @@ def run_json(
     if done.returncode != 0:
         tail = "\n".join(done.stderr.splitlines()[-30:])
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{tail}")
-    return last_json_line(done.stdout)
+    return done.stdout
 
 
 def plan(settings: Settings, options: Options) -> list[dict[str, Any]]:
@@ -281,6 +288,37 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
     }
     report.write_json(options.output_json, summary)
     return summary
+
+
+def run_flops(settings: Settings, options: Options) -> dict[str, Any]:
+    """For each planned algorithm ``flops`` counts, the FLOPs its step
+    executes (``executed``) beside the count, from one child each with
+    oneDNN's log on."""
+    settings.check()
+    planned = [e for e in plan(settings, options) if e["algorithm"] in flops.COUNTED]
+    if not planned:
+        raise ValueError(
+            f"--mode=flops reads the steps whose FLOPs are counted "
+            f"({', '.join(flops.COUNTED)}); --algorithms has none of them"
+        )
+    figures = {}
+    for entry in planned:
+        algorithm = entry["algorithm"]
+        command = [sys.executable, "-m", BINARY, f"--worker={algorithm}"]
+        command += [*settings.to_args(), "--count_flops"]
+        output = run_output(
+            command, f"tfmeta {algorithm} with oneDNN's log", {"ONEDNN_VERBOSE": "1"}
+        )
+        result = last_json_line(output)
+        for line in executed.report(result, output):
+            print(line, flush=True)
+        figures[algorithm] = {
+            **result,
+            "executed_flops": executed.step_flops(output) if result["onednn"] else None,
+        }
+    if options.output_json:
+        pathlib.Path(options.output_json).write_text(json.dumps(figures, indent=1))
+    return figures
 
 
 def run_memory(settings: Settings, options: Options) -> dict[str, Any]:

@@ -12,27 +12,39 @@ from typing import Any
 
 from .yardstick import FILTERS, IMAGE_SHAPE
 
-# Forward passes' worth of work per example (backward ~2x forward):
-# support: forward + backward of each inner step, and for second order another
-# forward + backward through that step; query: forward + backward once.
-SECOND_ORDER_SUPPORT_PASSES = 6
+# Forward passes' worth of work, per layer and example. Each layer's
+# multiply-adds M run in a forward op (M), and its gradient adds the filter
+# gradient (M) and the input gradient (M), which the first layer skips: its
+# input is the data. Second order differentiates each inner step's gradient
+# again (a Hessian-vector product, reverse over reverse): the adjoint of each
+# of those ops costs M per input that carries a gradient (two inputs each;
+# the first layer's forward and filter gradient have one). Per inner step on
+# the support set: 3 + 6 = 9 M, the first layer 2 + 2 = 4 M; on the query set
+# one gradient: 3 M, the first layer 2 M. These are the convolutions a
+# second-order step runs (``experiments.bench.executed`` sums them from
+# oneDNN's log; PyTorch's ``FlopCounterMode`` finds the same for its step).
+SECOND_ORDER_SUPPORT_PASSES = 9
 QUERY_PASSES = 3
 # Prototypical Networks: one forward and one backward of every image.
 PROTONET_PASSES = 3
+# What the first layer skips of those passes, having no input gradient
+# (``QUERY_PASSES`` and ``PROTONET_PASSES`` are both one gradient).
+FIRST_LAYER_SAVES = {SECOND_ORDER_SUPPORT_PASSES: 5, QUERY_PASSES: 1}
 # The algorithms whose step is counted, by the name the notes give them.
 COUNTED = {"maml": "second-order MAML", "protonet": "Prototypical Networks"}
 
 
-def forward_multiply_adds(
+def layer_multiply_adds(
     n_way: int,
     filters: int = FILTERS,
     depth: int = 4,
     input_shape: tuple[int, int, int] = IMAGE_SHAPE,
     pooling: str = "max",
     ceil_mode: bool = True,
-) -> int:
-    """Multiply-adds of conv and dense layers for one example through ``conv4``
-    (``n_way=0``: the conv blocks alone, the embedding before the head).
+) -> list[int]:
+    """Multiply-adds of each conv layer and then the dense head for one
+    example through ``conv4`` (``n_way=0``: the conv blocks alone, the
+    embedding before the head, no head entry).
 
     A 3x3 'same' convolution counts 9 * C_in * C_out per output pixel (padding
     included); batch norm, ReLU, pooling and biases are not counted. 2x2
@@ -40,17 +52,29 @@ def forward_multiply_adds(
     (PyTorch's ``nn.MaxPool2d(2)``).
     """
     height, width, channels = input_shape
-    total = 0
+    layers = []
     for _ in range(depth):
         if pooling == "stride":  # stride-2 convolution
             height, width = -(-height // 2), -(-width // 2)
-        total += height * width * filters * channels * 9
+        layers.append(height * width * filters * channels * 9)
         if pooling == "max":  # 2x2 max-pooling after the block
             rounding = 1 if ceil_mode else 0
             height, width = (height + rounding) // 2, (width + rounding) // 2
         channels = filters
     features = filters if pooling == "stride" else height * width * filters
-    return total + features * n_way
+    return layers + ([features * n_way] if n_way else [])
+
+
+def forward_multiply_adds(n_way: int, filters: int = FILTERS, **network) -> int:
+    """Multiply-adds of one example's forward pass (``layer_multiply_adds``
+    summed; the same arguments)."""
+    return sum(layer_multiply_adds(n_way, filters, **network))
+
+
+def pass_multiply_adds(passes: int, layers: list[int]) -> int:
+    """``passes`` forwards' worth of ``layers``' multiply-adds less what the
+    first layer skips without an input gradient (``FIRST_LAYER_SAVES``)."""
+    return passes * sum(layers) - FIRST_LAYER_SAVES[passes] * layers[0]
 
 
 def maml_step_flops(
@@ -64,14 +88,14 @@ def maml_step_flops(
     """FLOPs (2 per multiply-add) of one second-order MAML meta-step.
 
     Per task: ``SECOND_ORDER_SUPPORT_PASSES`` forward passes' worth on the
-    support set per inner step and ``QUERY_PASSES`` on the query set.
+    support set per inner step and ``QUERY_PASSES`` on the query set, the
+    first layer less (``pass_multiply_adds``).
     """
-    per_example = 2 * forward_multiply_adds(n_way, filters)
-    passes = (
-        SECOND_ORDER_SUPPORT_PASSES * inner_steps * n_way * k_shot
-        + QUERY_PASSES * n_way * q_query
-    )
-    return meta_batch_size * passes * per_example
+    layers = layer_multiply_adds(n_way, filters)
+    per_task = inner_steps * n_way * k_shot * pass_multiply_adds(
+        SECOND_ORDER_SUPPORT_PASSES, layers
+    ) + n_way * q_query * pass_multiply_adds(QUERY_PASSES, layers)
+    return meta_batch_size * 2 * per_task
 
 
 def protonet_step_flops(
@@ -86,12 +110,13 @@ def protonet_step_flops(
 
     Per episode: ``PROTONET_PASSES`` forward passes' worth of the embedding
     f_phi (the conv blocks; the head is not used) on the N*K support and N*Q
-    query images. The prototypes and distances (N*Q*N*d multiply-adds) are
-    not counted: a fraction of a percent at 60-way.
+    query images, the first layer's input gradient left out. The prototypes
+    and distances (N*Q*N*d multiply-adds) are not counted: a fraction of a
+    percent at 60-way.
     """
-    per_example = 2 * forward_multiply_adds(0, filters, ceil_mode=ceil_mode)
+    layers = layer_multiply_adds(0, filters, ceil_mode=ceil_mode)
     images = n_way * (k_shot + q_query)
-    return meta_batch_size * PROTONET_PASSES * images * per_example
+    return meta_batch_size * 2 * images * pass_multiply_adds(PROTONET_PASSES, layers)
 
 
 def step_flops(algorithm: str, settings: Any, ceil_mode: bool = True) -> int | None:

@@ -252,16 +252,20 @@ def count_note(algorithm: str, settings: Settings) -> str:
             f"embedding's conv multiply-adds (2 FLOPs each, {embedding:,} per "
             "image; the head is unused, prototypes and distances are not "
             "counted) with one forward and one backward: "
-            f"{flops.PROTONET_PASSES}x the forward. The yardstick's max-pooling "
+            f"{flops.PROTONET_PASSES}x the forward, less the first layer's input "
+            "gradient. The yardstick's max-pooling "
             f"rounds down (28 -> 14 -> 7 -> 3): ~{floor / 1e9:.2f} GFLOP for its rows."
         )
     multiply_adds = flops.forward_multiply_adds(settings.n_way, settings.filters)
     return (
         f"{head}, counting conv and dense multiply-adds of the forward pass (2 "
-        f"FLOPs each, {multiply_adds:,} per example), with backward ~2x forward "
-        "and second order adding another forward + backward through the inner "
-        f"step: {flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per "
-        f"inner step, {flops.QUERY_PASSES}x the query forward."
+        f"FLOPs each, {multiply_adds:,} per example): each inner step's gradient "
+        "(forward, filter and input gradients: 3x) and its Hessian-vector "
+        "product (the adjoint of each of those ops for each of its two inputs: "
+        f"6x), {flops.SECOND_ORDER_SUPPORT_PASSES}x the support forward per inner "
+        f"step, {flops.QUERY_PASSES}x the query forward, the first layer less "
+        "(its input is the data: no input gradient). --mode=flops compares the "
+        "count with the convolutions the step runs."
     )
 
 

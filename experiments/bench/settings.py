@@ -10,7 +10,7 @@ from typing import Any
 
 from . import yardstick
 
-MODES = ("speed", "memory")
+MODES = ("speed", "memory", "flops")
 XLA_SETTINGS = ("off", "on")
 
 

@@ -212,6 +212,7 @@ BENCHMARK = [
     ("--torch_python={tmp}/afile", "--torch_python={tmp}/afile is not an executable"),
     ("--recompute_steps=1", "recompute_steps needs recompute"),
     ("--recompute --recompute_steps=1 --nounroll_inner_loop --inner_steps=2", "applies to the unrolled inner loop"),
+    ("--mode=flops --algorithms=fomaml", "--mode=flops reads the steps whose FLOPs are counted (maml, protonet); --algorithms has none of them"),
     ("--algorithms=protonet --torch_python={python} --protonet_yardstick={tmp}/afile", "--meta_batch_size=32: the protonet yardstick runs one episode per step: pass --meta_batch_size=1"),
 ]
 # fmt: on
