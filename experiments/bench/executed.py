@@ -21,6 +21,9 @@ MARKER_SHAPE = (1, 11, 13, 3)
 MARKER_CHANNELS = 7
 MARKER_DESCRIPTOR = "mb1_ic3oc7_ih11oh11kh1sh1dh0ph0_iw13ow13kw1sw1dw0pw0"
 
+# Primitive problems listed by time under the FLOP comparison.
+TOP_PRIMITIVES = 12
+
 _FIELD = re.compile(r"([a-z]+)(\d+)")
 
 
@@ -53,10 +56,12 @@ def inner_product_multiply_adds(descriptor: str) -> int:
     return sizes["mb"] * sizes["ic"] * sizes["oc"]
 
 
-def step_flops(log: str) -> dict[str, int]:
-    """FLOPs by primitive (``convolution forward_training`` and the like,
-    ``matmul``) of the lines between the two markers of ``log``; ValueError
-    unless it holds exactly two."""
+def step_primitives(log: str) -> dict[tuple[str, str], dict[str, float]]:
+    """The primitives run between the two markers of ``log``, by kind (with
+    the pass for a convolution) and problem (the descriptor without its
+    batch size): ``flops`` (2 per multiply-add; 0 where not counted),
+    ``ms`` (oneDNN's own time) and ``calls``. ValueError unless the log
+    holds exactly two markers."""
     executed: list[list[str]] = []
     for line in log.splitlines():
         fields = line.split(",")
@@ -71,21 +76,37 @@ def step_flops(log: str) -> dict[str, int]:
         raise ValueError(
             f"expected 2 marker convolutions in the log, found {len(marks)}"
         )
-    totals: dict[str, int] = {}
+    primitives: dict[tuple[str, str], dict[str, float]] = {}
     for fields in executed[marks[0] + 1 : marks[1]]:
         kind, descriptor = fields[5], fields[-2]
+        multiply_adds = 0
         if kind == "convolution":
-            name, multiply_adds = (
-                f"convolution {fields[7]}",
-                convolution_multiply_adds(descriptor),
-            )
+            kind = f"convolution {fields[7]}"
+            multiply_adds = convolution_multiply_adds(descriptor)
+            descriptor = re.sub(r"mb\d+_", "", descriptor)
         elif kind in ("matmul", "gemm_api"):
-            name, multiply_adds = "matmul", matmul_multiply_adds(descriptor)
+            kind, multiply_adds = "matmul", matmul_multiply_adds(descriptor)
         elif kind == "inner_product":
-            name, multiply_adds = "matmul", inner_product_multiply_adds(descriptor)
+            kind, multiply_adds = "matmul", inner_product_multiply_adds(descriptor)
+            descriptor = re.sub(r"mb\d+", "", descriptor)
         else:
-            continue
-        totals[name] = totals.get(name, 0) + 2 * multiply_adds
+            descriptor = ""
+        entry = primitives.setdefault(
+            (kind, descriptor), {"flops": 0, "ms": 0.0, "calls": 0}
+        )
+        entry["flops"] += 2 * multiply_adds
+        entry["ms"] += float(fields[-1])
+        entry["calls"] += 1
+    return primitives
+
+
+def step_flops(log: str) -> dict[str, int]:
+    """FLOPs by primitive kind (``convolution forward_training`` and the
+    like, ``matmul``) of the step in ``log`` (``step_primitives``)."""
+    totals: dict[str, int] = {}
+    for (kind, _), entry in step_primitives(log).items():
+        if entry["flops"]:
+            totals[kind] = totals.get(kind, 0) + int(entry["flops"])
     return totals
 
 
@@ -119,21 +140,36 @@ def run_counted_step(configuration: Any, settings: Any) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], log: str) -> list[str]:
-    """Lines comparing the count with what the child's step executed."""
+    """Lines comparing the count with what the child's step executed, then
+    where oneDNN's time in the step went."""
     name = result["algorithm"]
     if not result["onednn"]:
         return [f"{name}: oneDNN is off here, so no log of executed primitives to read"]
+    primitives = step_primitives(log)
     executed = step_flops(log)
-    convolutions = sum(v for k, v in executed.items() if k.startswith("convolution"))
+    total = sum(executed.values())
+    matmuls = executed.get("matmul", 0)
     counted = result["counted_flops"]
+    total_ms = sum(entry["ms"] for entry in primitives.values())
     lines = [
         (
             f"{name}: counted {counted / 1e9:.4f} GFLOP per step; executed "
-            f"convolutions {convolutions / 1e9:.4f} ({convolutions / counted:.4f} "
-            f"of the count), matmuls {executed.get('matmul', 0) / 1e9:.4f}"
-        )
+            f"{total / 1e9:.4f} ({total / counted:.4f} of the count): convolutions "
+            f"{(total - matmuls) / 1e9:.4f}, matmuls {matmuls / 1e9:.4f}"
+        ),
+        (
+            f"  oneDNN's own time in the step's primitives: {total_ms:.1f} ms (calls "
+            "on different threads add up); the most:"
+        ),
     ]
-    for kind in sorted(executed):
-        if kind.startswith("convolution"):
-            lines.append(f"  {kind}: {executed[kind] / 1e9:.4f} GFLOP")
+    ranked = sorted(primitives.items(), key=lambda item: -item[1]["ms"])
+    for (kind, problem), entry in ranked[:TOP_PRIMITIVES]:
+        rate = ""
+        if entry["flops"] and entry["ms"]:
+            rate = f", {entry['flops'] / entry['ms'] / 1e6:.1f} GFLOP/s"
+        label = f"{kind} {problem}".strip()
+        lines.append(
+            f"  {entry['ms']:8.1f} ms {100 * entry['ms'] / total_ms:5.1f}%  {label} "
+            f"({entry['calls']} calls{rate})"
+        )
     return lines
