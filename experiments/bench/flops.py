@@ -173,11 +173,27 @@ def matmul_flops(n: int = MATMUL_SIZE) -> int:
     return 2 * n**3
 
 
+# What each rate ``peak_gflops`` takes is called in the benchmark's notes.
+PEAK_SOURCES = ("the listed peak", "the matmul's rate", "the FMA loop's rate")
+
+
+def peak_source(
+    listed: float | None, matmul: float | None, fma: float | None = None
+) -> tuple[float, str] | None:
+    """The highest of the listed peak (``cpu_peak_gflops``), the measured
+    matmul rate and the FMA loop's rate (``roof``), and its name
+    (``PEAK_SOURCES``); None where none is known."""
+    known = [
+        (rate, name) for rate, name in zip((listed, matmul, fma), PEAK_SOURCES) if rate
+    ]
+    return max(known, key=lambda source: source[0]) if known else None
+
+
 def peak_gflops(
     listed: float | None, matmul: float | None, fma: float | None = None
 ) -> float | None:
-    """The peak a step's rate is a share of: the highest of the listed peak
-    (``cpu_peak_gflops``), the measured matmul rate and the FMA loop's rate
-    (``roof``), so a CPU that runs above its listed clock is not flattered."""
-    known = [rate for rate in (listed, matmul, fma) if rate]
-    return max(known) if known else None
+    """The peak a step's rate is a share of: the highest of the three
+    (``peak_source``), so a CPU that runs above its listed clock is not
+    flattered."""
+    source = peak_source(listed, matmul, fma)
+    return source[0] if source else None

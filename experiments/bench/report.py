@@ -202,29 +202,25 @@ def flop_notes(
     counted = dict.fromkeys(row["algorithm"] for row in rows if "flops_per_step" in row)
     lines = [count_note(algorithm, settings) for algorithm in counted]
     listed = flops.cpu_peak_gflops()
-    peak = flops.peak_gflops(listed, matmul_gflops, fma_gflops)
-    sources = []
+    source = flops.peak_source(listed, matmul_gflops, fma_gflops)
+    peak = source[0] if source else None
     if listed:
         lines.append(
             f"CPU FP32 peak ~{listed:.0f} GFLOP/s listed ({len(os.sched_getaffinity(0))} "
             "cores x listed clock x FLOPs per cycle of its vector units)"
         )
-        sources.append((listed, "the listed peak"))
     if matmul_gflops:
         lines.append(
             f"a {flops.MATMUL_SIZE}x{flops.MATMUL_SIZE} float32 matmul reached "
             f"{matmul_gflops:.0f} GFLOP/s (median over rounds)"
         )
-        sources.append((matmul_gflops, "the matmul's rate"))
     if fma_gflops:
         lines.append(
             f"fused multiply-adds on registers, one thread per core, reached "
             f"{fma_gflops:.0f} GFLOP/s (best over rounds)"
         )
-        sources.append((fma_gflops, "the FMA loop's rate"))
-    if len(sources) > 1:
-        name = max(sources, key=lambda source: source[0])[1]
-        lines.append(f"shares are of the highest, {name}: {peak:.0f} GFLOP/s")
+    if sum(bool(rate) for rate in (listed, matmul_gflops, fma_gflops)) > 1:
+        lines.append(f"shares are of the highest, {source[1]}: {peak:.0f} GFLOP/s")
     for row in rows:
         if "gflops_per_s" in row:
             share = f", {100 * row['gflops_per_s'] / peak:.0f}% of peak" if peak else ""

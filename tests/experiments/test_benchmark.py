@@ -197,6 +197,10 @@ def test_the_peak_is_the_highest_of_the_listed_and_measured_rates():
     assert flops.peak_gflops(269.0, 280.0, 350.0) == 350.0
     assert flops.peak_gflops(269.0, 280.0, 100.0) == 280.0
     assert flops.peak_gflops(None, None, 350.0) == 350.0
+    assert flops.peak_source(269.0, 280.0, 350.0) == (350.0, "the FMA loop's rate")
+    assert flops.peak_source(269.0, 280.0, None) == (280.0, "the matmul's rate")
+    assert flops.peak_source(269.0, None, 100.0) == (269.0, "the listed peak")
+    assert flops.peak_source(None, None, None) is None
     assert flops.matmul_flops(2048) == 2 * 2048**3
 
 
