@@ -33,8 +33,8 @@ FIELDS = (
 )
 
 
-def _one_json_line(command, extra_env=None):
-    """Runs ``command`` from the checkout; its one JSON line, parsed."""
+def _run(command, extra_env=None):
+    """Runs ``command`` from the checkout; asserts it succeeds."""
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(extra_env or {})
     done = subprocess.run(
@@ -47,6 +47,12 @@ def _one_json_line(command, extra_env=None):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _one_json_line(command, extra_env=None):
+    """Runs ``command`` from the checkout; its one JSON line, parsed."""
+    done = _run(command, extra_env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, done.stdout
     return json.loads(lines[0])
@@ -696,3 +702,28 @@ def test_a_yardstick_runs_under_the_wrapper_with_the_settings_given(algorithm):
     assert result["peak_rss_source"] == memory.peak_rss_source()
     assert result["peak_rss_mib"] > 0 and result["ru_maxrss_mib"] > 0
     assert driver.torch_import_rss_mib(options.torch_python) > 0
+
+
+def test_a_second_order_step_executes_the_flops_counted(tmp_path):
+    """Second-order MAML, 2 inner steps, and Prototypical Networks: the
+    convolutions and matmuls oneDNN runs in one step (``--mode=flops``) are
+    the count, within the few it leaves out."""
+    out = tmp_path / "flops.json"
+    command = [sys.executable, "-m", "experiments.benchmark", "--mode=flops"]
+    command += ["--algorithms=maml,protonet", "--n_way=3", "--meta_batch_size=1"]
+    command += ["--inner_steps=2", "--q_query=2", f"--output_json={out}"]
+    done = _run(command)
+    figures = json.loads(out.read_text())
+    if not figures["maml"]["onednn"]:
+        pytest.skip("oneDNN is off in this TensorFlow: no log of executed convolutions")
+    assert figures["maml"]["counted_flops"] == flops.maml_step_flops(1, 3, 1, 2, 2)
+    assert figures["protonet"]["counted_flops"] == flops.protonet_step_flops(1, 3, 1, 2)
+    for algorithm in ("maml", "protonet"):
+        # The count leaves out what the pooled first block adds for its
+        # moments (a 9-channel patch convolution and their covariance) and
+        # the prototypes' distances: a few tenths of a percent.
+        figure = figures[algorithm]
+        executed_flops = sum(figure["executed_flops"].values())
+        assert 1 <= executed_flops / figure["counted_flops"] < 1.01, (algorithm, figure)
+    assert "maml: counted" in done.stdout
+    assert "  oneDNN's own time in the step's primitives: " in done.stdout
