@@ -81,12 +81,12 @@ def ensemble_configs(
     members = []
     for workdir in workdirs:
         member = trained_workdir_config(workdir, settings)
-        for key in ENSEMBLE_KEYS:
-            if member.get(key) != config.get(key):
-                raise InputError(
-                    f"--ensemble={workdir}: its {key} is {member.get(key)!r}, the run's "
-                    f"{config.get(key)!r}; an ensemble's members share the data, split and task"
-                )
+        mismatch = ensemble_mismatch(member, config)
+        if mismatch:
+            raise InputError(
+                f"--ensemble={workdir}: its {mismatch}; an ensemble's members share "
+                "the data, split and task"
+            )
         if member["dataset"] == "sinusoid":
             raise InputError(
                 f"--ensemble={workdir}: an ensemble averages class probabilities; "
@@ -94,6 +94,28 @@ def ensemble_configs(
             )
         members.append(member)
     return members
+
+
+def _data_location(config: dict[str, Any]) -> str:
+    from tfmeta.data.tasks import resolve_data_dir
+
+    folder = resolve_data_dir(config)
+    return os.path.realpath(folder) if folder else ""
+
+
+def ensemble_mismatch(member: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """The first of ``ENSEMBLE_KEYS`` where ``member`` differs from
+    ``config``, as "<key> is <member's>, the run's <config's>"; None where
+    they agree. Data folders compare where they are read from now: --data_dir,
+    else $TFMETA_OMNIGLOT_DIR, so a run trained with either flag or variable
+    pairs with one trained with the other on the same files."""
+    for key in ENSEMBLE_KEYS:
+        ours, theirs = member.get(key), config.get(key)
+        if key == "data_dir":
+            ours, theirs = _data_location(member), _data_location(config)
+        if ours != theirs:
+            return f"{key} is {ours!r}, the run's {theirs!r}"
+    return None
 
 
 def trained_workdir_config(

@@ -94,6 +94,35 @@ def test_unknown_algorithm_or_dataset(algorithm, dataset, message):
         get_config(algorithm, dataset)
 
 
+def test_ensemble_members_share_data_read_from_the_same_folder(tmp_path, monkeypatch):
+    """A run trained on $TFMETA_OMNIGLOT_DIR and one trained with --data_dir
+    naming the same folder are members of one ensemble; another folder, split
+    or way is refused by name."""
+    folder, other = tmp_path / "omniglot", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    monkeypatch.setenv("TFMETA_OMNIGLOT_DIR", str(folder))
+    by_variable = get_config(
+        "protonet", "omniglot", data_dir="", split_protocol="alphabet"
+    )
+    by_flag = {**by_variable, "data_dir": str(tmp_path / "." / "omniglot")}
+    assert checks.ensemble_mismatch(by_flag, by_variable) is None
+    assert checks.ensemble_mismatch(by_variable, by_flag) is None
+    assert checks.ensemble_mismatch(
+        {**by_flag, "data_dir": str(other)}, by_variable
+    ) == (f"data_dir is {str(other)!r}, the run's {str(folder)!r}")
+    assert checks.ensemble_mismatch({**by_flag, "split_seed": 1}, by_variable) == (
+        "split_seed is 1, the run's 0"
+    )
+    assert checks.ensemble_mismatch({**by_flag, "n_way": 20}, by_variable).startswith(
+        "n_way is 20, the run's "
+    )
+    monkeypatch.delenv("TFMETA_OMNIGLOT_DIR")
+    assert checks.ensemble_mismatch(by_flag, by_variable) == (
+        f"data_dir is {str(folder)!r}, the run's ''"
+    )
+
+
 def test_bad_settings_are_refused_before_data_is_read():
     config = get_config("maml", "omniglot")
     config["meta_batch_size"] = 0
