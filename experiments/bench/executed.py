@@ -103,8 +103,14 @@ def step_primitives(log: str) -> dict[tuple[str, str], dict[str, float]]:
 def step_flops(log: str) -> dict[str, int]:
     """FLOPs by primitive kind (``convolution forward_training`` and the
     like, ``matmul``) of the step in ``log`` (``step_primitives``)."""
+    return _flops_by_kind(step_primitives(log))
+
+
+def _flops_by_kind(
+    primitives: dict[tuple[str, str], dict[str, float]],
+) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for (kind, _), entry in step_primitives(log).items():
+    for (kind, _), entry in primitives.items():
         if entry["flops"]:
             totals[kind] = totals.get(kind, 0) + int(entry["flops"])
     return totals
@@ -123,9 +129,9 @@ def run_counted_step(configuration: Any, settings: Any) -> dict[str, Any]:
     what the parent reports beside the log."""
     from tfmeta import runtime
 
-    from . import flops, learners
+    from . import flops, learners, worker
 
-    runtime.configure(jit_compile=False, tasks_per_step=settings.meta_batch_size)
+    worker.configure_runtime(settings)
     episode = learners.episode(configuration)
     learner = learners.build_learner(configuration, settings)
     learner.meta_train_step(episode)["loss"].numpy()
@@ -146,7 +152,7 @@ def report(result: dict[str, Any], log: str) -> list[str]:
     if not result["onednn"]:
         return [f"{name}: oneDNN is off here, so no log of executed primitives to read"]
     primitives = step_primitives(log)
-    executed = step_flops(log)
+    executed = _flops_by_kind(primitives)
     total = sum(executed.values())
     matmuls = executed.get("matmul", 0)
     counted = result["counted_flops"]

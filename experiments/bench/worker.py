@@ -20,6 +20,29 @@ from .memory import peak_rss_mib
 from .settings import Settings
 
 
+def configure_runtime(settings: Settings) -> tuple[str | None, str]:
+    """The process's threads, malloc arenas and XLA as ``settings`` ask,
+    before TensorFlow's first op: the arena cap (None: glibc's default) and
+    the CPU threading in effect ("tasks" or "ops")."""
+    import tensorflow as tf
+
+    from tfmeta import runtime
+
+    runtime_settings = runtime.configure(
+        cpu_threading=None if settings.threads else settings.cpu_threading,
+        malloc_arenas=settings.malloc_arenas,
+        jit_compile=settings.jit_compile,
+        tasks_per_step=settings.meta_batch_size,
+    )
+    cpu_threading = runtime.resolve_cpu_threading(
+        settings.cpu_threading, settings.jit_compile, settings.meta_batch_size
+    )
+    if settings.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
+    return runtime_settings.malloc_arenas, cpu_threading
+
+
 def run_worker(
     configuration: learners.Configuration, settings: Settings
 ) -> dict[str, Any]:
@@ -29,20 +52,7 @@ def run_worker(
 
     from tfmeta import runtime
 
-    jit_compile = settings.jit_compile
-    runtime_settings = runtime.configure(
-        cpu_threading=None if settings.threads else settings.cpu_threading,
-        malloc_arenas=settings.malloc_arenas,
-        jit_compile=jit_compile,
-        tasks_per_step=settings.meta_batch_size,
-    )
-    malloc_arenas = runtime_settings.malloc_arenas  # None: glibc's default
-    cpu_threading = runtime.resolve_cpu_threading(
-        settings.cpu_threading, jit_compile, settings.meta_batch_size
-    )
-    if settings.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
+    malloc_arenas, cpu_threading = configure_runtime(settings)
     config = configuration.config
     episode = learners.episode(configuration)
     learner = learners.build_learner(configuration, settings)
@@ -77,7 +87,7 @@ def run_worker(
     return {
         "impl": "tfmeta",
         "algorithm": configuration.algorithm,
-        "xla": "on" if jit_compile else "off",
+        "xla": "on" if settings.jit_compile else "off",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "onednn": runtime.onednn_enabled(),
