@@ -56,11 +56,11 @@ def run_worker(
     config = configuration.config
     episode = learners.episode(configuration)
     learner = learners.build_learner(configuration, settings)
-    # Build (or load) the native batch-norm kernel now: its one-time compile
-    # is not the step's, and its library is not the step's memory.
+    # Build (or load) the native kernels now: their one-time compile
+    # is not the step's, and their library is not the step's memory.
     from tfmeta.models import kernels
 
-    native_kernels = kernels.batch_norm_grad_grad_op() is not None
+    native_kernels = kernels.library() is not None
     built_rss = peak_rss_mib()
     # With TF_CPU_ALLOCATOR_USE_BFC=true (the memory mode sets it), the CPU
     # allocator counts the bytes of live tensors: the step's own memory, apart

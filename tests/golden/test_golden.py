@@ -5,7 +5,7 @@ outputs to 1e-10.
 
 The tolerances were chosen from measurements on the stored cases: starting
 from initial values perturbed by one float32 ulp, or running with TensorFlow's
-Eigen kernels instead of oneDNN or without the native batch-norm kernel, the
+Eigen kernels instead of oneDNN or without the native kernels, the
 float32 results move by at most ~0.2 of the tolerance below (most cases
 ~0.03); a float64 run from values perturbed by one float64 ulp moves by
 at most ~3e-5 of its tolerance. Reruns in one process are bitwise equal.

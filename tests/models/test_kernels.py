@@ -1,5 +1,6 @@
-"""The native batch-norm kernel: built here, equal to the closed form, used
-where it can run and replaced by TensorFlow ops where it cannot."""
+"""The native kernels: built here, the batch-norm kernel equal to its closed
+form, used where they can run and replaced by TensorFlow ops where they
+cannot. (The pooling kernels' figures: tests/models/test_max_pool.py.)"""
 
 import contextlib
 import logging
@@ -14,11 +15,8 @@ import tensorflow as tf
 
 from tfmeta import runtime
 from tfmeta.models import kernels
-from tfmeta.models.batch_norm import (
-    batch_norm_grad_grad,
-    fused_batch_norm,
-    native_kernels,
-)
+from tfmeta.models.batch_norm import batch_norm_grad_grad, fused_batch_norm
+from tfmeta.models.kernels import native_kernels
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +142,7 @@ def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with caplog.at_level(logging.WARNING, logger="tfmeta.models.kernels"):
         assert kernels.batch_norm_grad_grad_op() is None
-    assert "native batch-norm kernel unavailable" in caplog.text
+    assert "native kernels unavailable" in caplog.text
     assert "no C++ compiler" in caplog.text
     assert not list(tmp_path.rglob("*.so"))
     types, _ = _second_order_graph_and_values()

@@ -1,14 +1,41 @@
 """tfmeta.models.max_pool: the function and first and second derivatives of
 tf.nn.max_pool2d(x, 2, 2, "SAME") and its registered gradients, bit for bit,
-ties included, on even and odd maps; a ReLU moved after it changes none of
-them; and where ConvNet uses both."""
+ties included, on even and odd maps, on TensorFlow ops and on the native
+kernels; a ReLU moved after it changes none of them; where ConvNet uses both;
+and which of the two forms a meta-train step and an exported model get."""
+
+import contextlib
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta.models import conv4, max_pool
+from tfmeta import runtime
+from tfmeta.models import conv4, kernels, max_pool
+
+FORMS = ["tensorflow_ops", "native_kernels"]
+
+
+@pytest.fixture
+def library(monkeypatch):
+    """The native kernels, on whatever TFMETA_NATIVE_KERNELS the tests run
+    with (they must have built)."""
+    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
+    monkeypatch.setattr(runtime, "_native_kernels", [True])
+    loaded = kernels.library()
+    assert loaded is not None, "the native kernels did not build"
+    return loaded
+
+
+@pytest.fixture(params=FORMS)
+def form(request):
+    """Each test using it runs on both forms: plain, and within
+    ``native_kernels``."""
+    if request.param == "tensorflow_ops":
+        return contextlib.nullcontext
+    request.getfixturevalue("library")
+    return kernels.native_kernels
 
 
 def _derivatives(pool, x):
@@ -32,11 +59,13 @@ def _plain(x):
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9), (1, 1)])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
-def test_the_same_figures_as_max_pool2d_ties_included(size, dtype):
+def test_the_same_figures_as_max_pool2d_ties_included(size, dtype, form):
     rng = np.random.default_rng(sum(size))
     # Values from {0, 1, 2}: most windows hold a tie, some at their maximum.
     x = tf.constant(rng.integers(0, 3, (3, *size, 4)), dtype)
-    for got, want in zip(_derivatives(max_pool.max_pool, x), _derivatives(_plain, x)):
+    with form():
+        ours = _derivatives(max_pool.max_pool, x)
+    for got, want in zip(ours, _derivatives(_plain, x)):
         np.testing.assert_array_equal(got, want)
     # The second derivative is not all zeros: the comparison means something.
     assert np.abs(_derivatives(_plain, x)[2]).max() > 0.1
@@ -44,7 +73,7 @@ def test_the_same_figures_as_max_pool2d_ties_included(size, dtype):
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9), (1, 1)])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
-def test_a_relu_after_it_gives_the_figures_of_the_relu_before_it(size, dtype):
+def test_a_relu_after_it_gives_the_figures_of_the_relu_before_it(size, dtype, form):
     rng = np.random.default_rng(sum(size))
     # Ties at negative, zero and positive maxima.
     x = tf.constant(rng.integers(-2, 3, (3, *size, 4)), dtype)
@@ -56,19 +85,69 @@ def test_a_relu_after_it_gives_the_figures_of_the_relu_before_it(size, dtype):
         return _plain(tf.nn.relu(x))
 
     want = _derivatives(before, x)
-    for got, expected in zip(_derivatives(after, x), want):
+    with form():
+        ours = _derivatives(after, x)
+    for got, expected in zip(ours, want):
         np.testing.assert_array_equal(got, expected)
     assert np.abs(want[2]).max() > 0.1
     assert (want[1].numpy() == 0).mean() < 0.95  # gradients pass as well
 
 
-def test_in_a_compiled_function_with_unknown_batch_and_sizes():
+def _op_types(graph):
+    types = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+NATIVE_OPS = {"TfmetaMaxPool", "TfmetaMaxPoolScatter", "TfmetaMaxPoolGather"}
+
+
+def test_in_a_compiled_function_with_unknown_batch_and_sizes(form):
     spec = tf.TensorSpec([None, None, None, 2], tf.float32)
     compiled = tf.function(lambda x: _derivatives(max_pool.max_pool, x))
-    concrete = compiled.get_concrete_function(spec)
-    x = tf.constant(np.random.default_rng(0).integers(0, 3, (2, 5, 6, 2)), tf.float32)
-    for got, want in zip(concrete(x), _derivatives(_plain, x)):
-        np.testing.assert_array_equal(got, want)
+    with form():
+        concrete = compiled.get_concrete_function(spec)
+    native = form is kernels.native_kernels
+    types = _op_types(concrete.graph)
+    assert (NATIVE_OPS <= types) == native
+    assert ("MaxPoolGrad" in types) != native
+    for size in [(5, 6), (8, 8)]:  # one trace, odd and even maps
+        x = np.random.default_rng(0).integers(0, 3, (2, *size, 2))
+        x = tf.constant(x, tf.float32)
+        for got, want in zip(concrete(x), _derivatives(_plain, x)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_the_native_kernels_refuse_shapes_that_do_not_pool(library):
+    y, position = library.tfmeta_max_pool(tf.zeros([1, 5, 4, 2]))
+    assert y.shape == position.shape == (1, 3, 2, 2) and position.dtype == tf.uint8
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pool to the pooled"):
+        library.tfmeta_max_pool_scatter(y, position, 7, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pooled shape"):
+        library.tfmeta_max_pool_gather(tf.zeros([1, 8, 4, 2]), position)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[N, H, W, C\]"):
+        library.tfmeta_max_pool(tf.zeros([5, 4, 2]))
+
+
+def test_meta_train_steps_run_the_native_kernels_and_exports_do_not(library):
+    """A learner's meta-train step (traced within ``native_kernels``) pools
+    on the native kernels where they built; a function traced outside it,
+    as an export is, never does."""
+    from tests.helpers import classification_task
+    from tfmeta.algorithms import MAML
+
+    model = conv4(3, (8, 8, 1), filters=4, pooling="max", seed=0)
+    learner = MAML(model, keras.optimizers.SGD(0.1), inner_lr=0.1, inner_steps=1)
+    rng = np.random.default_rng(0)
+    tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
+    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
+    step = learner.meta_step._train_fn.get_concrete_function(episode)
+    types = _op_types(step.graph)
+    assert NATIVE_OPS <= types and "MaxPoolGrad" not in types
+    x = tf.zeros([2, 8, 8, 1])
+    exported = tf.function(lambda x: _derivatives(model, x)).get_concrete_function(x)
+    assert not NATIVE_OPS & _op_types(exported.graph)
 
 
 def test_window_sum_pads_like_same():

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from tfmeta.core import weighting
-from tfmeta.models.batch_norm import native_kernels
+from tfmeta.models.kernels import native_kernels
 
 TASK_EXECUTIONS = ("loop", "map_fn")
 """How a meta-step runs its tasks (``--task_execution``): "loop" calls the
@@ -100,7 +100,7 @@ def per_task(*tensors: tf.Tensor) -> list[tuple[tf.Tensor, ...]]:
 
 def _with_native_kernels(step: Callable) -> Callable:
     """``step`` traced within ``native_kernels``: a meta-train step (never
-    exported) may use the native batch-norm kernel."""
+    exported) may use the native kernels."""
 
     @functools.wraps(step)
     def traced(*args, **kwargs):

@@ -34,7 +34,8 @@ import tensorflow as tf
 from tfmeta.core import functional
 from tfmeta.core.inner_optimizers import InnerAdam, InnerSGD
 from tfmeta.core.problem import Problem
-from tfmeta.models.batch_norm import MetaBatchNorm, tracing_for_xla
+from tfmeta.models.batch_norm import MetaBatchNorm
+from tfmeta.models.kernels import tracing_for_xla
 
 FastWeights = list[tf.Tensor]
 # (outputs, labels, fast_weights phi, theta) -> scalar support loss

@@ -207,49 +207,13 @@ def batch_norm_grad_grad(x, scale, dy, ddx, ddscale, ddoffset, epsilon):
     return grad_dy, grad_x, grad_scale
 
 
-# How many traces of meta-train steps are under way (see native_kernels).
-_native_scopes = [0]
-_native_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def native_kernels() -> Iterator[None]:
-    """Functions traced within this context may run the native kernel for
-    batch norm's second derivative (``tfmeta.models.kernels``). The learners
-    trace their meta-train steps in it; everything else (exported and saved
-    functions above all, which must load where the kernel is not built, TF
-    Serving included) gets the same closed form as TensorFlow ops. Counted
-    process-wide, not per thread: tf.distribute traces replicas in threads."""
-    with _native_lock:
-        _native_scopes[0] += 1
-    try:
-        yield
-    finally:
-        with _native_lock:
-            _native_scopes[0] -= 1
-
-
 def _native_grad_grad():
-    """The native kernel where it can run: while a meta-train step traces
-    (``native_kernels``), on CPU-only machines, outside XLA-compiled
-    functions (XLA has no kernel for it); None otherwise."""
-    import tensorflow as tf
-
+    """The native kernel where the step being traced may run it
+    (``tfmeta.models.kernels.usable``); None otherwise."""
     from tfmeta.models import kernels
 
-    if not _native_scopes[0] or tf.config.list_physical_devices("GPU"):
-        return None
-    if tracing_for_xla():
-        return None
-    return kernels.batch_norm_grad_grad_op()
-
-
-def tracing_for_xla() -> bool:
-    """True while the current graph (or one it is nested in) is traced for XLA."""
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.ops import control_flow_util
-
-    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+    library = kernels.usable()
+    return None if library is None else library.tfmeta_batch_norm_grad_grad
 
 
 def _fused_forward(x, scale, offset, mean, variance, epsilon, training):

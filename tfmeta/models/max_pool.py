@@ -13,6 +13,15 @@ Every figure, ties included, is that of ``tf.nn.max_pool2d`` and its
 registered gradients (tests/models/test_max_pool.py); only the work differs
 (timed in docs/performance.md).
 
+In a meta-train step on a CPU (``tfmeta.models.kernels.usable``), native
+kernels do the same in one pass each: the pooling also writes each window's
+first maximum as a one-byte position (the first in row-major order holding
+the maximum: the one ``MaxPoolGrad`` picks); the gradient scatters the
+incoming gradient to those positions, and the gradient's gradient gathers
+the values there. Each of the two linear maps is the other's gradient, so
+every order of derivative stays on them, and the full-size input need not
+be kept for the backward pass.
+
 A plain ReLU before the pooling can run after it instead, on a quarter of
 the values: ``relu(maxpool(x)) = maxpool(relu(x))``, as the ReLU is
 increasing. The gradients agree too: a window whose maximum is positive
@@ -67,6 +76,12 @@ def max_pool(x):
     """``tf.nn.max_pool2d(x, 2, 2, "SAME")`` for a channels-last ``x``."""
     import tensorflow as tf
 
+    from tfmeta.models import kernels
+
+    library = kernels.usable() if x.dtype in (tf.float32, tf.float64) else None
+    if library is not None:
+        return _native_pool(library, x)
+
     @tf.custom_gradient
     def pool(x):
         y = tf.nn.max_pool2d(x, 2, 2, "SAME")
@@ -90,3 +105,51 @@ def max_pool(x):
         return y, gradient
 
     return pool(x)
+
+
+def _native_pool(library, x):
+    """``max_pool`` on the native kernels (``tfmeta.models.kernels``)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def pool(x):
+        y, position = library.tfmeta_max_pool(x)
+        shape = tf.shape(x)
+
+        def gradient(upstream):
+            return _scatter(library, upstream, position, shape[1], shape[2])
+
+        return y, gradient
+
+    return pool(x)
+
+
+def _scatter(library, pooled, position, height, width):
+    """Each pooled value at its window's first maximum, zeros elsewhere
+    (``MaxPoolGrad``); its gradient is ``_gather``."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def scatter(pooled):
+        def gradient(values):
+            return _gather(library, values, position, height, width)
+
+        values = library.tfmeta_max_pool_scatter(pooled, position, height, width)
+        return values, gradient
+
+    return scatter(pooled)
+
+
+def _gather(library, values, position, height, width):
+    """Each window's value at its first maximum; its gradient is
+    ``_scatter``."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def gather(values):
+        def gradient(pooled):
+            return _scatter(library, pooled, position, height, width)
+
+        return library.tfmeta_max_pool_gather(values, position), gradient
+
+    return gather(values)

@@ -1,20 +1,32 @@
 """Native CPU kernels, compiled on first use against the installed TensorFlow.
 
-``batch_norm_grad_grad.cc`` is the gradient of training-mode batch norm's
-backward pass (what second-order MAML evaluates once per batch-norm layer and
-inner step) in two passes over the data, where the same closed form written
-with TensorFlow ops takes about twenty. It is built with the C++ compiler
-(``$CXX``, else ``g++``) and TensorFlow's own compile and link flags into a
-cache folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
-source, TensorFlow's version, the flags and the machine, then loaded with
+- ``batch_norm_grad_grad.cc``: the gradient of training-mode batch norm's
+  backward pass (what second-order MAML evaluates once per batch-norm layer
+  and inner step) in two passes over the data, where the same closed form
+  written with TensorFlow ops takes about twenty.
+- ``max_pool.cc``: 2x2 stride-2 max pooling that also returns each window's
+  first maximum as a one-byte position, and the two linear maps that
+  position defines (the pooling's gradient and that gradient's gradient),
+  each one vectorized pass (``tfmeta.models.max_pool``).
+
+Both are built together into one library with the C++ compiler (``$CXX``,
+else ``g++``) and TensorFlow's own compile and link flags into a cache
+folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
+sources, TensorFlow's version, the flags and the machine, then loaded with
 ``tf.load_op_library``. Where that fails (no compiler, no headers) a warning
-says why and the TensorFlow-op form is used: results are the same to float32
-round-off. ``tfmeta.runtime.configure(native_kernels=False)`` or
-``TFMETA_NATIVE_KERNELS=0`` turns the native kernel off.
+says why and TensorFlow ops are used: the same results (to float32 round-off
+for batch norm, bit for bit for the pooling). ``tfmeta.runtime.configure(
+native_kernels=False)`` or ``TFMETA_NATIVE_KERNELS=0`` turns them off.
+
+Only functions traced within ``native_kernels()`` use them (the learners'
+meta-train steps), on CPU-only machines and outside XLA (``usable``):
+exported and saved functions, which must load where the library is not
+built (TF Serving included), get TensorFlow ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -24,10 +36,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 
-_SOURCE = pathlib.Path(__file__).with_name("batch_norm_grad_grad.cc")
+_SOURCES = tuple(
+    pathlib.Path(__file__).with_name(name)
+    for name in ("batch_norm_grad_grad.cc", "max_pool.cc")
+)
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
+# How many traces of meta-train steps are under way (see native_kernels).
+_scopes = [0]
+_scopes_lock = threading.Lock()
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +96,7 @@ def _build_command(output: pathlib.Path) -> list[str]:
         "-Wno-deprecated-declarations",
         *_arch_flags(),
         *tf.sysconfig.get_compile_flags(),
-        str(_SOURCE),
+        *(str(source) for source in _SOURCES),
         "-o",
         str(output),
         *tf.sysconfig.get_link_flags(),
@@ -85,15 +104,17 @@ def _build_command(output: pathlib.Path) -> list[str]:
 
 
 def library_path() -> pathlib.Path:
-    """Where the compiled kernel for this source, TensorFlow and machine lives."""
+    """Where the compiled library for these sources, TensorFlow and machine
+    lives."""
     import tensorflow as tf
 
     key = hashlib.sha256()
-    key.update(_SOURCE.read_bytes())
+    for source in _SOURCES:
+        key.update(source.read_bytes())
     key.update(tf.__version__.encode())
     key.update(" ".join(_build_command(pathlib.Path("out"))).encode())
     key.update(platform.machine().encode())
-    return cache_dir() / "kernels" / key.hexdigest()[:16] / "batch_norm_grad_grad.so"
+    return cache_dir() / "kernels" / key.hexdigest()[:16] / "tfmeta_kernels.so"
 
 
 def _build(path: pathlib.Path) -> None:
@@ -121,28 +142,70 @@ def _build(path: pathlib.Path) -> None:
             os.remove(partial)
 
 
-def batch_norm_grad_grad_op():
-    """The ``TfmetaBatchNormGradGrad`` op, built and loaded once per process;
-    None where it is turned off or cannot be built (with a warning)."""
+def library():
+    """The loaded library, built and loaded once per process; None where the
+    kernels are turned off or cannot be built (with a warning)."""
     if not enabled():
         return None
     with _lock:
-        if "op" in _loaded:
-            return _loaded["op"]
+        if "library" in _loaded:
+            return _loaded["library"]
         import tensorflow as tf
 
-        op = None
+        loaded = None
         try:
             path = library_path()
             if not path.exists():
-                log.info("building the native batch-norm kernel into %s", path)
+                log.info("building the native kernels into %s", path)
                 _build(path)
-            op = tf.load_op_library(str(path)).tfmeta_batch_norm_grad_grad
+            loaded = tf.load_op_library(str(path))
         except Exception as error:  # noqa: BLE001 - any failure falls back
             log.warning(
-                "native batch-norm kernel unavailable, using TensorFlow ops "
-                "(same results, slower second-order steps): %s",
+                "native kernels unavailable, using TensorFlow ops (same "
+                "results, slower steps): %s",
                 error,
             )
-        _loaded["op"] = op
-        return op
+        _loaded["library"] = loaded
+        return loaded
+
+
+def batch_norm_grad_grad_op():
+    """The ``TfmetaBatchNormGradGrad`` op; None where ``library`` is."""
+    loaded = library()
+    return None if loaded is None else loaded.tfmeta_batch_norm_grad_grad
+
+
+@contextlib.contextmanager
+def native_kernels() -> Iterator[None]:
+    """Functions traced within this context may run the native kernels. The
+    learners trace their meta-train steps in it; everything else (exported
+    and saved functions above all) gets TensorFlow ops. Counted process-wide,
+    not per thread: tf.distribute traces replicas in threads."""
+    with _scopes_lock:
+        _scopes[0] += 1
+    try:
+        yield
+    finally:
+        with _scopes_lock:
+            _scopes[0] -= 1
+
+
+def tracing_for_xla() -> bool:
+    """True while the current graph (or one it is nested in) is traced for XLA."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+
+
+def usable():
+    """The library where the function being traced may run it: within
+    ``native_kernels``, on a CPU-only machine, outside XLA (which has no
+    kernel for its ops); None otherwise."""
+    import tensorflow as tf
+
+    if not _scopes[0] or tf.config.list_physical_devices("GPU"):
+        return None
+    if tracing_for_xla():
+        return None
+    return library()
