@@ -114,10 +114,14 @@ def _native_pool(library, x):
     @tf.custom_gradient
     def pool(x):
         y, position = library.tfmeta_max_pool(x)
-        shape = tf.shape(x)
+        # The input's height and width: constants where the trace knows them.
+        height, width = (
+            size if size is not None else tf.shape(x)[axis]
+            for axis, size in ((1, x.shape[1]), (2, x.shape[2]))
+        )
 
         def gradient(upstream):
-            return _scatter(library, upstream, position, shape[1], shape[2])
+            return _scatter(library, upstream, position, height, width)
 
         return y, gradient
 

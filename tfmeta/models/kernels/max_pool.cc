@@ -61,8 +61,11 @@ void PoolWindow(const T* __restrict p00, const T* __restrict p01,
     const T a = p00[c], b = p01[c], d = p10[c], e = p11[c];
     const T best = std::max(std::max(a, b), std::max(d, e));
     y[c] = best;
-    // The first position holding the maximum, in row-major order.
-    position[c] = a == best ? 0 : b == best ? 1 : d == best ? 2 : 3;
+    // The first position holding the maximum, in row-major order: how many
+    // positions before it do not hold it.
+    const int past_a = a != best, past_b = past_a & (b != best),
+              past_d = past_b & (d != best);
+    position[c] = static_cast<uint8_t>(past_a + past_b + past_d);
   }
 }
 
