@@ -24,32 +24,24 @@
 
 namespace tfmeta {
 
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
-using tensorflow::shape_inference::DimensionHandle;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
+namespace tf = ::tensorflow;
+namespace shape = ::tensorflow::shape_inference;
 
 namespace {
 
 // The pooled size of a dimension, or unknown.
-DimensionHandle Half(InferenceContext* c, DimensionHandle d) {
+shape::DimensionHandle Half(shape::InferenceContext* c,
+                            shape::DimensionHandle d) {
   if (!c->ValueKnown(d)) return c->UnknownDim();
   return c->MakeDim((c->Value(d) + 1) / 2);
 }
 
 // Runs rows(begin, end) over the N * h pooled rows on the intra-op threads.
 template <typename Rows>
-void ForRows(OpKernelContext* context, int64_t rows, int64_t cost_per_row,
+void ForRows(tf::OpKernelContext* context, int64_t rows, int64_t cost_per_row,
              Rows&& body) {
   auto* workers = context->device()->tensorflow_cpu_worker_threads();
-  tensorflow::Shard(workers->num_threads, workers->workers, rows, cost_per_row,
-                    body);
+  tf::Shard(workers->num_threads, workers->workers, rows, cost_per_row, body);
 }
 
 // One whole window's channels (the loops vectorize: no branch, no alias).
@@ -73,7 +65,8 @@ template <typename T>
 void ScatterWindow(const T* __restrict pooled,
                    const uint8_t* __restrict position, int k,
                    T* __restrict target, int64_t C) {
-  for (int64_t c = 0; c < C; ++c) target[c] = position[c] == k ? pooled[c] : T(0);
+  for (int64_t c = 0; c < C; ++c)
+    target[c] = position[c] == k ? pooled[c] : T(0);
 }
 
 template <typename T>
@@ -94,11 +87,12 @@ REGISTER_OP("TfmetaMaxPool")
     .Output("y: T")
     .Output("position: uint8")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle x;
+    .SetShapeFn([](shape::InferenceContext* c) {
+      shape::ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
-      ShapeHandle y = c->MakeShape({c->Dim(x, 0), Half(c, c->Dim(x, 1)),
-                                    Half(c, c->Dim(x, 2)), c->Dim(x, 3)});
+      shape::ShapeHandle y =
+          c->MakeShape({c->Dim(x, 0), Half(c, c->Dim(x, 1)),
+                        Half(c, c->Dim(x, 2)), c->Dim(x, 3)});
       c->set_output(0, y);
       c->set_output(1, y);
       return absl::OkStatus();
@@ -111,10 +105,10 @@ REGISTER_OP("TfmetaMaxPoolScatter")
     .Input("width: int32")
     .Output("values: T")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle pooled;
+    .SetShapeFn([](shape::InferenceContext* c) {
+      shape::ShapeHandle pooled;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &pooled));
-      DimensionHandle height, width;
+      shape::DimensionHandle height, width;
       TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(2, &height));
       TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(3, &width));
       c->set_output(0, c->MakeShape({c->Dim(pooled, 0), height, width,
@@ -127,27 +121,28 @@ REGISTER_OP("TfmetaMaxPoolGather")
     .Input("position: uint8")
     .Output("pooled: T")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
+    .SetShapeFn([](shape::InferenceContext* c) {
       c->set_output(0, c->input(1));
       return absl::OkStatus();
     });
 
 template <typename T>
-class MaxPoolOp : public OpKernel {
+class MaxPoolOp : public tf::OpKernel {
  public:
-  explicit MaxPoolOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit MaxPoolOp(tf::OpKernelConstruction* context)
+      : tf::OpKernel(context) {}
 
-  void Compute(OpKernelContext* context) override {
-    const Tensor& x = context->input(0);
+  void Compute(tf::OpKernelContext* context) override {
+    const tf::Tensor& x = context->input(0);
     OP_REQUIRES(context, x.dims() == 4,
-                InvalidArgument("x must be [N, H, W, C], got ",
-                                x.shape().DebugString()));
+                tf::errors::InvalidArgument("x must be [N, H, W, C], got ",
+                                            x.shape().DebugString()));
     const int64_t n = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2),
                   C = x.dim_size(3);
     const int64_t h = (H + 1) / 2, w = (W + 1) / 2;
-    const TensorShape pooled_shape({n, h, w, C});
-    Tensor* y = nullptr;
-    Tensor* position = nullptr;
+    const tf::TensorShape pooled_shape({n, h, w, C});
+    tf::Tensor* y = nullptr;
+    tf::Tensor* position = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, pooled_shape, &y));
     OP_REQUIRES_OK(context,
                    context->allocate_output(1, pooled_shape, &position));
@@ -190,29 +185,32 @@ class MaxPoolOp : public OpKernel {
 };
 
 template <typename T>
-class MaxPoolScatterOp : public OpKernel {
+class MaxPoolScatterOp : public tf::OpKernel {
  public:
-  explicit MaxPoolScatterOp(OpKernelConstruction* context)
-      : OpKernel(context) {}
+  explicit MaxPoolScatterOp(tf::OpKernelConstruction* context)
+      : tf::OpKernel(context) {}
 
-  void Compute(OpKernelContext* context) override {
-    const Tensor& pooled = context->input(0);
-    const Tensor& position = context->input(1);
-    const Tensor& height = context->input(2);
-    const Tensor& width = context->input(3);
-    OP_REQUIRES(context, pooled.dims() == 4 && position.shape() == pooled.shape(),
-                InvalidArgument("pooled and position must be one [N, h, w, C]"));
+  void Compute(tf::OpKernelContext* context) override {
+    const tf::Tensor& pooled = context->input(0);
+    const tf::Tensor& position = context->input(1);
+    const tf::Tensor& height = context->input(2);
+    const tf::Tensor& width = context->input(3);
     OP_REQUIRES(context,
-                height.NumElements() == 1 && width.NumElements() == 1,
-                InvalidArgument("height and width must be scalars"));
+                pooled.dims() == 4 && position.shape() == pooled.shape(),
+                tf::errors::InvalidArgument(
+                    "pooled and position must be one [N, h, w, C]"));
+    OP_REQUIRES(
+        context, height.NumElements() == 1 && width.NumElements() == 1,
+        tf::errors::InvalidArgument("height and width must be scalars"));
     const int64_t n = pooled.dim_size(0), h = pooled.dim_size(1),
                   w = pooled.dim_size(2), C = pooled.dim_size(3);
     const int64_t H = height.flat<int32_t>()(0), W = width.flat<int32_t>()(0);
     OP_REQUIRES(context, (H + 1) / 2 == h && (W + 1) / 2 == w,
-                InvalidArgument("height and width must pool to the pooled size"));
-    Tensor* values = nullptr;
+                tf::errors::InvalidArgument(
+                    "height and width must pool to the pooled size"));
+    tf::Tensor* values = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
-                                0, TensorShape({n, H, W, C}), &values));
+                                0, tf::TensorShape({n, H, W, C}), &values));
     if (values->NumElements() == 0) return;
     const T* src = pooled.flat<T>().data();
     const uint8_t* pp = position.flat<uint8_t>().data();
@@ -227,10 +225,10 @@ class MaxPoolScatterOp : public OpKernel {
           const T* sr = src + (row * w + j) * C;
           const uint8_t* pr = pp + (row * w + j) * C;
           const bool two_cols = 2 * j + 1 < W;
-          T* window[4] = {top + 2 * j * C,
-                          two_cols ? top + (2 * j + 1) * C : nullptr,
-                          bottom ? bottom + 2 * j * C : nullptr,
-                          bottom && two_cols ? bottom + (2 * j + 1) * C : nullptr};
+          T* window[4] = {
+              top + 2 * j * C, two_cols ? top + (2 * j + 1) * C : nullptr,
+              bottom ? bottom + 2 * j * C : nullptr,
+              bottom && two_cols ? bottom + (2 * j + 1) * C : nullptr};
           for (int k = 0; k < 4; ++k) {
             T* target = window[k];
             if (!target) continue;
@@ -243,22 +241,23 @@ class MaxPoolScatterOp : public OpKernel {
 };
 
 template <typename T>
-class MaxPoolGatherOp : public OpKernel {
+class MaxPoolGatherOp : public tf::OpKernel {
  public:
-  explicit MaxPoolGatherOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit MaxPoolGatherOp(tf::OpKernelConstruction* context)
+      : tf::OpKernel(context) {}
 
-  void Compute(OpKernelContext* context) override {
-    const Tensor& values = context->input(0);
-    const Tensor& position = context->input(1);
+  void Compute(tf::OpKernelContext* context) override {
+    const tf::Tensor& values = context->input(0);
+    const tf::Tensor& position = context->input(1);
     OP_REQUIRES(context, values.dims() == 4 && position.dims() == 4,
-                InvalidArgument("values and position must be 4-D"));
+                tf::errors::InvalidArgument("values and position must be 4-D"));
     const int64_t n = values.dim_size(0), H = values.dim_size(1),
                   W = values.dim_size(2), C = values.dim_size(3);
     const int64_t h = (H + 1) / 2, w = (W + 1) / 2;
-    OP_REQUIRES(context,
-                position.shape() == TensorShape({n, h, w, C}),
-                InvalidArgument("position must be the pooled shape of values"));
-    Tensor* pooled = nullptr;
+    OP_REQUIRES(context, position.shape() == tf::TensorShape({n, h, w, C}),
+                tf::errors::InvalidArgument(
+                    "position must be the pooled shape of values"));
+    tf::Tensor* pooled = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, position.shape(), &pooled));
     if (pooled->NumElements() == 0) return;
@@ -277,8 +276,8 @@ class MaxPoolGatherOp : public OpKernel {
           const uint8_t* pr = pp + (row * w + j) * C;
           T* outr = out + (row * w + j) * C;
           if (2 * i + 1 < H && 2 * j + 1 < W) {
-            GatherWindow(base, base + offset[1], base + offset[2], base + offset[3],
-                         pr, outr, C);
+            GatherWindow(base, base + offset[1], base + offset[2],
+                         base + offset[3], pr, outr, C);
             continue;
           }
           for (int64_t c = 0; c < C; ++c) outr[c] = base[offset[pr[c]] + c];
@@ -288,19 +287,20 @@ class MaxPoolGatherOp : public OpKernel {
   }
 };
 
-#define REGISTER(T)                                                      \
-  REGISTER_KERNEL_BUILDER(                                               \
-      Name("TfmetaMaxPool").Device(DEVICE_CPU).TypeConstraint<T>("T"),   \
-      MaxPoolOp<T>);                                                     \
-  REGISTER_KERNEL_BUILDER(Name("TfmetaMaxPoolScatter")                   \
-                              .Device(DEVICE_CPU)                        \
-                              .TypeConstraint<T>("T")                    \
-                              .HostMemory("height")                      \
-                              .HostMemory("width"),                      \
-                          MaxPoolScatterOp<T>);                          \
-  REGISTER_KERNEL_BUILDER(                                               \
-      Name("TfmetaMaxPoolGather").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
-      MaxPoolGatherOp<T>);
+#define REGISTER(T)                                                        \
+  REGISTER_KERNEL_BUILDER(                                                 \
+      Name("TfmetaMaxPool").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"), \
+      MaxPoolOp<T>);                                                       \
+  REGISTER_KERNEL_BUILDER(Name("TfmetaMaxPoolScatter")                     \
+                              .Device(tf::DEVICE_CPU)                      \
+                              .TypeConstraint<T>("T")                      \
+                              .HostMemory("height")                        \
+                              .HostMemory("width"),                        \
+                          MaxPoolScatterOp<T>);                            \
+  REGISTER_KERNEL_BUILDER(Name("TfmetaMaxPoolGather")                      \
+                              .Device(tf::DEVICE_CPU)                      \
+                              .TypeConstraint<T>("T"),                     \
+                          MaxPoolGatherOp<T>);
 
 REGISTER(float)
 REGISTER(double)
