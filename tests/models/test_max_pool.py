@@ -119,6 +119,22 @@ def test_in_a_compiled_function_with_unknown_batch_and_sizes(form):
             np.testing.assert_array_equal(got, want)
 
 
+def test_xla_compiled_functions_pool_on_tensorflow_ops(library):
+    """XLA has no kernel for the native ops: a function compiled with it,
+    traced within ``native_kernels``, gets TensorFlow's pooling."""
+    x = np.random.default_rng(2).integers(0, 3, (2, 7, 8, 3))
+    x = tf.constant(x, tf.float32)
+    compiled = tf.function(
+        lambda x: _derivatives(max_pool.max_pool, x), jit_compile=True
+    )
+    with kernels.native_kernels():
+        concrete = compiled.get_concrete_function(x)
+    assert not NATIVE_OPS & _op_types(concrete.graph)
+    # (XLA's own sin and cos differ from TensorFlow's by an ulp or two.)
+    for got, want in zip(concrete(x), _derivatives(_plain, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_the_native_kernels_refuse_shapes_that_do_not_pool(library):
     y, position = library.tfmeta_max_pool(tf.zeros([1, 5, 4, 2]))
     assert y.shape == position.shape == (1, 3, 2, 2) and position.dtype == tf.uint8
