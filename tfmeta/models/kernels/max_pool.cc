@@ -129,8 +129,7 @@ REGISTER_OP("TfmetaMaxPoolGather")
 template <typename T>
 class MaxPoolOp : public tf::OpKernel {
  public:
-  explicit MaxPoolOp(tf::OpKernelConstruction* context)
-      : tf::OpKernel(context) {}
+  using tf::OpKernel::OpKernel;
 
   void Compute(tf::OpKernelContext* context) override {
     const tf::Tensor& x = context->input(0);
@@ -187,8 +186,7 @@ class MaxPoolOp : public tf::OpKernel {
 template <typename T>
 class MaxPoolScatterOp : public tf::OpKernel {
  public:
-  explicit MaxPoolScatterOp(tf::OpKernelConstruction* context)
-      : tf::OpKernel(context) {}
+  using tf::OpKernel::OpKernel;
 
   void Compute(tf::OpKernelContext* context) override {
     const tf::Tensor& pooled = context->input(0);
@@ -243,8 +241,7 @@ class MaxPoolScatterOp : public tf::OpKernel {
 template <typename T>
 class MaxPoolGatherOp : public tf::OpKernel {
  public:
-  explicit MaxPoolGatherOp(tf::OpKernelConstruction* context)
-      : tf::OpKernel(context) {}
+  using tf::OpKernel::OpKernel;
 
   void Compute(tf::OpKernelContext* context) override {
     const tf::Tensor& values = context->input(0);
