@@ -9,7 +9,7 @@
   position defines (the pooling's gradient and that gradient's gradient),
   each one vectorized pass (``tfmeta.models.max_pool``).
 
-Both are built together into one library with the C++ compiler (``$CXX``,
+Every ``.cc`` here is built into one library with the C++ compiler (``$CXX``,
 else ``g++``) and TensorFlow's own compile and link flags into a cache
 folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
 sources, TensorFlow's version, the flags and the machine, then loaded with
@@ -38,10 +38,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-_SOURCES = tuple(
-    pathlib.Path(__file__).with_name(name)
-    for name in ("batch_norm_grad_grad.cc", "max_pool.cc")
-)
+# Every source beside this file, in a fixed order (the cache key hashes them).
+_SOURCES = tuple(sorted(pathlib.Path(__file__).parent.glob("*.cc")))
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
 # How many traces of meta-train steps are under way (see native_kernels).

@@ -262,17 +262,18 @@ class MaxPoolGatherOp : public tf::OpKernel {
     const uint8_t* pp = position.flat<uint8_t>().data();
     T* out = pooled->flat<T>().data();
     ForRows(context, n * h, 2 * w * C, [&](int64_t begin, int64_t end) {
+      // Offsets of a window's four positions (those past an odd edge are
+      // never a maximum, so never read).
+      const int64_t offset[4] = {0, C, W * C, W * C + C};
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / h, i = row % h;
+        const bool two_rows = 2 * i + 1 < H;
         const T* top = vp + (b * H + 2 * i) * W * C;
         for (int64_t j = 0; j < w; ++j) {
           const T* base = top + 2 * j * C;
-          // Offsets of the window's four positions (those past an odd
-          // edge are never a maximum, so never read).
-          const int64_t offset[4] = {0, C, W * C, W * C + C};
           const uint8_t* pr = pp + (row * w + j) * C;
           T* outr = out + (row * w + j) * C;
-          if (2 * i + 1 < H && 2 * j + 1 < W) {
+          if (two_rows && 2 * j + 1 < W) {
             GatherWindow(base, base + offset[1], base + offset[2],
                          base + offset[3], pr, outr, C);
             continue;
