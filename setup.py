@@ -33,7 +33,7 @@ setup(
     # Native sources, compiled where they run: the kernel on first use
     # (tfmeta.models.kernels), the benchmark's FMA loop (experiments/bench/roof.py).
     package_data={
-        "tfmeta.models.kernels": ["*.cc"],
+        "tfmeta.models.kernels": ["*.cc", "*.h"],
         "tfmeta.experiments.bench": ["*.cc"],
     },
     entry_points={

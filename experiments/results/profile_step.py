@@ -39,6 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("n_way", 20, "classes per task")
     flags.DEFINE_integer("meta_batch_size", 2, "tasks per meta-step")
     flags.DEFINE_integer("inner_steps", 5, "inner steps")
+    flags.DEFINE_integer("q_query", 1, "queries per class")
     flags.DEFINE_enum("task_execution", "loop", ["loop", "map_fn"], "task execution")
     flags.DEFINE_bool("unroll_inner_loop", True, "MAML: unrolled inner loop")
     flags.DEFINE_bool("recompute", False, "MAML: recompute activations")
@@ -85,6 +86,7 @@ def main(argv: list[str]) -> None:
         meta_batch_size=FLAGS.meta_batch_size,
         n_way=FLAGS.n_way,
         inner_steps=FLAGS.inner_steps,
+        q_query=FLAGS.q_query,
         task_execution=FLAGS.task_execution,
         unroll_inner_loop=FLAGS.unroll_inner_loop,
         recompute=FLAGS.recompute,

@@ -15,15 +15,17 @@ and the ReLU then run on the pooled maps, a quarter of the size. The moments
 of ``y`` follow from those of the input's 3x3 patches (zero-padded as the
 convolution's "same"): ``mean = K^T mean(p)``, ``variance = sum(K * (C
 K))`` for the patches' covariance ``C``, which has ``9 * channels_in`` rows;
-so no full-size map is read for them and none gets their gradient. What
-stays at full size is the convolution, the pooling and their gradients: on
-the first block, whose input has few channels and whose maps are the
-network's largest, the passes saved are the normalization's, the ReLU's and
-their gradients' (timed in docs/performance.md). Its moments are also closer to exact in float32 than
+so no full-size map is read for them and none gets their gradient. The
+convolution and the pooling run as ``tfmeta.models.conv_pool`` computes
+them: in a meta-train step on a CPU, one native pass that writes only the
+pooled maps. On the first block, whose input has few channels and whose
+maps are the network's largest, the passes saved are the normalization's,
+the ReLU's, their gradients' and the full-size convolution's (timed in
+docs/performance.md). Its moments are also closer to exact in float32 than
 a fused kernel's sums over every position.
 
 Every step is a TensorFlow op with its registered gradients (second order
-included), the pooling ``tfmeta.models.max_pool``'s: the function is the
+included), the pooled convolution ``tfmeta.models.conv_pool``'s: the function is the
 composed block's, its derivatives those of the composed ops wherever the
 pooled maximum is unique (ties differ only in which tied position gets the
 gradient). The statistics contexts of
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import keras
 
-from tfmeta.models import max_pool
+from tfmeta.models import conv_pool, max_pool
 from tfmeta.models.batch_norm import MetaBatchNorm, context_moments
 
 # Patches of inputs with more channels than this: the covariance (9 rows a
@@ -116,8 +118,7 @@ def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
     sign = tf.stop_gradient(
         tf.where(gamma >= 0, tf.ones_like(gamma), -tf.ones_like(gamma))
     )
-    signed = tf.nn.conv2d(x, kernel * sign, 1, "SAME")
-    pooled = max_pool.max_pool(signed)
+    pooled = conv_pool.conv_pool(x, kernel * sign)
     scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
     # One scale and one shift over the pooled maps; the rest is per channel.
     return tf.nn.relu(pooled * scale + (beta - scale * sign * mean))

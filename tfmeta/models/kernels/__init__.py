@@ -8,8 +8,12 @@
   first maximum as a one-byte position, and the two linear maps that
   position defines (the pooling's gradient and that gradient's gradient),
   each one vectorized pass (``tfmeta.models.max_pool``).
+- ``conv_pool.cc``: a 3x3 convolution and that pooling in one pass writing
+  only the pooled maps and positions, the convolution at given positions,
+  and its filter gradient (``tfmeta.models.conv_pool``, the first block).
+- ``pooling.h``: what the pooling kernels share.
 
-Every ``.cc`` here is built into one library with the C++ compiler (``$CXX``,
+Every ``.cc`` here (with the ``.h`` they share) is built into one library with the C++ compiler (``$CXX``,
 else ``g++``) and TensorFlow's own compile and link flags into a cache
 folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
 sources, TensorFlow's version, the flags and the machine, then loaded with
@@ -38,8 +42,10 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-# Every source beside this file, in a fixed order (the cache key hashes them).
+# Every source beside this file, in a fixed order, and the headers they
+# share: the cache key hashes both.
 _SOURCES = tuple(sorted(pathlib.Path(__file__).parent.glob("*.cc")))
+_HEADERS = tuple(sorted(pathlib.Path(__file__).parent.glob("*.h")))
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
 # How many traces of meta-train steps are under way (see native_kernels).
@@ -64,6 +70,11 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "tfmeta"
 
 
+# AVX-512 subsets the kernels' vector code uses where the CPU has them all
+# (masked comparisons: byte positions from lanes in one instruction).
+_AVX512 = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+
+
 def _arch_flags() -> list[str]:
     """Vector instructions this CPU has (the library is built where it runs)."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -73,7 +84,12 @@ def _arch_flags() -> list[str]:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+                    if not {"avx2", "fma"} <= flags:
+                        return []
+                    wide = set(_AVX512) <= flags
+                    return ["-mavx2", "-mfma"] + (
+                        [f"-m{f}" for f in _AVX512] if wide else []
+                    )
     except OSError:
         pass
     return []
@@ -107,7 +123,7 @@ def library_path() -> pathlib.Path:
     import tensorflow as tf
 
     key = hashlib.sha256()
-    for source in _SOURCES:
+    for source in (*_SOURCES, *_HEADERS):
         key.update(source.read_bytes())
     key.update(tf.__version__.encode())
     key.update(" ".join(_build_command(pathlib.Path("out"))).encode())

@@ -20,29 +20,16 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "pooling.h"
 
 namespace tfmeta {
 
 namespace tf = ::tensorflow;
 namespace shape = ::tensorflow::shape_inference;
+using pooling::ForRows;
+using pooling::Half;
 
 namespace {
-
-// The pooled size of a dimension, or unknown.
-shape::DimensionHandle Half(shape::InferenceContext* c,
-                            shape::DimensionHandle d) {
-  if (!c->ValueKnown(d)) return c->UnknownDim();
-  return c->MakeDim((c->Value(d) + 1) / 2);
-}
-
-// Runs rows(begin, end) over the N * h pooled rows on the intra-op threads.
-template <typename Rows>
-void ForRows(tf::OpKernelContext* context, int64_t rows, int64_t cost_per_row,
-             Rows&& body) {
-  auto* workers = context->device()->tensorflow_cpu_worker_threads();
-  tf::Shard(workers->num_threads, workers->workers, rows, cost_per_row, body);
-}
 
 // One whole window's channels (the loops vectorize: no branch, no alias).
 template <typename T>
