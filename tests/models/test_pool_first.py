@@ -2,7 +2,10 @@
 pooled before it normalizes (tfmeta.models.pool_first) and the
 convolutions' biases handed to the batch norm after them: the function and
 first and second derivatives of the layers run one by one, in every
-statistics context, and where each applies."""
+statistics context, on TensorFlow ops and on the native kernels, and where
+each applies; the native patch moments against the TensorFlow ops'."""
+
+import contextlib
 
 import keras
 import numpy as np
@@ -10,9 +13,10 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import classification_task, floatx
+from tfmeta import runtime
 from tfmeta.algorithms import MAML
 from tfmeta.core import functional
-from tfmeta.models import batch_norm, conv4, pool_first
+from tfmeta.models import batch_norm, conv4, kernels, pool_first
 from tfmeta.models.conv import ConvNet, up_to_head
 
 MODES = ("transductive", "reference_rows", "support_statistics", "given_statistics")
@@ -81,13 +85,33 @@ def _derivatives(model, x, mode, setting=(False, False)):
     return outputs.numpy(), flat(grads), flat(second), biases
 
 
+@pytest.fixture
+def library(monkeypatch):
+    """The native kernels (they must have built)."""
+    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
+    monkeypatch.setattr(runtime, "_native_kernels", [True])
+    loaded = kernels.library()
+    assert loaded is not None, "the native kernels did not build"
+    return loaded
+
+
+@pytest.fixture(params=["tensorflow_ops", "native_kernels"])
+def form(request):
+    """The block on TensorFlow ops, and within ``native_kernels``."""
+    if request.param == "tensorflow_ops":
+        return contextlib.nullcontext
+    request.getfixturevalue("library")
+    return kernels.native_kernels
+
+
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("mode", MODES)
-def test_equals_the_layers_one_by_one_to_second_order(mode, setting):
+def test_equals_the_layers_one_by_one_to_second_order(mode, setting, form):
     with floatx("float64"):
         model = _model()
         x = tf.constant(np.random.default_rng(1).uniform(size=(12, 9, 9, 3)))
-        run = _derivatives(model, x, mode, setting)
+        with form():
+            run = _derivatives(model, x, mode, setting)
         plain = _derivatives(model, x, mode)
     np.testing.assert_allclose(run[0], plain[0], rtol=1e-11, atol=1e-12)
     for got, want in zip(run[1:3], plain[1:3]):
@@ -148,6 +172,35 @@ def test_float32_moments_come_from_the_patches_exactly():
     model.set_weights([w.astype(np.float32) for w in exact_model.get_weights()])
     got = model(tf.constant(images, tf.float32)).numpy()
     np.testing.assert_allclose(got, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 7, 9, 1), (2, 5, 4, 3), (1, 1, 1, 2), (2, 6, 6, 5)]
+)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_native_patch_moments_are_the_tensorflow_ops(shape, dtype, library):
+    """Values (sums in double: closer to exact than the float32 matmul) and
+    the input's gradient; channels 1-5, even, odd and one-pixel maps."""
+    rng = np.random.default_rng(sum(shape))
+    x = tf.constant(rng.normal(size=shape), dtype)
+    exact = pool_first.patch_statistics(tf.cast(x, tf.float64), shape[-1])
+    weights = [tf.constant(rng.normal(size=t.shape), dtype) for t in exact]
+    results = []
+    for context in (kernels.native_kernels, contextlib.nullcontext):
+        with context(), tf.GradientTape() as tape:
+            tape.watch(x)
+            moments = pool_first.patch_statistics(x, shape[-1])
+            loss = sum(tf.reduce_sum(m * w) for m, w in zip(moments, weights))
+        results.append([*moments, tape.gradient(loss, x)])
+    tolerance = 1e-12 if dtype == tf.float64 else 2e-6
+    for got, want in zip(results[0][:2], exact):
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(
+        results[0][2], results[1][2], rtol=tolerance, atol=tolerance
+    )
+    assert np.abs(results[1][2]).max() > 1e-3
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[N, H, W, C\]"):
+        library.tfmeta_patch_moments(tf.zeros([2, 3, 3], dtype))
 
 
 def test_where_it_applies():

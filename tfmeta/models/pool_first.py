@@ -81,19 +81,55 @@ def applies(layers, inputs) -> bool:
     )
 
 
-def patch_moments(x, kernel):
-    """Mean and variance over every position of ``conv(x, kernel)`` (3x3,
-    "same"), from the mean and covariance of ``x``'s 3x3 patches."""
+def patch_statistics(x, channels_in: int):
+    """The mean and covariance of ``x``'s 3x3 patches (zero-padded as the
+    convolution's "same"), entry ``(3 * kh + kw) * channels_in + c``: in a
+    meta-train step on a CPU one native pass (``tfmeta.models.kernels``),
+    else a patch convolution and a matmul of the centered patches."""
     import tensorflow as tf
 
-    channels_in = kernel.shape[2]
+    from tfmeta.models import kernels
+
+    library = kernels.usable() if x.dtype in (tf.float32, tf.float64) else None
+    if library is None:
+        return _patch_statistics(x, channels_in)
+
+    @tf.custom_gradient
+    def native(x):
+        def gradient(mean_grad, covariance_grad):
+            # The input's gradient (none in training: the input is the data)
+            # is that of the TensorFlow ops'.
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                moments = _patch_statistics(x, channels_in)
+            return tape.gradient(
+                moments, x, output_gradients=[mean_grad, covariance_grad]
+            )
+
+        return library.tfmeta_patch_moments(x), gradient
+
+    return native(x)
+
+
+def _patch_statistics(x, channels_in: int):
+    import tensorflow as tf
+
     size = 9 * channels_in
     identity = tf.reshape(tf.eye(size, dtype=x.dtype), [3, 3, channels_in, size])
     patches = tf.reshape(tf.nn.conv2d(x, identity, 1, "SAME"), [-1, size])
     patch_mean = tf.reduce_mean(patches, axis=0)
     centered = patches - patch_mean
     count = tf.cast(tf.shape(patches)[0], x.dtype)
-    covariance = tf.matmul(centered, centered, transpose_a=True) / count
+    return patch_mean, tf.matmul(centered, centered, transpose_a=True) / count
+
+
+def patch_moments(x, kernel):
+    """Mean and variance over every position of ``conv(x, kernel)`` (3x3,
+    "same"), from the mean and covariance of ``x``'s 3x3 patches."""
+    import tensorflow as tf
+
+    size = 9 * kernel.shape[2]
+    patch_mean, covariance = patch_statistics(x, kernel.shape[2])
     flat = tf.reshape(kernel, [size, -1])
     mean = tf.linalg.matvec(flat, patch_mean, transpose_a=True)
     variance = tf.reduce_sum(flat * tf.matmul(covariance, flat), axis=0)

@@ -11,7 +11,7 @@
 - ``conv_pool.cc``: a 3x3 convolution and that pooling in one pass writing
   only the pooled maps and positions, the convolution at given positions,
   and its filter gradient (``tfmeta.models.conv_pool``, the first block).
-- ``pooling.h``: what the pooling kernels share.
+- ``shared.h``: what the kernels share.
 
 Every ``.cc`` here (with the ``.h`` they share) is built into one library with the C++ compiler (``$CXX``,
 else ``g++``) and TensorFlow's own compile and link flags into a cache

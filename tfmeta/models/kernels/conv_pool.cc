@@ -23,10 +23,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
-#include "pooling.h"
+#include "shared.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -35,8 +34,9 @@ namespace tfmeta {
 
 namespace tf = ::tensorflow;
 namespace shape = ::tensorflow::shape_inference;
-using pooling::ForRows;
-using pooling::Half;
+using shared::ForChannels;
+using shared::ForRows;
+using shared::Half;
 
 namespace {
 
@@ -163,24 +163,6 @@ void CheckInputs(tf::OpKernelContext* context, const tf::Tensor& x,
 
 void FinishSizes(Sizes* s, int block) {
   s->padded_f = (s->F + block - 1) / block * block;
-}
-
-// body(std::integral_constant<int, kC>) with kC = C for the few channels
-// a first layer has, else 0 (channels read at run time).
-template <typename Body>
-void ForChannels(int64_t C, Body&& body) {
-  switch (C) {
-    case 1:
-      return body(std::integral_constant<int, 1>());
-    case 2:
-      return body(std::integral_constant<int, 2>());
-    case 3:
-      return body(std::integral_constant<int, 3>());
-    case 4:
-      return body(std::integral_constant<int, 4>());
-    default:
-      return body(std::integral_constant<int, 0>());
-  }
 }
 
 }  // namespace

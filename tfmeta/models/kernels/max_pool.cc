@@ -17,17 +17,17 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "shared.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "pooling.h"
 
 namespace tfmeta {
 
 namespace tf = ::tensorflow;
 namespace shape = ::tensorflow::shape_inference;
-using pooling::ForRows;
-using pooling::Half;
+using shared::ForRows;
+using shared::Half;
 
 namespace {
 
