@@ -46,6 +46,7 @@ from tfmeta.core import functional
 from tfmeta.core.algorithm import Algorithm
 from tfmeta.core.executor import TaskResult
 from tfmeta.core.learner import Learner
+from tfmeta.core.squared_distances import squared_distances
 from tfmeta.models.conv import up_to_head
 
 DISTANCES = ("euclidean", "cosine")
@@ -63,16 +64,15 @@ def prototype_logits(
     query: tf.Tensor, prototypes: tf.Tensor, distance: str, temperature: float
 ) -> tf.Tensor:
     """Logits ``[Q, N]`` of query embeddings ``[Q, d]`` against c_k ``[N, d]``:
-    -||f_phi(x) - c_k||^2 ("euclidean", from the ``[Q, N, d]`` differences as
-    the authors' code: the expansion |x|^2 - 2 x.c + |c|^2 saves that memory
-    but cancels, ~10x the float32 error), or ``temperature * cos(f_phi(x),
+    -||f_phi(x) - c_k||^2 ("euclidean", from the differences as the authors'
+    code: the expansion |x|^2 - 2 x.c + |c|^2 cancels, ~10x the float32
+    error; ``tfmeta.core.squared_distances``), or ``temperature * cos(f_phi(x),
     c_k)`` ("cosine")."""
     if distance == "cosine":
         query = tf.math.l2_normalize(query, axis=-1)
         prototypes = tf.math.l2_normalize(prototypes, axis=-1)
         return temperature * tf.matmul(query, prototypes, transpose_b=True)
-    differences = query[:, tf.newaxis, :] - prototypes[tf.newaxis, :, :]
-    return -tf.reduce_sum(tf.square(differences), axis=-1)
+    return -squared_distances(query, prototypes)
 
 
 def embedding_network(model: keras.Model) -> tuple[keras.Model, list[int]]:
