@@ -1,17 +1,18 @@
 """A network's first block, 3x3 conv, batch norm, ReLU, 2x2 max pooling,
 computed with the pooling first and the moments from the input's patches.
 
-Batch norm followed by ReLU is, per channel, a monotone map: increasing
-where the channel's scale ``gamma`` is positive, decreasing where it is
-negative. Max pooling commutes with it, so
+Batch norm is, per channel, a scale and a shift; max pooling commutes with
+the shift and with the ReLU after it (both increasing), and the scale goes
+into the kernel, the convolution being linear in it:
 
-    maxpool(relu(bn(y))) = relu(|gamma| r (maxpool(s y) - s mean) + beta)
+    maxpool(relu(bn(y))) = relu(maxpool(conv(x, K * gamma r)) + beta - gamma r mean)
 
-with ``y = conv(x)``, ``r = rsqrt(variance + epsilon)`` and ``s = sign(gamma)``
-(``s y`` is the convolution with the kernel times ``s``; the convolution's
-bias goes to the normalization as its ``input_bias``, where it cancels
-against the maps' own moments). Normalizing
-and the ReLU then run on the pooled maps, a quarter of the size. The moments
+with ``y = conv(x, K)`` and ``r = rsqrt(variance + epsilon)`` per output
+channel (the convolution's bias goes to the normalization as its
+``input_bias``, where it cancels against the maps' own moments). The pooling
+sees the normalized maps' order, decreasing where ``gamma`` is negative, as
+the layers one by one do; the shift and the ReLU run on the pooled maps, a
+quarter of the size, and the scale's gradient comes through the kernel's. The moments
 of ``y`` follow from those of the input's 3x3 patches (zero-padded as the
 convolution's "same"): ``mean = K^T mean(p)``, ``variance = sum(K * (C
 K))`` for the patches' covariance ``C``, which has ``9 * channels_in`` rows;
@@ -151,10 +152,9 @@ def block(x, conv: keras.layers.Conv2D, norm: MetaBatchNorm):
         return patch_moments(reference, kernel)
 
     mean, variance = context_moments(norm.name, x.dtype, moments, bias)
-    sign = tf.stop_gradient(
-        tf.where(gamma >= 0, tf.ones_like(gamma), -tf.ones_like(gamma))
-    )
-    pooled = conv_pool.conv_pool(x, kernel * sign)
-    scale = gamma * sign * tf.math.rsqrt(variance + norm.epsilon)
-    # One scale and one shift over the pooled maps; the rest is per channel.
-    return tf.nn.relu(pooled * scale + (beta - scale * sign * mean))
+    # The normalization's scale, per channel, goes into the kernel: the
+    # convolution is linear in it, and the pooling sees the normalized maps'
+    # order (decreasing where gamma is negative). The shift stays outside.
+    scale = gamma * tf.math.rsqrt(variance + norm.epsilon)
+    pooled = conv_pool.conv_pool(x, kernel * scale)
+    return tf.nn.relu(pooled + (beta - scale * mean))
