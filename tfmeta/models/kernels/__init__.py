@@ -11,16 +11,23 @@
 - ``conv_pool.cc``: a 3x3 convolution and that pooling in one pass writing
   only the pooled maps and positions, the convolution at given positions,
   and its filter gradient (``tfmeta.models.conv_pool``, the first block).
+- ``patch_moments.cc``: the mean and covariance of a map's 3x3 patches in
+  one pass (``tfmeta.models.pool_first``, the first block's moments).
+- ``squared_distances.cc``: squared distances between two sets of rows from
+  their differences, and both gradients, without the ``[Q, N, d]``
+  differences (``tfmeta.core.squared_distances``, Prototypical Networks).
 - ``shared.h``: what the kernels share.
 
-Every ``.cc`` here (with the ``.h`` they share) is built into one library with the C++ compiler (``$CXX``,
-else ``g++``) and TensorFlow's own compile and link flags into a cache
-folder (``$TFMETA_CACHE_DIR``, else ``~/.cache/tfmeta``), keyed by the
-sources, TensorFlow's version, the flags and the machine, then loaded with
-``tf.load_op_library``. Where that fails (no compiler, no headers) a warning
-says why and TensorFlow ops are used: the same results (to float32 round-off
-for batch norm, bit for bit for the pooling). ``tfmeta.runtime.configure(
-native_kernels=False)`` or ``TFMETA_NATIVE_KERNELS=0`` turns them off.
+Every ``.cc`` here (with the ``.h`` they share) is built into one library
+with the C++ compiler (``$CXX``, else ``g++``) and TensorFlow's own compile
+and link flags into a cache folder (``$TFMETA_CACHE_DIR``, else
+``~/.cache/tfmeta``), keyed by the sources, TensorFlow's version, the flags
+and the machine (AVX-512 where the CPU has its F, BW, VL and DQ parts, else
+AVX2 and FMA), then loaded with ``tf.load_op_library``. Where that fails (no
+compiler, no headers) a warning says why and TensorFlow ops are used: the
+same results (bit for bit for the pooling, to round-off for the rest: their
+sums run in another order). ``tfmeta.runtime.configure(native_kernels=False)``
+or ``TFMETA_NATIVE_KERNELS=0`` turns them off.
 
 Only functions traced within ``native_kernels()`` use them (the learners'
 meta-train steps), on CPU-only machines and outside XLA (``usable``):
