@@ -27,6 +27,9 @@ import pytest
 
 from tfmeta import runtime
 
+# The native kernels' fixtures (``library``, ``form``), for every test module.
+pytest_plugins = ["tests.native"]
+
 _CHECKED = "_tfmeta_process_state"
 _SEEDS = "_tfmeta_random_seeds"
 

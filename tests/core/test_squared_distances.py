@@ -5,28 +5,16 @@ not in its exports."""
 
 import contextlib
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import classification_task
-from tfmeta import runtime
+from tests.native import meta_train_step_ops, op_types
 from tfmeta.algorithms import PrototypicalNetwork
 from tfmeta.core import squared_distances as distances
-from tfmeta.models import conv4, kernels
+from tfmeta.models import kernels
 
 NATIVE_OPS = {"TfmetaSquaredDistances", "TfmetaSquaredDistancesGrad"}
-
-
-@pytest.fixture
-def library(monkeypatch):
-    """The native kernels (they must have built)."""
-    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
-    monkeypatch.setattr(runtime, "_native_kernels", [True])
-    loaded = kernels.library()
-    assert loaded is not None, "the native kernels did not build"
-    return loaded
 
 
 def _derivatives(x, c, context):
@@ -78,23 +66,11 @@ def test_the_kernels_refuse_rows_that_do_not_match(library):
         )
 
 
-def _op_types(graph):
-    types = {op.type for op in graph.get_operations()}
-    for function in graph.as_graph_def().library.function:
-        types |= {node.op for node in function.node_def}
-    return types
-
-
 def test_meta_train_steps_run_them_and_exports_do_not(library):
-    model = conv4(3, (8, 8, 1), filters=4, pooling="max", seed=0)
-    learner = PrototypicalNetwork(model, keras.optimizers.SGD(0.1))
-    rng = np.random.default_rng(0)
-    tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
-    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
-    step = learner.meta_step._train_fn.get_concrete_function(episode)
-    assert NATIVE_OPS <= _op_types(step.graph)
+    types, learner, tasks = meta_train_step_ops(PrototypicalNetwork)
+    assert NATIVE_OPS <= types
     support_x, support_y, query_x, _ = tasks[0]
     predict = tf.function(
         lambda: learner.predict(learner.adapt(support_x, support_y), query_x, support_x)
     )
-    assert not NATIVE_OPS & _op_types(predict.get_concrete_function().graph)
+    assert not NATIVE_OPS & op_types(predict.get_concrete_function().graph)

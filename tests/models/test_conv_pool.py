@@ -5,25 +5,14 @@ without a compiled path and filter counts off the vector block; ties pick
 the composed ops' position; bad shapes are refused in one line; and which
 form a meta-train step and an exported model get."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta import runtime
-from tfmeta.models import conv4, conv_pool, kernels, max_pool
+from tests.native import meta_train_step_ops, op_types
+from tfmeta.models import conv_pool, kernels, max_pool
 
 NATIVE_OPS = {"TfmetaConvPool", "TfmetaConvPoolAt", "TfmetaConvPoolFilterGrad"}
-
-
-@pytest.fixture
-def library(monkeypatch):
-    """The native kernels (they must have built)."""
-    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
-    monkeypatch.setattr(runtime, "_native_kernels", [True])
-    loaded = kernels.library()
-    assert loaded is not None, "the native kernels did not build"
-    return loaded
 
 
 def _composed(x, kernel):
@@ -133,23 +122,10 @@ def test_other_kernels_and_types_get_the_composed_ops(library):
 
 
 def test_meta_train_steps_run_it_and_exports_do_not(library):
-    from tests.helpers import classification_task
     from tfmeta.algorithms import MAML
 
-    model = conv4(3, (8, 8, 1), filters=4, pooling="max", seed=0)
-    learner = MAML(model, keras.optimizers.SGD(0.1), inner_lr=0.1, inner_steps=1)
-    rng = np.random.default_rng(0)
-    tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
-    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
-    step = learner.meta_step._train_fn.get_concrete_function(episode)
-    graph = step.graph
-    types = {op.type for op in graph.get_operations()}
-    for function in graph.as_graph_def().library.function:
-        types |= {node.op for node in function.node_def}
+    types, learner, _ = meta_train_step_ops(MAML, inner_lr=0.1, inner_steps=1)
     # Second-order MAML differentiates the kernel's gradient: all three run.
     assert NATIVE_OPS <= types
-    exported = tf.function(model).get_concrete_function(tf.zeros([2, 8, 8, 1]))
-    exported_types = {op.type for op in exported.graph.get_operations()}
-    for function in exported.graph.as_graph_def().library.function:
-        exported_types |= {node.op for node in function.node_def}
-    assert not NATIVE_OPS & exported_types
+    exported = tf.function(learner.model).get_concrete_function(tf.zeros([2, 8, 8, 1]))
+    assert not NATIVE_OPS & op_types(exported.graph)

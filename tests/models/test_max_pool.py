@@ -4,38 +4,13 @@ ties included, on even and odd maps, on TensorFlow ops and on the native
 kernels; a ReLU moved after it changes none of them; where ConvNet uses both;
 and which of the two forms a meta-train step and an exported model get."""
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta import runtime
+from tests.native import meta_train_step_ops, op_types
 from tfmeta.models import conv4, kernels, max_pool
-
-FORMS = ["tensorflow_ops", "native_kernels"]
-
-
-@pytest.fixture
-def library(monkeypatch):
-    """The native kernels, on whatever TFMETA_NATIVE_KERNELS the tests run
-    with (they must have built)."""
-    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
-    monkeypatch.setattr(runtime, "_native_kernels", [True])
-    loaded = kernels.library()
-    assert loaded is not None, "the native kernels did not build"
-    return loaded
-
-
-@pytest.fixture(params=FORMS)
-def form(request):
-    """Each test using it runs on both forms: plain, and within
-    ``native_kernels``."""
-    if request.param == "tensorflow_ops":
-        return contextlib.nullcontext
-    request.getfixturevalue("library")
-    return kernels.native_kernels
 
 
 def _derivatives(pool, x):
@@ -93,13 +68,6 @@ def test_a_relu_after_it_gives_the_figures_of_the_relu_before_it(size, dtype, fo
     assert (want[1].numpy() == 0).mean() < 0.95  # gradients pass as well
 
 
-def _op_types(graph):
-    types = {op.type for op in graph.get_operations()}
-    for function in graph.as_graph_def().library.function:
-        types |= {node.op for node in function.node_def}
-    return types
-
-
 NATIVE_OPS = {"TfmetaMaxPool", "TfmetaMaxPoolScatter", "TfmetaMaxPoolGather"}
 
 
@@ -109,7 +77,7 @@ def test_in_a_compiled_function_with_unknown_batch_and_sizes(form):
     with form():
         concrete = compiled.get_concrete_function(spec)
     native = form is kernels.native_kernels
-    types = _op_types(concrete.graph)
+    types = op_types(concrete.graph)
     assert (NATIVE_OPS <= types) == native
     assert ("MaxPoolGrad" in types) != native
     for size in [(5, 6), (8, 8)]:  # one trace, odd and even maps
@@ -129,7 +97,7 @@ def test_xla_compiled_functions_pool_on_tensorflow_ops(library):
     )
     with kernels.native_kernels():
         concrete = compiled.get_concrete_function(x)
-    assert not NATIVE_OPS & _op_types(concrete.graph)
+    assert not NATIVE_OPS & op_types(concrete.graph)
     # (XLA's own sin and cos differ from TensorFlow's by an ulp or two.)
     for got, want in zip(concrete(x), _derivatives(_plain, x)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -150,20 +118,14 @@ def test_meta_train_steps_run_the_native_kernels_and_exports_do_not(library):
     """A learner's meta-train step (traced within ``native_kernels``) pools
     on the native kernels where they built; a function traced outside it,
     as an export is, never does."""
-    from tests.helpers import classification_task
     from tfmeta.algorithms import MAML
 
-    model = conv4(3, (8, 8, 1), filters=4, pooling="max", seed=0)
-    learner = MAML(model, keras.optimizers.SGD(0.1), inner_lr=0.1, inner_steps=1)
-    rng = np.random.default_rng(0)
-    tasks = [classification_task(rng, dtype="float32") for _ in range(2)]
-    episode = tuple(tf.stack(parts) for parts in zip(*tasks))
-    step = learner.meta_step._train_fn.get_concrete_function(episode)
-    types = _op_types(step.graph)
+    types, learner, _ = meta_train_step_ops(MAML, inner_lr=0.1, inner_steps=1)
+    model = learner.model
     assert NATIVE_OPS <= types and "MaxPoolGrad" not in types
     x = tf.zeros([2, 8, 8, 1])
     exported = tf.function(lambda x: _derivatives(model, x)).get_concrete_function(x)
-    assert not NATIVE_OPS & _op_types(exported.graph)
+    assert not NATIVE_OPS & op_types(exported.graph)
 
 
 def test_window_sum_pads_like_same():

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import classification_task, floatx
-from tfmeta import runtime
 from tfmeta.algorithms import MAML
 from tfmeta.core import functional
 from tfmeta.models import batch_norm, conv4, kernels, pool_first
@@ -83,25 +82,6 @@ def _derivatives(model, x, mode, setting=(False, False)):
     names = [v.path for v in model.trainable_variables]
     biases = [g.numpy() for g, n in zip(grads, names) if n.endswith("bias")]
     return outputs.numpy(), flat(grads), flat(second), biases
-
-
-@pytest.fixture
-def library(monkeypatch):
-    """The native kernels (they must have built)."""
-    monkeypatch.delenv("TFMETA_NATIVE_KERNELS", raising=False)
-    monkeypatch.setattr(runtime, "_native_kernels", [True])
-    loaded = kernels.library()
-    assert loaded is not None, "the native kernels did not build"
-    return loaded
-
-
-@pytest.fixture(params=["tensorflow_ops", "native_kernels"])
-def form(request):
-    """The block on TensorFlow ops, and within ``native_kernels``."""
-    if request.param == "tensorflow_ops":
-        return contextlib.nullcontext
-    request.getfixturevalue("library")
-    return kernels.native_kernels
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
