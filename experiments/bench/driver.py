@@ -293,7 +293,8 @@ def run_speed(settings: Settings, options: Options) -> dict[str, Any]:
 def run_flops(settings: Settings, options: Options) -> dict[str, Any]:
     """For each planned algorithm ``flops`` counts, the FLOPs its step
     executes (``executed``) beside the count, from one child each with
-    oneDNN's log on."""
+    oneDNN's log on and the native kernels off (their work is not in the
+    log; the same functions on TensorFlow's ops)."""
     settings.check()
     planned = [e for e in plan(settings, options) if e["algorithm"] in flops.COUNTED]
     if not planned:
@@ -306,8 +307,10 @@ def run_flops(settings: Settings, options: Options) -> dict[str, Any]:
         algorithm = entry["algorithm"]
         command = [sys.executable, "-m", BINARY, f"--worker={algorithm}"]
         command += [*settings.to_args(), "--count_flops"]
+        # The native kernels off: every convolution goes through oneDNN's log.
+        environment = {"ONEDNN_VERBOSE": "1", "TFMETA_NATIVE_KERNELS": "0"}
         output = run_output(
-            command, f"tfmeta {algorithm} with oneDNN's log", {"ONEDNN_VERBOSE": "1"}
+            command, f"tfmeta {algorithm} with oneDNN's log", environment
         )
         result = last_json_line(output)
         for line in executed.report(result, output):

@@ -2,7 +2,9 @@
 primitive it runs, beside what ``flops`` counts for the step.
 
 ``--mode=flops`` runs each counted algorithm (``flops.COUNTED``) in a child
-with ``ONEDNN_VERBOSE=1``: the child traces the step, then runs it once more
+with ``ONEDNN_VERBOSE=1`` and the native kernels off (``tfmeta.models.
+kernels``: the first block's convolution would not be in the log; the step
+then runs the same functions on TensorFlow's ops): the child traces the step, then runs it once more
 between two marker convolutions of a shape no step uses (they go through the
 same log, so the step's lines are exactly those between them), and prints one
 JSON line. The parent sums the step's convolutions, matmuls and inner
@@ -161,7 +163,8 @@ def report(result: dict[str, Any], log: str) -> list[str]:
         (
             f"{name}: counted {counted / 1e9:.4f} GFLOP per step; executed "
             f"{total / 1e9:.4f} ({total / counted:.4f} of the count): convolutions "
-            f"{(total - matmuls) / 1e9:.4f}, matmuls {matmuls / 1e9:.4f}"
+            f"{(total - matmuls) / 1e9:.4f}, matmuls {matmuls / 1e9:.4f} (the "
+            "native kernels off: every convolution in oneDNN's log)"
         ),
         (
             f"  oneDNN's own time in the step's primitives: {total_ms:.1f} ms (calls "

@@ -64,7 +64,7 @@ def _input_gradient(library, x, kernel, position, upstream):
         size if size is not None else tf.shape(x)[axis]
         for axis, size in ((1, x.shape[1]), (2, x.shape[2]))
     )
-    scattered = max_pool._scatter(library, upstream, position, height, width)
+    scattered = max_pool.scatter(library, upstream, position, height, width)
     return tf.nn.conv2d_transpose(scattered, kernel, tf.shape(x), 1, "SAME")
 
 

@@ -121,38 +121,40 @@ def _native_pool(library, x):
         )
 
         def gradient(upstream):
-            return _scatter(library, upstream, position, height, width)
+            return scatter(library, upstream, position, height, width)
 
         return y, gradient
 
     return pool(x)
 
 
-def _scatter(library, pooled, position, height, width):
-    """Each pooled value at its window's first maximum, zeros elsewhere
-    (``MaxPoolGrad``); its gradient is ``_gather``."""
+def scatter(library, pooled, position, height, width):
+    """Each pooled value at its window's first ``position``, zeros elsewhere
+    in a ``height`` x ``width`` map (``MaxPoolGrad``), on the native kernels
+    ``library``; its gradient is ``_gather``. The gradient of the native
+    pooling, and of ``tfmeta.models.conv_pool``'s with respect to its input."""
     import tensorflow as tf
 
     @tf.custom_gradient
-    def scatter(pooled):
+    def scatter_values(pooled):
         def gradient(values):
             return _gather(library, values, position, height, width)
 
         values = library.tfmeta_max_pool_scatter(pooled, position, height, width)
         return values, gradient
 
-    return scatter(pooled)
+    return scatter_values(pooled)
 
 
 def _gather(library, values, position, height, width):
     """Each window's value at its first maximum; its gradient is
-    ``_scatter``."""
+    ``scatter``."""
     import tensorflow as tf
 
     @tf.custom_gradient
     def gather(values):
         def gradient(pooled):
-            return _scatter(library, pooled, position, height, width)
+            return scatter(library, pooled, position, height, width)
 
         return library.tfmeta_max_pool_gather(values, position), gradient
 
