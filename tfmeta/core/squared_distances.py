@@ -21,8 +21,7 @@ def squared_distances(x, c):
 
     from tfmeta.models import kernels
 
-    native = x.dtype in (tf.float32, tf.float64) and c.dtype == x.dtype
-    library = kernels.usable() if native else None
+    library = kernels.usable(x, c)
     if library is None:
         return _differences(x, c)
 

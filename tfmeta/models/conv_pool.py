@@ -33,12 +33,8 @@ def conv_pool(x, kernel):
 
     from tfmeta.models import kernels
 
-    native = (
-        x.dtype in (tf.float32, tf.float64)
-        and kernel.dtype == x.dtype
-        and tuple(kernel.shape[:2]) == (3, 3)
-    )
-    library = kernels.usable() if native else None
+    three_by_three = tuple(kernel.shape[:2]) == (3, 3)
+    library = kernels.usable(x, kernel) if three_by_three else None
     if library is None:
         return max_pool.max_pool(tf.nn.conv2d(x, kernel, 1, "SAME"))
 
@@ -60,10 +56,7 @@ def _input_gradient(library, x, kernel, position, upstream):
     positions."""
     import tensorflow as tf
 
-    height, width = (
-        size if size is not None else tf.shape(x)[axis]
-        for axis, size in ((1, x.shape[1]), (2, x.shape[2]))
-    )
+    height, width = max_pool.height_width(x)
     scattered = max_pool.scatter(library, upstream, position, height, width)
     return tf.nn.conv2d_transpose(scattered, kernel, tf.shape(x), 1, "SAME")
 

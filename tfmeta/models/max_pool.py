@@ -78,7 +78,7 @@ def max_pool(x):
 
     from tfmeta.models import kernels
 
-    library = kernels.usable() if x.dtype in (tf.float32, tf.float64) else None
+    library = kernels.usable(x)
     if library is not None:
         return _native_pool(library, x)
 
@@ -114,11 +114,7 @@ def _native_pool(library, x):
     @tf.custom_gradient
     def pool(x):
         y, position = library.tfmeta_max_pool(x)
-        # The input's height and width: constants where the trace knows them.
-        height, width = (
-            size if size is not None else tf.shape(x)[axis]
-            for axis, size in ((1, x.shape[1]), (2, x.shape[2]))
-        )
+        height, width = height_width(x)
 
         def gradient(upstream):
             return scatter(library, upstream, position, height, width)
@@ -126,6 +122,17 @@ def _native_pool(library, x):
         return y, gradient
 
     return pool(x)
+
+
+def height_width(x):
+    """A channels-last ``x``'s height and width: constants where the trace
+    knows them, else tensors."""
+    import tensorflow as tf
+
+    return tuple(
+        size if size is not None else tf.shape(x)[axis]
+        for axis, size in ((1, x.shape[1]), (2, x.shape[2]))
+    )
 
 
 def scatter(library, pooled, position, height, width):

@@ -12,24 +12,27 @@ channel (the convolution's bias goes to the normalization as its
 ``input_bias``, where it cancels against the maps' own moments). The pooling
 sees the normalized maps' order, decreasing where ``gamma`` is negative, as
 the layers one by one do; the shift and the ReLU run on the pooled maps, a
-quarter of the size, and the scale's gradient comes through the kernel's. The moments
-of ``y`` follow from those of the input's 3x3 patches (zero-padded as the
-convolution's "same"): ``mean = K^T mean(p)``, ``variance = sum(K * (C
-K))`` for the patches' covariance ``C``, which has ``9 * channels_in`` rows;
-so no full-size map is read for them and none gets their gradient. The
-convolution and the pooling run as ``tfmeta.models.conv_pool`` computes
-them: in a meta-train step on a CPU, one native pass that writes only the
-pooled maps. On the first block, whose input has few channels and whose
-maps are the network's largest, the passes saved are the normalization's,
-the ReLU's, their gradients' and the full-size convolution's (timed in
-docs/performance.md). Its moments are also closer to exact in float32 than
-a fused kernel's sums over every position.
+quarter of the size, and the scale's gradient comes through the kernel's.
+
+The moments of ``y`` follow from those of the input's 3x3 patches
+(zero-padded as the convolution's "same"): ``mean = K^T mean(p)``,
+``variance = sum(K * (C K))`` for the patches' covariance ``C``, which has
+``9 * channels_in`` rows; so no full-size map is read for them and none gets
+their gradient. The convolution and the pooling run as
+``tfmeta.models.conv_pool`` computes them: in a meta-train step on a CPU,
+one native pass that writes only the pooled maps. On the first block, whose
+input has few channels and whose maps are the network's largest, the passes
+saved are the normalization's, the ReLU's, their gradients' and the
+full-size convolution's (timed in docs/performance.md). Its moments are also
+closer to exact in float32 than a fused kernel's sums over every position;
+in a meta-train step the patches' statistics are one native pass too
+(``patch_statistics``).
 
 Every step is a TensorFlow op with its registered gradients (second order
-included), the pooled convolution ``tfmeta.models.conv_pool``'s: the function is the
-composed block's, its derivatives those of the composed ops wherever the
-pooled maximum is unique (ties differ only in which tied position gets the
-gradient). The statistics contexts of
+included), the pooled convolution ``tfmeta.models.conv_pool``'s: the
+function is the composed block's, its derivatives those of the composed ops
+wherever the pooled maximum is unique (ties differ only in which tied
+position gets the gradient). The statistics contexts of
 ``tfmeta.models.batch_norm`` (reference rows, fixed and collected moments)
 apply as for the block's ``MetaBatchNorm``, under its name.
 """
@@ -91,7 +94,7 @@ def patch_statistics(x, channels_in: int):
 
     from tfmeta.models import kernels
 
-    library = kernels.usable() if x.dtype in (tf.float32, tf.float64) else None
+    library = kernels.usable(x)
     if library is None:
         return _patch_statistics(x, channels_in)
 

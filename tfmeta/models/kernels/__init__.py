@@ -219,12 +219,17 @@ def tracing_for_xla() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
-def usable():
-    """The library where the function being traced may run it: within
-    ``native_kernels``, on a CPU-only machine, outside XLA (which has no
-    kernel for its ops); None otherwise."""
+def usable(*tensors):
+    """The library where the function being traced may run it on
+    ``tensors``: within ``native_kernels``, on a CPU-only machine, outside
+    XLA (which has no kernel for its ops), every tensor float32 or float64
+    and all of one dtype (the types the kernels are built for); None
+    otherwise."""
     import tensorflow as tf
 
+    dtypes = {tensor.dtype for tensor in tensors}
+    if len(dtypes) > 1 or not dtypes <= {tf.float32, tf.float64}:
+        return None
     if not _scopes[0] or tf.config.list_physical_devices("GPU"):
         return None
     if tracing_for_xla():

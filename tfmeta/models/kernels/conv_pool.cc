@@ -143,11 +143,9 @@ inline void ConvolveWindow(const T* __restrict patch,
 
 void CheckInputs(tf::OpKernelContext* context, const tf::Tensor& x,
                  const tf::Tensor* kernel, Sizes* s) {
-  OP_REQUIRES(context, x.dims() == 4,
-              tf::errors::InvalidArgument("x must be [N, H, W, C], got ",
-                                          x.shape().DebugString()));
-  s->n = x.dim_size(0), s->H = x.dim_size(1), s->W = x.dim_size(2);
-  s->C = x.dim_size(3);
+  shared::Map map;
+  if (!shared::ReadMap(context, x, &map)) return;
+  s->n = map.n, s->H = map.H, s->W = map.W, s->C = map.C;
   s->h = (s->H + 1) / 2, s->w = (s->W + 1) / 2;
   if (kernel != nullptr) {
     OP_REQUIRES(

@@ -120,11 +120,9 @@ class MaxPoolOp : public tf::OpKernel {
 
   void Compute(tf::OpKernelContext* context) override {
     const tf::Tensor& x = context->input(0);
-    OP_REQUIRES(context, x.dims() == 4,
-                tf::errors::InvalidArgument("x must be [N, H, W, C], got ",
-                                            x.shape().DebugString()));
-    const int64_t n = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2),
-                  C = x.dim_size(3);
+    shared::Map map;
+    if (!shared::ReadMap(context, x, &map)) return;
+    const int64_t n = map.n, H = map.H, W = map.W, C = map.C;
     const int64_t h = (H + 1) / 2, w = (W + 1) / 2;
     const tf::TensorShape pooled_shape({n, h, w, C});
     tf::Tensor* y = nullptr;

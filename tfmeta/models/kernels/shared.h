@@ -1,6 +1,7 @@
 // What the kernels share: the pooled size of a dimension (2x2 stride-2
-// "same" pooling), the split of rows over the intra-op threads, and code
-// compiled for the few channels of a network's input.
+// "same" pooling), a channels-last input's sizes, the split of rows over the
+// intra-op threads, and code compiled for the few channels of a network's
+// input.
 
 #ifndef TFMETA_MODELS_KERNELS_SHARED_H_
 #define TFMETA_MODELS_KERNELS_SHARED_H_
@@ -10,6 +11,7 @@
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
 
 namespace tfmeta {
@@ -21,6 +23,24 @@ inline ::tensorflow::shape_inference::DimensionHandle Half(
     ::tensorflow::shape_inference::DimensionHandle d) {
   if (!c->ValueKnown(d)) return c->UnknownDim();
   return c->MakeDim((c->Value(d) + 1) / 2);
+}
+
+// The sizes of a channels-last map [N, H, W, C].
+struct Map {
+  int64_t n, H, W, C;
+};
+
+// x's sizes into map; false, with an InvalidArgument error on the context,
+// where x is not [N, H, W, C].
+inline bool ReadMap(::tensorflow::OpKernelContext* context,
+                    const ::tensorflow::Tensor& x, Map* map) {
+  if (x.dims() != 4) {
+    context->SetStatus(::tensorflow::errors::InvalidArgument(
+        "x must be [N, H, W, C], got ", x.shape().DebugString()));
+    return false;
+  }
+  *map = {x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3)};
+  return true;
 }
 
 // Runs body(begin, end) over [0, rows) on the intra-op threads.
